@@ -1,0 +1,5 @@
+//! The check pipeline: `RequestView` in, `Decision` out.
+
+pub mod decision;
+
+pub use decision::{Allow, Decision, Deny, DenyCode, DenyStatus};

@@ -1,0 +1,8 @@
+//! keygate: an authorization service for signed API requests.
+
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+
+pub mod clock;
+pub mod decide;
+pub mod request;
