@@ -5,4 +5,6 @@
 
 pub mod clock;
 pub mod decide;
+pub mod model;
 pub mod request;
+pub mod store;

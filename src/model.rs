@@ -1,0 +1,155 @@
+//! Domain types: apps, key pairs, groups, APIs, grants, audit events, and `Secret`.
+//!
+//! Owns: the shapes the store persists and the index serves. No I/O, no wire types:
+//! proto messages are converted at the admin edge, records are encoded in the store.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use subtle::ConstantTimeEq;
+use zeroize::Zeroizing;
+
+/// A secret string (AppSecret, AppCode). Redacted in `Debug`, no `Display`, zeroed on
+/// drop, compared in constant time.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(Zeroizing<String>);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Self(Zeroizing::new(s.into()))
+    }
+
+    /// The secret's text, for signing and sealing only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// Constant-time equality with bytes a caller presented.
+    pub fn ct_eq(&self, other: &[u8]) -> bool {
+        self.0.as_bytes().ct_eq(other).into()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct App {
+    pub id: String,
+    pub name: String,
+    pub owner: String,
+    pub description: String,
+    pub tags: BTreeMap<String, String>,
+    pub extend_info: String,
+    pub app_code: Option<Secret>,
+    pub enabled: bool,
+    pub create_ms: i64,
+    pub update_ms: i64,
+}
+
+/// A previous secret that still verifies until `until_ms` (after a reset with grace).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PreviousSecret {
+    pub secret: Secret,
+    pub until_ms: i64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyPair {
+    pub app_key: String,
+    pub app_id: String,
+    pub secret: Secret,
+    pub is_default: bool,
+    pub enabled: bool,
+    pub expires_ms: Option<i64>,
+    pub previous: Option<PreviousSecret>,
+    pub create_ms: i64,
+    pub update_ms: i64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Group {
+    pub id: String,
+    pub name: String,
+    pub owner: String,
+    pub description: String,
+    pub create_ms: i64,
+    pub update_ms: i64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Api {
+    pub id: String,
+    pub name: String,
+    pub owner: String,
+    pub group_id: Option<String>,
+    pub description: String,
+    /// Lower-case host without port; `None` matches any host.
+    pub host: Option<String>,
+    /// Upper-case methods; empty matches any.
+    pub methods: Vec<String>,
+    /// Path template (`/users/{id}`, `/files/{*rest}`), validated by `route::Template`.
+    pub path: String,
+    /// Scheme names (`aliyun`, `tencent`, ...); empty means every scheme whose secret
+    /// never travels in the request.
+    pub auth_schemes: Vec<String>,
+    pub anonymous_allowed: bool,
+    pub body_digest_required: bool,
+    pub tencent_strip_env_prefix: bool,
+    pub sigv4_region: Option<String>,
+    pub sigv4_service: Option<String>,
+    pub replay_protection: bool,
+    pub create_ms: i64,
+    pub update_ms: i64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum GrantTarget {
+    Api(String),
+    Group(String),
+}
+
+impl GrantTarget {
+    pub fn id(&self) -> &str {
+        match self {
+            GrantTarget::Api(id) | GrantTarget::Group(id) => id,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Grant {
+    pub id: String,
+    pub app_id: String,
+    pub target: GrantTarget,
+    /// Upper-case stage names; empty means any stage.
+    pub stages: Vec<String>,
+    pub expires_ms: Option<i64>,
+    pub created_by: String,
+    pub create_ms: i64,
+}
+
+impl Grant {
+    /// Whether this grant lets its app in for `stage` at `now_ms`.
+    pub fn covers_stage(&self, stage: &str) -> bool {
+        self.stages.is_empty() || self.stages.iter().any(|s| s.eq_ignore_ascii_case(stage))
+    }
+
+    pub fn expired_at(&self, now_ms: i64) -> bool {
+        self.expires_ms.is_some_and(|e| now_ms >= e)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuditEvent {
+    pub id: u64,
+    pub time_ms: i64,
+    pub actor: String,
+    pub action: String,
+    pub resource_type: String,
+    pub resource_id: String,
+    pub summary: String,
+}

@@ -1,0 +1,309 @@
+//! Store tests: CRUD rules, cascades, paging, schema checks, secrets at rest.
+
+use std::sync::Arc;
+
+use super::*;
+use crate::clock::ManualClock;
+use crate::model::{Api, Grant, GrantTarget};
+
+const KEY: [u8; 32] = [42u8; 32];
+
+fn open(dir: &Path) -> Store {
+    Store::open(dir, &KEY, Arc::new(ManualClock::new(1_700_000_000_000))).unwrap()
+}
+
+fn new_app(name: &str) -> NewApp {
+    NewApp {
+        name: name.into(),
+        owner: "acme".into(),
+        ..Default::default()
+    }
+}
+
+fn api(name: &str, path: &str) -> Api {
+    Api {
+        name: name.into(),
+        owner: "acme".into(),
+        path: path.into(),
+        methods: vec!["GET".into()],
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn app_lifecycle_and_cascade() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    let ((app, key), changes) = s.create_app("t", new_app("a1")).await.unwrap();
+    assert!(key.is_default && key.secret.expose().len() == 40);
+    assert_eq!(changes.len(), 2);
+    assert!(
+        matches!(s.create_app("t", new_app("a1")).await, Err(StoreError::AlreadyExists(m)) if m.contains("App.name"))
+    );
+
+    let (k2, _) = s
+        .create_key(
+            "t",
+            NewKey {
+                app_id: app.id.clone(),
+                app_key: Some("custom-key".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert!(matches!(
+        s.create_key("t", NewKey { app_id: app.id.clone(), app_key: Some("custom-key".into()), ..Default::default() }).await,
+        Err(StoreError::AlreadyExists(m)) if m.contains("KeyPair.app_key")
+    ));
+    assert!(matches!(
+        s.delete_key("t", &key.app_key).await,
+        Err(StoreError::FailedPrecondition(_))
+    ));
+    let (keys, token) = s
+        .list_keys(
+            &app.id,
+            &Page {
+                size: 10,
+                token: String::new(),
+            },
+        )
+        .unwrap();
+    assert_eq!(keys.len(), 2);
+    assert!(token.is_empty());
+
+    let (a, _) = s
+        .create_api("t", api("users", "/users/{id}"))
+        .await
+        .unwrap();
+    assert!(
+        matches!(s.create_api("t", api("users2", "/users/{uid}")).await, Err(StoreError::AlreadyExists(m)) if m.contains("route"))
+    );
+    assert!(matches!(
+        s.create_api("t", api("bad", "users")).await,
+        Err(StoreError::InvalidArgument {
+            field: "Api.path",
+            ..
+        })
+    ));
+    let (g, _) = s
+        .create_grant(
+            "t",
+            Grant {
+                id: String::new(),
+                app_id: app.id.clone(),
+                target: GrantTarget::Api(a.id.clone()),
+                stages: vec![],
+                expires_ms: None,
+                created_by: String::new(),
+                create_ms: 0,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(s.get_grant(&g.id).unwrap().unwrap().created_by, "t");
+
+    let changes = s.delete_app("t", &app.id).await.unwrap();
+    assert!(changes.contains(&Change::Key(k2.app_key.clone())));
+    assert!(changes.contains(&Change::Grant(g.id.clone())));
+    assert!(s.get_key(&k2.app_key).unwrap().is_none());
+    assert!(s.get_grant(&g.id).unwrap().is_none());
+    let (events, _) = s
+        .list_audit(
+            &Page {
+                size: 100,
+                token: String::new(),
+            },
+            None,
+            None,
+        )
+        .unwrap();
+    let actions: Vec<_> = events.iter().map(|e| e.action.as_str()).collect();
+    assert_eq!(
+        actions,
+        [
+            "CreateApp",
+            "CreateKeyPair",
+            "CreateApi",
+            "CreateGrant",
+            "DeleteApp"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn reset_keeps_previous_secret_for_grace() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    let ((_, key), _) = s.create_app("t", new_app("a")).await.unwrap();
+    let (k, _) = s
+        .reset_secret("t", &key.app_key, 60_000, None)
+        .await
+        .unwrap();
+    assert_ne!(k.secret, key.secret);
+    let prev = k.previous.unwrap();
+    assert_eq!(prev.secret, key.secret);
+    assert_eq!(prev.until_ms, 1_700_000_060_000);
+    let (k, _) = s
+        .reset_secret("t", &key.app_key, 0, Some("s".repeat(20)))
+        .await
+        .unwrap();
+    assert!(k.previous.is_none());
+    assert_eq!(
+        s.get_key(&key.app_key).unwrap().unwrap().secret.expose(),
+        "s".repeat(20)
+    );
+}
+
+#[tokio::test]
+async fn paging_walks_everything_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    for i in 0..7 {
+        s.create_app("t", new_app(&format!("app{i}")))
+            .await
+            .unwrap();
+    }
+    let mut seen = Vec::new();
+    let mut token = String::new();
+    loop {
+        let (apps, next) = s.list_apps(&Page { size: 3, token }, None, None).unwrap();
+        seen.extend(apps.into_iter().map(|a| a.name));
+        if next.is_empty() {
+            break;
+        }
+        token = next;
+    }
+    seen.sort();
+    assert_eq!(seen.len(), 7);
+    seen.dedup();
+    assert_eq!(seen.len(), 7);
+    assert!(matches!(
+        s.list_apps(
+            &Page {
+                size: 3,
+                token: "garbage!".into()
+            },
+            None,
+            None
+        ),
+        Err(StoreError::InvalidArgument {
+            field: "page_token",
+            ..
+        })
+    ));
+}
+
+#[tokio::test]
+async fn group_delete_refused_while_apis_remain() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    let (g, _) = s
+        .create_group("t", "g".into(), "acme".into(), String::new())
+        .await
+        .unwrap();
+    let mut a = api("in-group", "/g/x");
+    a.group_id = Some(g.id.clone());
+    let (a, _) = s.create_api("t", a).await.unwrap();
+    assert!(matches!(
+        s.delete_group("t", &g.id).await,
+        Err(StoreError::FailedPrecondition(_))
+    ));
+    s.delete_api("t", &a.id).await.unwrap();
+    s.delete_group("t", &g.id).await.unwrap();
+    let mut orphan = api("orphan", "/o");
+    orphan.group_id = Some("grp_missing".into());
+    assert!(matches!(
+        s.create_api("t", orphan).await,
+        Err(StoreError::NotFound { kind: "group", .. })
+    ));
+}
+
+#[tokio::test]
+async fn reopen_checks_schema_and_master_key() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let s = open(dir.path());
+        s.create_app("t", new_app("a")).await.unwrap();
+        s.flush().await.unwrap();
+    }
+    assert!(matches!(
+        Store::open(dir.path(), &[1u8; 32], Arc::new(ManualClock::new(0))),
+        Err(StoreError::WrongMasterKey)
+    ));
+    {
+        let db = sled::open(dir.path()).unwrap();
+        db.open_tree("meta")
+            .unwrap()
+            .insert("schema_version", &99u32.to_be_bytes())
+            .unwrap();
+        db.flush().unwrap();
+    }
+    assert!(matches!(
+        Store::open(dir.path(), &KEY, Arc::new(ManualClock::new(0))),
+        Err(StoreError::SchemaMismatch {
+            found: 99,
+            expected: 1
+        })
+    ));
+}
+
+#[tokio::test]
+async fn secrets_are_not_in_the_files_in_clear() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = "VerySecretValue-0123456789abcdef";
+    let code = "app-code-in-clear-0123456789";
+    {
+        let s = open(dir.path());
+        let ((app, _), _) = s
+            .create_app(
+                "t",
+                NewApp {
+                    app_code: Some(code.into()),
+                    ..new_app("a")
+                },
+            )
+            .await
+            .unwrap();
+        s.create_key(
+            "t",
+            NewKey {
+                app_id: app.id,
+                app_secret: Some(secret.into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        s.flush().await.unwrap();
+    }
+    let mut found_any = false;
+    for entry in walk(dir.path()) {
+        let bytes = std::fs::read(&entry).unwrap();
+        found_any |= !bytes.is_empty();
+        for needle in [secret.as_bytes(), code.as_bytes()] {
+            assert!(
+                !bytes.windows(needle.len()).any(|w| w == needle),
+                "clear secret in {}",
+                entry.display()
+            );
+        }
+    }
+    assert!(found_any);
+    let s = open(dir.path());
+    let keys: Vec<_> = s.all_keys().collect::<Result<_, _>>().unwrap();
+    assert!(keys.iter().any(|k| k.secret.expose() == secret));
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p))
+        } else {
+            out.push(p)
+        }
+    }
+    out
+}
