@@ -13,22 +13,33 @@ fn main() -> Result<(), BoxError> {
     println!("cargo:rerun-if-changed=proto");
     println!("cargo:rerun-if-changed=Cargo.lock");
 
-    let admin = protox::compile(["keygate/admin/v1/service.proto"], ["proto"])?;
+    let mut admin = protox::Compiler::new(["proto"])?;
+    admin
+        .include_imports(true)
+        .include_source_info(true)
+        .open_files(["keygate/admin/v1/service.proto"])?;
+    // compile_fds skips protoc and so writes no descriptor file: write it ourselves.
+    std::fs::write(
+        out.join("admin_descriptor.bin"),
+        admin.encode_file_descriptor_set(),
+    )?;
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
-        .file_descriptor_set_path(out.join("admin_descriptor.bin"))
-        .compile_fds(admin)?;
+        .compile_fds(admin.file_descriptor_set())?;
 
     let envoy = envoy_types_dir()?.join("proto");
     let includes =
         ["data-plane-api", "xds", "protoc-gen-validate", "googleapis"].map(|d| envoy.join(d));
-    let authz = protox::Compiler::new(includes)?
+    let mut authz = protox::Compiler::new(includes)?;
+    authz
         .include_imports(true)
         .include_source_info(false)
-        .open_files(["envoy/service/auth/v3/external_auth.proto"])?
-        .encode_file_descriptor_set();
-    std::fs::write(out.join("envoy_authz_descriptor.bin"), authz)?;
+        .open_files(["envoy/service/auth/v3/external_auth.proto"])?;
+    std::fs::write(
+        out.join("envoy_authz_descriptor.bin"),
+        authz.encode_file_descriptor_set(),
+    )?;
     Ok(())
 }
 

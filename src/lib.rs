@@ -4,7 +4,11 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 pub mod clock;
+pub mod config;
 pub mod decide;
+pub mod index;
 pub mod model;
+pub mod pb;
 pub mod request;
+pub mod server;
 pub mod store;

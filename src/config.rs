@@ -1,0 +1,403 @@
+//! Configuration: flags, `KEYGATE_*` environment variables and an optional TOML file,
+//! resolved once at start into a validated `Config` (flags and environment win over the
+//! file, the file over built-in defaults).
+//!
+//! Owns: every tunable and its default, and the loading of the admin token and the
+//! master key (from files or the environment, or generated into the data dir with mode
+//! 0600 on first start).
+
+use std::fs;
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use zeroize::Zeroizing;
+
+use crate::store::seal::MASTER_KEY_LEN;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file {path}: {message}")]
+    File { path: PathBuf, message: String },
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{what} {path}: {source}")]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// `keygate serve` options. Every one can also come from `KEYGATE_<NAME>` or the file.
+#[derive(clap::Args, Debug, Default, Clone)]
+pub struct ServeArgs {
+    /// TOML config file (same keys as the long flags, with underscores).
+    #[arg(long, env = "KEYGATE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// gRPC listener for Envoy's ext_authz Check (plus health and reflection).
+    #[arg(long, env = "KEYGATE_CHECK_ADDR")]
+    pub check_addr: Option<SocketAddr>,
+    /// HTTP listener: NGINX auth_request, Envoy HTTP ext_authz, /healthz, /metrics.
+    #[arg(long, env = "KEYGATE_HTTP_ADDR")]
+    pub http_addr: Option<SocketAddr>,
+    /// gRPC listener for the management API (plus health and reflection).
+    #[arg(long, env = "KEYGATE_ADMIN_ADDR")]
+    pub admin_addr: Option<SocketAddr>,
+    /// Where the database, and the generated master key and admin token, live.
+    #[arg(long, env = "KEYGATE_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// File holding the admin bearer token (else KEYGATE_ADMIN_TOKEN, else generated).
+    #[arg(long, env = "KEYGATE_ADMIN_TOKEN_FILE")]
+    pub admin_token_file: Option<PathBuf>,
+    /// File holding the 32-byte master key as 64 hex characters (else generated).
+    #[arg(long, env = "KEYGATE_MASTER_KEY_FILE")]
+    pub master_key_file: Option<PathBuf>,
+    /// Stage used when neither the route nor X-Ca-Stage names one.
+    #[arg(long, env = "KEYGATE_DEFAULT_STAGE")]
+    pub default_stage: Option<String>,
+    /// Allowed clock skew for timestamped schemes, seconds.
+    #[arg(long, env = "KEYGATE_TIMESTAMP_WINDOW_SECS")]
+    pub timestamp_window_secs: Option<u64>,
+    /// Most nonces remembered at once; when full, new nonces are refused (fail closed).
+    #[arg(long, env = "KEYGATE_REPLAY_CAPACITY")]
+    pub replay_capacity: Option<usize>,
+    /// Upstream header carrying the app's extension info.
+    #[arg(long, env = "KEYGATE_EXTEND_INFO_HEADER")]
+    pub extend_info_header: Option<String>,
+    /// Seconds to let in-flight calls finish on shutdown.
+    #[arg(long, env = "KEYGATE_SHUTDOWN_GRACE_SECS")]
+    pub shutdown_grace_secs: Option<u64>,
+    /// Write the bound addresses as JSON to this file once serving (for scripts/tests).
+    #[arg(long, env = "KEYGATE_READY_FILE")]
+    pub ready_file: Option<PathBuf>,
+}
+
+/// The file's shape: the same names as the flags.
+#[derive(Deserialize, Debug, Default)]
+#[serde(default, deny_unknown_fields)]
+struct FileConfig {
+    check_addr: Option<SocketAddr>,
+    http_addr: Option<SocketAddr>,
+    admin_addr: Option<SocketAddr>,
+    data_dir: Option<PathBuf>,
+    admin_token_file: Option<PathBuf>,
+    master_key_file: Option<PathBuf>,
+    default_stage: Option<String>,
+    timestamp_window_secs: Option<u64>,
+    replay_capacity: Option<usize>,
+    extend_info_header: Option<String>,
+    shutdown_grace_secs: Option<u64>,
+    ready_file: Option<PathBuf>,
+}
+
+/// The validated configuration the service runs with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub check_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub data_dir: PathBuf,
+    pub admin_token_file: Option<PathBuf>,
+    pub master_key_file: Option<PathBuf>,
+    pub default_stage: String,
+    pub timestamp_window_secs: u64,
+    pub replay_capacity: usize,
+    pub extend_info_header: String,
+    pub shutdown_grace_secs: u64,
+    pub ready_file: Option<PathBuf>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            check_addr: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            http_addr: SocketAddr::from(([127, 0, 0, 1], 8081)),
+            admin_addr: SocketAddr::from(([127, 0, 0, 1], 50052)),
+            data_dir: PathBuf::from("keygate-data"),
+            admin_token_file: None,
+            master_key_file: None,
+            default_stage: "RELEASE".into(),
+            timestamp_window_secs: 900,
+            replay_capacity: 1_000_000,
+            extend_info_header: "x-keygate-app-extend-info".into(),
+            shutdown_grace_secs: 10,
+            ready_file: None,
+        }
+    }
+}
+
+impl Config {
+    /// Merges flags/environment over the file over defaults, then validates.
+    pub fn resolve(args: &ServeArgs) -> Result<Self, ConfigError> {
+        let file = match &args.config {
+            Some(path) => {
+                let text = fs::read_to_string(path).map_err(|e| ConfigError::Io {
+                    what: "cannot read config file",
+                    path: path.clone(),
+                    source: e,
+                })?;
+                toml::from_str::<FileConfig>(&text).map_err(|e| ConfigError::File {
+                    path: path.clone(),
+                    message: e.message().to_owned(),
+                })?
+            }
+            None => FileConfig::default(),
+        };
+        let d = Config::default();
+        let cfg = Config {
+            check_addr: args.check_addr.or(file.check_addr).unwrap_or(d.check_addr),
+            http_addr: args.http_addr.or(file.http_addr).unwrap_or(d.http_addr),
+            admin_addr: args.admin_addr.or(file.admin_addr).unwrap_or(d.admin_addr),
+            data_dir: args
+                .data_dir
+                .clone()
+                .or(file.data_dir)
+                .unwrap_or(d.data_dir),
+            admin_token_file: args.admin_token_file.clone().or(file.admin_token_file),
+            master_key_file: args.master_key_file.clone().or(file.master_key_file),
+            default_stage: args
+                .default_stage
+                .clone()
+                .or(file.default_stage)
+                .unwrap_or(d.default_stage),
+            timestamp_window_secs: args
+                .timestamp_window_secs
+                .or(file.timestamp_window_secs)
+                .unwrap_or(d.timestamp_window_secs),
+            replay_capacity: args
+                .replay_capacity
+                .or(file.replay_capacity)
+                .unwrap_or(d.replay_capacity),
+            extend_info_header: args
+                .extend_info_header
+                .clone()
+                .or(file.extend_info_header)
+                .unwrap_or(d.extend_info_header),
+            shutdown_grace_secs: args
+                .shutdown_grace_secs
+                .or(file.shutdown_grace_secs)
+                .unwrap_or(d.shutdown_grace_secs),
+            ready_file: args.ready_file.clone().or(file.ready_file),
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        if self.default_stage.is_empty()
+            || !self
+                .default_stage
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        {
+            return bad(format!(
+                "default_stage '{}' must be letters, digits, '_' or '-'",
+                self.default_stage
+            ));
+        }
+        if !(1..=86_400).contains(&self.timestamp_window_secs) {
+            return bad(format!(
+                "timestamp_window_secs {} must be within 1..=86400",
+                self.timestamp_window_secs
+            ));
+        }
+        if self.replay_capacity == 0 {
+            return bad("replay_capacity must be at least 1".into());
+        }
+        if http::HeaderName::from_bytes(self.extend_info_header.as_bytes()).is_err() {
+            return bad(format!(
+                "extend_info_header '{}' is not a valid header name",
+                self.extend_info_header
+            ));
+        }
+        let addrs = [self.check_addr, self.http_addr, self.admin_addr];
+        if addrs
+            .iter()
+            .filter(|a| a.port() != 0)
+            .any(|a| addrs.iter().filter(|b| *b == a).count() > 1)
+        {
+            return bad("check_addr, http_addr and admin_addr must differ: admin never shares a port with check traffic".into());
+        }
+        Ok(())
+    }
+
+    /// The admin token: `KEYGATE_ADMIN_TOKEN`, else the token file, else one generated
+    /// into `<data_dir>/admin.token` on first start. Returns the token and, when it was
+    /// read from or written to a file, that file's path (to log; never the token).
+    pub fn admin_token(
+        &self,
+        env_token: Option<String>,
+    ) -> Result<(Zeroizing<String>, Option<PathBuf>), ConfigError> {
+        if let Some(t) = env_token.filter(|t| !t.trim().is_empty()) {
+            return Ok((Zeroizing::new(t.trim().to_owned()), None));
+        }
+        let (path, generate) = match &self.admin_token_file {
+            Some(p) => (p.clone(), false),
+            None => (self.data_dir.join("admin.token"), true),
+        };
+        if generate && !path.exists() {
+            let mut raw = [0u8; 32];
+            getrandom::getrandom(&mut raw)
+                .map_err(|e| ConfigError::Invalid(format!("no randomness: {e}")))?;
+            write_private(&path, &format!("{}\n", hex::encode(raw)))?;
+        }
+        let text = read_secret_file(&path, "cannot read admin token file")?;
+        let token = text.trim().to_owned();
+        if token.len() < 16 {
+            return Err(ConfigError::Invalid(format!(
+                "admin token in {} is shorter than 16 characters",
+                path.display()
+            )));
+        }
+        Ok((Zeroizing::new(token), Some(path)))
+    }
+
+    /// The master key: the configured file, else `<data_dir>/master.key`, generated on
+    /// first start.
+    pub fn master_key(&self) -> Result<(Zeroizing<[u8; MASTER_KEY_LEN]>, PathBuf), ConfigError> {
+        let (path, generate) = match &self.master_key_file {
+            Some(p) => (p.clone(), false),
+            None => (self.data_dir.join("master.key"), true),
+        };
+        if generate && !path.exists() {
+            let mut raw = Zeroizing::new([0u8; MASTER_KEY_LEN]);
+            getrandom::getrandom(&mut raw[..])
+                .map_err(|e| ConfigError::Invalid(format!("no randomness: {e}")))?;
+            write_private(&path, &format!("{}\n", hex::encode(&raw[..])))?;
+        }
+        let text = read_secret_file(&path, "cannot read master key file")?;
+        let mut key = Zeroizing::new([0u8; MASTER_KEY_LEN]);
+        hex::decode_to_slice(text.trim(), &mut key[..]).map_err(|_| {
+            ConfigError::Invalid(format!(
+                "master key file {} must hold 64 hex characters",
+                path.display()
+            ))
+        })?;
+        Ok((key, path))
+    }
+
+    /// Creates the data dir (0700) or fails with a message naming it.
+    pub fn ensure_data_dir(&self) -> Result<(), ConfigError> {
+        let io = |source| ConfigError::Io {
+            what: "cannot use data dir",
+            path: self.data_dir.clone(),
+            source,
+        };
+        fs::create_dir_all(&self.data_dir).map_err(io)?;
+        set_mode(&self.data_dir, 0o700).map_err(io)?;
+        // Fail now, with the directory's name, rather than deep inside sled.
+        let probe = self.data_dir.join(".write-probe");
+        fs::write(&probe, b"")
+            .and_then(|_| fs::remove_file(&probe))
+            .map_err(io)
+    }
+}
+
+fn read_secret_file(path: &Path, what: &'static str) -> Result<Zeroizing<String>, ConfigError> {
+    fs::read_to_string(path)
+        .map(Zeroizing::new)
+        .map_err(|source| ConfigError::Io {
+            what,
+            path: path.to_owned(),
+            source,
+        })
+}
+
+#[cfg(unix)]
+fn set_mode(path: &Path, mode: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))
+}
+
+#[cfg(not(unix))]
+fn set_mode(_: &Path, _: u32) -> std::io::Result<()> {
+    Ok(())
+}
+
+/// Writes a new file readable by its owner only.
+fn write_private(path: &Path, content: &str) -> Result<(), ConfigError> {
+    let io = |source| ConfigError::Io {
+        what: "cannot write",
+        path: path.to_owned(),
+        source,
+    };
+    let mut opts = fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(path).map_err(io)?;
+    f.write_all(content.as_bytes())
+        .and_then(|_| f.sync_all())
+        .map_err(io)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_win_over_file_over_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("k.toml");
+        fs::write(&file, "check_addr = \"127.0.0.1:7001\"\nhttp_addr = \"127.0.0.1:7002\"\ndefault_stage = \"TEST\"\n").unwrap();
+        let args = ServeArgs {
+            config: Some(file.clone()),
+            http_addr: Some("127.0.0.1:7999".parse().unwrap()),
+            ..Default::default()
+        };
+        let c = Config::resolve(&args).unwrap();
+        assert_eq!(c.check_addr.port(), 7001);
+        assert_eq!(c.http_addr.port(), 7999);
+        assert_eq!(c.admin_addr.port(), 50052);
+        assert_eq!(c.default_stage, "TEST");
+
+        fs::write(&file, "chek_addr = \"127.0.0.1:1\"\n").unwrap();
+        let err = Config::resolve(&args).unwrap_err().to_string();
+        assert!(err.contains("chek_addr"), "{err}");
+    }
+
+    #[test]
+    fn admin_must_not_share_the_check_port() {
+        let args = ServeArgs {
+            check_addr: Some("127.0.0.1:7000".parse().unwrap()),
+            admin_addr: Some("127.0.0.1:7000".parse().unwrap()),
+            ..Default::default()
+        };
+        assert!(Config::resolve(&args).is_err());
+    }
+
+    #[test]
+    fn generated_secrets_are_private_and_stable() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Config {
+            data_dir: dir.path().to_owned(),
+            ..Config::default()
+        };
+        let (t1, p) = c.admin_token(None).unwrap();
+        let (t2, _) = c.admin_token(None).unwrap();
+        assert_eq!(*t1, *t2);
+        let (k1, kp) = c.master_key().unwrap();
+        assert_eq!(*k1, *c.master_key().unwrap().0);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            for path in [p.unwrap(), kp] {
+                assert_eq!(
+                    fs::metadata(path).unwrap().permissions().mode() & 0o777,
+                    0o600
+                );
+            }
+        }
+        let (env, none) = c
+            .admin_token(Some("from-the-environment-123".into()))
+            .unwrap();
+        assert_eq!(env.as_str(), "from-the-environment-123");
+        assert!(none.is_none());
+    }
+}

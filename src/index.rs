@@ -1,0 +1,257 @@
+//! The in-memory view the check path reads: keys by AppKey, apps, AppCodes, APIs with
+//! their route table, and grants by app and target.
+//!
+//! Owns: answering lookups in constant time (hash maps and a segment trie; nothing
+//! scans), and staying equal to the store. After every committed write the admin layer
+//! calls `refresh` with the store's `Change`s; `refresh` re-reads exactly those entities
+//! from the store under the write lock, so the last refresh always installs the latest
+//! committed state, whatever order concurrent writers finish in.
+
+use std::collections::HashMap;
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard};
+
+use sha2::{Digest, Sha256};
+
+use crate::decide::route::{Router, Template};
+use crate::model::{Api, App, Grant, KeyPair};
+use crate::store::{Change, Store, StoreError};
+
+/// Index sizes, for metrics and logs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IndexSizes {
+    pub apps: usize,
+    pub keys: usize,
+    pub apis: usize,
+    pub grants: usize,
+}
+
+/// One consistent state of the index. Readers hold it for the length of one decision.
+#[derive(Default)]
+pub struct Snapshot {
+    apps: HashMap<String, Arc<App>>,
+    /// SHA-256(AppCode) -> app id. Hashing keeps lookups independent of the code's
+    /// length and keeps the codes themselves out of the map's keys.
+    app_codes: HashMap<[u8; 32], String>,
+    keys: HashMap<String, Arc<KeyPair>>,
+    keys_by_app: HashMap<String, Vec<String>>,
+    apis: HashMap<String, Arc<Api>>,
+    api_names: HashMap<String, String>,
+    router: Router,
+    grants: HashMap<String, Arc<Grant>>,
+    /// app id -> target (api or group) id -> grants
+    grants_by_app: HashMap<String, HashMap<String, Vec<Arc<Grant>>>>,
+}
+
+fn code_hash(code: &str) -> [u8; 32] {
+    Sha256::digest(code.as_bytes()).into()
+}
+
+impl Snapshot {
+    pub fn key(&self, app_key: &str) -> Option<&Arc<KeyPair>> {
+        self.keys.get(app_key)
+    }
+
+    pub fn app(&self, id: &str) -> Option<&Arc<App>> {
+        self.apps.get(id)
+    }
+
+    pub fn app_by_code(&self, code: &str) -> Option<&Arc<App>> {
+        self.app_codes
+            .get(&code_hash(code))
+            .and_then(|id| self.apps.get(id))
+    }
+
+    /// Every key pair of an app (BlueKing: any of the app's secrets may match).
+    pub fn keys_of_app<'a>(&'a self, app_id: &str) -> impl Iterator<Item = &'a Arc<KeyPair>> + 'a {
+        self.keys_by_app
+            .get(app_id)
+            .into_iter()
+            .flatten()
+            .filter_map(|k| self.keys.get(k))
+    }
+
+    /// An API named by a route hint: its id, else its name.
+    pub fn api_by_hint(&self, hint: &str) -> Option<&Arc<Api>> {
+        self.apis
+            .get(hint)
+            .or_else(|| self.api_names.get(hint).and_then(|id| self.apis.get(id)))
+    }
+
+    pub fn route(&self, host: &str, method: &str, path: &str) -> Option<&Arc<Api>> {
+        self.router
+            .find(host, method, path)
+            .and_then(|id| self.apis.get(id))
+    }
+
+    /// Grants of `app_id` whose target is `target_id` (an API or a group).
+    pub fn grants(&self, app_id: &str, target_id: &str) -> &[Arc<Grant>] {
+        self.grants_by_app
+            .get(app_id)
+            .and_then(|by_target| by_target.get(target_id))
+            .map_or(&[], Vec::as_slice)
+    }
+
+    pub fn sizes(&self) -> IndexSizes {
+        IndexSizes {
+            apps: self.apps.len(),
+            keys: self.keys.len(),
+            apis: self.apis.len(),
+            grants: self.grants.len(),
+        }
+    }
+
+    // === mutation (refresh and load only) ===
+
+    fn put_app(&mut self, app: App) {
+        if let Some(code) = &app.app_code {
+            self.app_codes
+                .insert(code_hash(code.expose()), app.id.clone());
+        }
+        self.apps.insert(app.id.clone(), Arc::new(app));
+    }
+
+    fn drop_app(&mut self, id: &str) {
+        if let Some(old) = self.apps.remove(id) {
+            if let Some(code) = &old.app_code {
+                self.app_codes.remove(&code_hash(code.expose()));
+            }
+        }
+    }
+
+    fn put_key(&mut self, key: KeyPair) {
+        self.keys_by_app
+            .entry(key.app_id.clone())
+            .or_default()
+            .push(key.app_key.clone());
+        self.keys.insert(key.app_key.clone(), Arc::new(key));
+    }
+
+    fn drop_key(&mut self, app_key: &str) {
+        if let Some(old) = self.keys.remove(app_key) {
+            if let Some(list) = self.keys_by_app.get_mut(&old.app_id) {
+                list.retain(|k| k != app_key);
+                if list.is_empty() {
+                    self.keys_by_app.remove(&old.app_id);
+                }
+            }
+        }
+    }
+
+    fn put_api(&mut self, api: Api) {
+        // The store validated the template; an invalid one here means a corrupt record,
+        // and an API the router cannot match simply denies (ApiNotFound).
+        if let Ok(t) = Template::parse(&api.path) {
+            self.router
+                .insert(&api.id, api.host.as_deref(), &api.methods, &t);
+        }
+        self.api_names.insert(api.name.clone(), api.id.clone());
+        self.apis.insert(api.id.clone(), Arc::new(api));
+    }
+
+    fn drop_api(&mut self, id: &str) {
+        if let Some(old) = self.apis.remove(id) {
+            if let Ok(t) = Template::parse(&old.path) {
+                self.router.remove(id, old.host.as_deref(), &t);
+            }
+            if self.api_names.get(&old.name).is_some_and(|x| x == id) {
+                self.api_names.remove(&old.name);
+            }
+        }
+    }
+
+    fn put_grant(&mut self, grant: Grant) {
+        let grant = Arc::new(grant);
+        self.grants_by_app
+            .entry(grant.app_id.clone())
+            .or_default()
+            .entry(grant.target.id().to_owned())
+            .or_default()
+            .push(grant.clone());
+        self.grants.insert(grant.id.clone(), grant);
+    }
+
+    fn drop_grant(&mut self, id: &str) {
+        if let Some(old) = self.grants.remove(id) {
+            if let Some(by_target) = self.grants_by_app.get_mut(&old.app_id) {
+                if let Some(list) = by_target.get_mut(old.target.id()) {
+                    list.retain(|g| g.id != id);
+                    if list.is_empty() {
+                        by_target.remove(old.target.id());
+                    }
+                }
+                if by_target.is_empty() {
+                    self.grants_by_app.remove(&old.app_id);
+                }
+            }
+        }
+    }
+}
+
+/// The shared, updatable index.
+#[derive(Default)]
+pub struct Index {
+    inner: RwLock<Snapshot>,
+}
+
+impl Index {
+    /// Builds the index from everything in the store.
+    pub fn load(store: &Store) -> Result<Self, StoreError> {
+        let mut s = Snapshot::default();
+        for app in store.all_apps() {
+            s.put_app(app?);
+        }
+        for key in store.all_keys() {
+            s.put_key(key?);
+        }
+        for api in store.all_apis() {
+            s.put_api(api?);
+        }
+        for grant in store.all_grants() {
+            s.put_grant(grant?);
+        }
+        Ok(Self {
+            inner: RwLock::new(s),
+        })
+    }
+
+    /// A read view for one decision. A poisoned lock only means a writer panicked
+    /// mid-refresh; the maps are still valid (each mutation is a single insert/remove).
+    pub fn read(&self) -> RwLockReadGuard<'_, Snapshot> {
+        self.inner.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Re-reads the changed entities from the store. An entity the store no longer has,
+    /// or cannot read, is removed: the check path then denies instead of using stale data.
+    pub fn refresh(&self, store: &Store, changes: &[Change]) {
+        let mut s = self.inner.write().unwrap_or_else(PoisonError::into_inner);
+        for change in changes {
+            let result = match change {
+                Change::App(id) => {
+                    s.drop_app(id);
+                    store.get_app(id).map(|a| a.map(|a| s.put_app(a)))
+                }
+                Change::Key(k) => {
+                    s.drop_key(k);
+                    store.get_key(k).map(|a| a.map(|a| s.put_key(a)))
+                }
+                Change::Api(id) => {
+                    s.drop_api(id);
+                    store.get_api(id).map(|a| a.map(|a| s.put_api(a)))
+                }
+                Change::Grant(id) => {
+                    s.drop_grant(id);
+                    store.get_grant(id).map(|a| a.map(|a| s.put_grant(a)))
+                }
+                // Groups carry no data the check path needs: grants name them by id.
+                Change::Group(_) => Ok(None),
+            };
+            if let Err(e) = result {
+                tracing::error!(error = %e, ?change, "index refresh could not read the store; entity left out (denies)");
+            }
+        }
+    }
+
+    pub fn sizes(&self) -> IndexSizes {
+        self.read().sizes()
+    }
+}

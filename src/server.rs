@@ -1,0 +1,338 @@
+//! The three listeners (check, http, admin), the services on each, and shutdown.
+//!
+//! Owns: binding (with errors that name the listener and address), which service is
+//! reachable on which port (admin operations only on the admin listener), health and
+//! reflection, and the shutdown sequence: health NOT_SERVING -> stop accepting ->
+//! in-flight calls finish (bounded by the grace period) -> store flushed.
+
+pub mod admin;
+pub mod http;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::Server;
+
+use crate::clock::{Clock, SystemClock};
+use crate::config::{Config, ConfigError};
+use crate::index::Index;
+use crate::pb;
+use crate::store::{Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("{listener} listener: cannot bind {addr}: {source}")]
+    Bind {
+        listener: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("store in {dir}: {source}")]
+    Store { dir: PathBuf, source: StoreError },
+    #[error("reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    #[error("{listener} listener failed: {message}")]
+    Listener {
+        listener: &'static str,
+        message: String,
+    },
+    #[error("cannot write ready file {path}: {source}")]
+    ReadyFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// The bound sockets. Binding happens before anything else so a taken port fails fast
+/// with a clear message, and tests can bind port 0 and read the real addresses.
+pub struct Listeners {
+    pub check: TcpListener,
+    pub http: TcpListener,
+    pub admin: TcpListener,
+}
+
+impl Listeners {
+    pub async fn bind(cfg: &Config) -> Result<Self, ServeError> {
+        async fn one(listener: &'static str, addr: SocketAddr) -> Result<TcpListener, ServeError> {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| ServeError::Bind {
+                    listener,
+                    addr,
+                    source,
+                })
+        }
+        Ok(Self {
+            check: one("check", cfg.check_addr).await?,
+            http: one("http", cfg.http_addr).await?,
+            admin: one("admin", cfg.admin_addr).await?,
+        })
+    }
+
+    fn addrs(&self) -> [(&'static str, Option<SocketAddr>); 3] {
+        [
+            ("check", self.check.local_addr().ok()),
+            ("http", self.http.local_addr().ok()),
+            ("admin", self.admin.local_addr().ok()),
+        ]
+    }
+}
+
+/// State shared by the front doors and the admin API.
+pub struct Shared {
+    pub config: Config,
+    pub store: Arc<Store>,
+    pub index: Arc<Index>,
+    pub clock: Arc<dyn Clock>,
+    pub admin_auth_failures: Arc<AtomicU64>,
+}
+
+impl Shared {
+    /// Opens the data dir (master key, store) and builds the index.
+    pub fn open(config: Config, clock: Arc<dyn Clock>) -> Result<Self, ServeError> {
+        config.ensure_data_dir()?;
+        let (master_key, key_path) = config.master_key()?;
+        tracing::info!(master_key_file = %key_path.display(), "master key loaded");
+        let db_dir = config.data_dir.join("db");
+        let store = Store::open(&db_dir, &master_key, clock.clone()).map_err(|source| {
+            ServeError::Store {
+                dir: db_dir.clone(),
+                source,
+            }
+        })?;
+        let started = std::time::Instant::now();
+        let index = Index::load(&store).map_err(|source| ServeError::Store {
+            dir: db_dir,
+            source,
+        })?;
+        let sizes = index.sizes();
+        tracing::info!(
+            apps = sizes.apps,
+            keys = sizes.keys,
+            apis = sizes.apis,
+            grants = sizes.grants,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "index loaded"
+        );
+        Ok(Self {
+            config,
+            store: Arc::new(store),
+            index: Arc::new(index),
+            clock,
+            admin_auth_failures: Arc::default(),
+        })
+    }
+}
+
+fn reflection(
+    descriptors: &[&[u8]],
+) -> Result<
+    (
+        tonic_reflection::server::v1::ServerReflectionServer<
+            impl tonic_reflection::server::v1::ServerReflection,
+        >,
+        tonic_reflection::server::v1alpha::ServerReflectionServer<
+            impl tonic_reflection::server::v1alpha::ServerReflection,
+        >,
+    ),
+    ServeError,
+> {
+    let mut v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
+    let mut v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
+    for d in descriptors {
+        v1 = v1.register_encoded_file_descriptor_set(d);
+        v1alpha = v1alpha.register_encoded_file_descriptor_set(d);
+    }
+    // grpcurl 1.8 speaks only v1alpha; newer clients prefer v1: serve both.
+    Ok((v1.build_v1()?, v1alpha.build_v1alpha()?))
+}
+
+/// Runs the service until `shutdown` resolves, then drains and flushes.
+pub async fn run(
+    shared: Shared,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServeError> {
+    let shared = Arc::new(shared);
+    let cfg = &shared.config;
+    let (admin_token, token_path) = cfg.admin_token(std::env::var("KEYGATE_ADMIN_TOKEN").ok())?;
+    match &token_path {
+        Some(p) => {
+            tracing::info!(admin_token_file = %p.display(), "admin token loaded (send it as 'authorization: Bearer <token>')")
+        }
+        None => tracing::info!("admin token taken from KEYGATE_ADMIN_TOKEN"),
+    }
+
+    let bound = listeners.addrs();
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        // Either a stop was sent or every sender is gone: both mean stop.
+        let _ = rx.wait_for(|s| *s).await;
+    };
+
+    // --- admin listener: management API (token required), health, reflection ---
+    let (admin_health, admin_health_svc) = tonic_health::server::health_reporter();
+    admin_health
+        .set_serving::<pb::admin::admin_server::AdminServer<admin::AdminService>>()
+        .await;
+    let auth = admin::auth::AdminAuth::new(&admin_token, shared.admin_auth_failures.clone());
+    drop(admin_token);
+    let admin_svc = pb::admin::admin_server::AdminServer::with_interceptor(
+        admin::AdminService::new(shared.store.clone(), shared.index.clone()),
+        auth,
+    );
+    let (refl_v1, refl_v1alpha) = reflection(&[pb::ADMIN_DESCRIPTOR_SET])?;
+    let admin_task = tokio::spawn(
+        Server::builder()
+            .add_service(admin_health_svc)
+            .add_service(refl_v1)
+            .add_service(refl_v1alpha)
+            .add_service(admin_svc)
+            .serve_with_incoming_shutdown(
+                TcpListenerStream::new(listeners.admin),
+                stopped(stop_rx.clone()),
+            ),
+    );
+
+    // --- check listener: Envoy ext_authz, health, reflection; nothing else ---
+    let (check_health, check_health_svc) = tonic_health::server::health_reporter();
+    check_health
+        .set_service_status("", tonic_health::ServingStatus::Serving)
+        .await;
+    let (crefl_v1, crefl_v1alpha) = reflection(&[pb::ENVOY_AUTHZ_DESCRIPTOR_SET])?;
+    let check_task = tokio::spawn(
+        Server::builder()
+            .add_service(check_health_svc)
+            .add_service(crefl_v1)
+            .add_service(crefl_v1alpha)
+            .serve_with_incoming_shutdown(
+                TcpListenerStream::new(listeners.check),
+                stopped(stop_rx.clone()),
+            ),
+    );
+
+    // --- http listener ---
+    let http_task = tokio::spawn(http::serve(
+        listeners.http,
+        shared.clone(),
+        stopped(stop_rx.clone()),
+    ));
+
+    let show = |i: usize| bound[i].1.map(|a| a.to_string()).unwrap_or_default();
+    tracing::info!(check = %show(0), http = %show(1), admin = %show(2), "keygate serving");
+    if let Some(path) = &cfg.ready_file {
+        write_ready_file(path, &bound)?;
+    }
+
+    shutdown.await;
+    tracing::info!("shutting down: health NOT_SERVING, draining in-flight calls");
+    admin_health
+        .set_service_status("", tonic_health::ServingStatus::NotServing)
+        .await;
+    admin_health
+        .set_not_serving::<pb::admin::admin_server::AdminServer<admin::AdminService>>()
+        .await;
+    check_health
+        .set_service_status("", tonic_health::ServingStatus::NotServing)
+        .await;
+    let _ = stop_tx.send(true);
+
+    let grace = Duration::from_secs(cfg.shutdown_grace_secs);
+    let drained = tokio::time::timeout(grace, async {
+        let (a, c, h) = tokio::join!(admin_task, check_task, http_task);
+        for (name, r) in [
+            ("admin", a.map(|r| r.map_err(|e| e.to_string()))),
+            ("check", c.map(|r| r.map_err(|e| e.to_string()))),
+            ("http", h.map(|r| r.map_err(|e| e.to_string()))),
+        ] {
+            match r {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::error!(listener = name, error = %e, "listener ended with an error")
+                }
+                Err(e) => tracing::error!(listener = name, error = %e, "listener task failed"),
+            }
+        }
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            grace_secs = cfg.shutdown_grace_secs,
+            "grace period over; abandoning calls still in flight"
+        );
+    }
+    shared
+        .store
+        .flush()
+        .await
+        .map_err(|source| ServeError::Store {
+            dir: cfg.data_dir.clone(),
+            source,
+        })?;
+    tracing::info!("store flushed; bye");
+    Ok(())
+}
+
+fn write_ready_file(
+    path: &std::path::Path,
+    addrs: &[(&str, Option<SocketAddr>)],
+) -> Result<(), ServeError> {
+    let body = serde_json::Value::Object(
+        addrs
+            .iter()
+            .filter_map(|(n, a)| {
+                a.map(|a| ((*n).to_owned(), serde_json::Value::String(a.to_string())))
+            })
+            .collect(),
+    );
+    // Write then rename, so a reader never sees a half-written file.
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, body.to_string())
+        .and_then(|_| std::fs::rename(&tmp, path))
+        .map_err(|source| ServeError::ReadyFile {
+            path: path.to_owned(),
+            source,
+        })
+}
+
+/// Starts everything with the system clock: what `keygate serve` does.
+pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), ServeError> {
+    let listeners = Listeners::bind(&config).await?;
+    let shared = Shared::open(config, Arc::new(SystemClock))?;
+    run(shared, listeners, shutdown).await
+}
+
+/// Resolves on SIGINT or SIGTERM, logging which.
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+                    _ = term.recv() => tracing::info!("SIGTERM received"),
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch SIGTERM; only SIGINT stops the service");
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

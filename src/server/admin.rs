@@ -1,0 +1,599 @@
+//! The management API (`keygate.admin.v1.Admin`): validates, writes through the store,
+//! refreshes the index, answers.
+//!
+//! Owns: the RPC surface only. Field rules live in `convert`, error codes in `status`,
+//! authentication in `auth` (an interceptor in front of this service), persistence in
+//! the store. Every write follows: convert -> store (one transaction, flushed) ->
+//! index refresh -> reply, so the next Check sees the change.
+
+pub mod auth;
+pub mod convert;
+pub mod status;
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+
+use crate::index::Index;
+use crate::pb::admin as pb;
+use crate::pb::admin::admin_server::Admin;
+use crate::store::{Change, GrantFilter, GroupPatch, Store};
+use auth::Actor;
+use convert::*;
+use status::{AdminError, invalid};
+
+type Res<T> = Result<Response<T>, Status>;
+
+pub struct AdminService {
+    store: Arc<Store>,
+    index: Arc<Index>,
+}
+
+impl AdminService {
+    pub fn new(store: Arc<Store>, index: Arc<Index>) -> Self {
+        Self { store, index }
+    }
+
+    /// Makes a committed write visible to the check path, then hands back its result.
+    fn commit<T>(&self, (out, changes): (T, Vec<Change>)) -> T {
+        self.index.refresh(&self.store, &changes);
+        out
+    }
+
+    fn committed(&self, changes: Vec<Change>) -> Response<()> {
+        self.index.refresh(&self.store, &changes);
+        Response::new(())
+    }
+}
+
+fn actor<T>(req: &Request<T>) -> String {
+    req.extensions()
+        .get::<Actor>()
+        .map_or_else(|| "admin".to_owned(), |a| a.0.clone())
+}
+
+fn found<T>(
+    kind: &'static str,
+    id: &str,
+    v: Result<Option<T>, crate::store::StoreError>,
+) -> Result<T, Status> {
+    v.map_err(AdminError::from)?
+        .ok_or_else(|| AdminError::from(crate::store::StoreError::not_found(kind, id)).into())
+}
+
+fn need(field: &str, v: &str) -> Result<(), Status> {
+    if v.is_empty() {
+        return Err(invalid(field, "required").into());
+    }
+    Ok(())
+}
+
+fn filter(v: &str) -> Option<&str> {
+    (!v.is_empty()).then_some(v)
+}
+
+#[tonic::async_trait]
+impl Admin for AdminService {
+    // === apps ===
+
+    async fn create_app(&self, req: Request<pb::CreateAppRequest>) -> Res<pb::CreateAppResponse> {
+        let who = actor(&req);
+        let app = req
+            .into_inner()
+            .app
+            .ok_or_else(|| Status::from(invalid("app", "required")))?;
+        let new = new_app(&app)?;
+        let (app, key) = self.commit(
+            self.store
+                .create_app(&who, new)
+                .await
+                .map_err(AdminError::from)?,
+        );
+        Ok(Response::new(pb::CreateAppResponse {
+            app: Some(app_out(&app, true)),
+            key_pair: Some(key_out(&key, true)),
+        }))
+    }
+
+    async fn get_app(&self, req: Request<pb::GetAppRequest>) -> Res<pb::App> {
+        let id = req.into_inner().id;
+        need("id", &id)?;
+        let app = found("app", &id, self.store.get_app(&id))?;
+        Ok(Response::new(app_out(&app, false)))
+    }
+
+    async fn list_apps(&self, req: Request<pb::ListAppsRequest>) -> Res<pb::ListAppsResponse> {
+        let r = req.into_inner();
+        let tag = filter(&r.tag).map(|t| match t.split_once('=') {
+            Some((k, v)) => (k, Some(v)),
+            None => (t, None),
+        });
+        let (apps, next) = self
+            .store
+            .list_apps(&page(r.page_size, &r.page_token)?, filter(&r.owner), tag)
+            .map_err(AdminError::from)?;
+        Ok(Response::new(pb::ListAppsResponse {
+            apps: apps.iter().map(|a| app_out(a, false)).collect(),
+            next_page_token: next,
+        }))
+    }
+
+    async fn update_app(&self, req: Request<pb::UpdateAppRequest>) -> Res<pb::App> {
+        let who = actor(&req);
+        let r = req.into_inner();
+        let app = r
+            .app
+            .ok_or_else(|| Status::from(invalid("app", "required")))?;
+        need("App.id", &app.id)?;
+        let patch = app_patch(&app, r.update_mask.as_ref())?;
+        let app = self.commit(
+            self.store
+                .update_app(&who, "UpdateApp", &app.id, patch)
+                .await
+                .map_err(AdminError::from)?,
+        );
+        Ok(Response::new(app_out(&app, false)))
+    }
+
+    async fn delete_app(&self, req: Request<pb::DeleteAppRequest>) -> Res<()> {
+        let who = actor(&req);
+        let id = req.into_inner().id;
+        need("id", &id)?;
+        Ok(self.committed(
+            self.store
+                .delete_app(&who, &id)
+                .await
+                .map_err(AdminError::from)?,
+        ))
+    }
+
+    async fn enable_app(&self, req: Request<pb::EnableAppRequest>) -> Res<pb::App> {
+        let who = actor(&req);
+        let id = req.into_inner().id;
+        self.set_app_enabled(&who, "EnableApp", &id, true).await
+    }
+
+    async fn disable_app(&self, req: Request<pb::DisableAppRequest>) -> Res<pb::App> {
+        let who = actor(&req);
+        let id = req.into_inner().id;
+        self.set_app_enabled(&who, "DisableApp", &id, false).await
+    }
+
+    async fn reset_app_code(&self, req: Request<pb::ResetAppCodeRequest>) -> Res<pb::App> {
+        let who = actor(&req);
+        let r = req.into_inner();
+        need("id", &r.id)?;
+        if !r.app_code.is_empty() {
+            app_code("app_code", &r.app_code)?;
+        }
+        let code = filter(&r.app_code).map(str::to_owned);
+        let app = self.commit(
+            self.store
+                .reset_app_code(&who, &r.id, code)
+                .await
+                .map_err(AdminError::from)?,
+        );
+        Ok(Response::new(app_out(&app, true)))
+    }
+
+    // === key pairs ===
+
+    async fn create_key_pair(&self, req: Request<pb::CreateKeyPairRequest>) -> Res<pb::KeyPair> {
+        let who = actor(&req);
+        let new = new_key(&req.into_inner())?;
+        let key = self.commit(
+            self.store
+                .create_key(&who, new)
+                .await
+                .map_err(AdminError::from)?,
+        );
+        Ok(Response::new(key_out(&key, true)))
+    }
+
+    async fn get_key_pair(&self, req: Request<pb::GetKeyPairRequest>) -> Res<pb::KeyPair> {
+        let k = req.into_inner().app_key;
+        need("app_key", &k)?;
+        let key = found("key pair", &k, self.store.get_key(&k))?;
+        Ok(Response::new(key_out(&key, false)))
+    }
+
+    async fn list_key_pairs(
+        &self,
+        req: Request<pb::ListKeyPairsRequest>,
+    ) -> Res<pb::ListKeyPairsResponse> {
+        let r = req.into_inner();
+        need("app_id", &r.app_id)?;
+        let (keys, next) = self
+            .store
+            .list_keys(&r.app_id, &page(r.page_size, &r.page_token)?)
+            .map_err(AdminError::from)?;
+        Ok(Response::new(pb::ListKeyPairsResponse {
+            key_pairs: keys.iter().map(|k| key_out(k, false)).collect(),
+            next_page_token: next,
+        }))
+    }
+
+    async fn update_key_pair(&self, req: Request<pb::UpdateKeyPairRequest>) -> Res<pb::KeyPair> {
+        let who = actor(&req);
+        let r = req.into_inner();
+        let k = r
+            .key_pair
+            .ok_or_else(|| Status::from(invalid("key_pair", "required")))?;
+        need("KeyPair.app_key", &k.app_key)?;
+        let patch = key_patch(&k, r.update_mask.as_ref())?;
+        let key = self.commit(
+            self.store
+                .update_key(&who, "UpdateKeyPair", &k.app_key, patch)
+                .await
+                .map_err(AdminError::from)?,
+        );
+        Ok(Response::new(key_out(&key, false)))
+    }
+
+    async fn delete_key_pair(&self, req: Request<pb::DeleteKeyPairRequest>) -> Res<()> {
+        let who = actor(&req);
+        let k = req.into_inner().app_key;
+        need("app_key", &k)?;
+        Ok(self.committed(
+            self.store
+                .delete_key(&who, &k)
+                .await
+                .map_err(AdminError::from)?,
+        ))
+    }
+
+    async fn reset_key_pair_secret(
+        &self,
+        req: Request<pb::ResetKeyPairSecretRequest>,
+    ) -> Res<pb::KeyPair> {
+        let who = actor(&req);
+        let r = req.into_inner();
+        need("app_key", &r.app_key)?;
+        let grace = duration_ms("grace_period", r.grace_period.as_ref())?;
+        if !r.app_secret.is_empty() {
+            app_secret("app_secret", &r.app_secret)?;
+        }
+        let secret = filter(&r.app_secret).map(str::to_owned);
+        let key = self.commit(
+            self.store
+                .reset_secret(&who, &r.app_key, grace, secret)
+                .await
+                .map_err(AdminError::from)?,
+        );
+        Ok(Response::new(key_out(&key, true)))
+    }
+
+    async fn enable_key_pair(&self, req: Request<pb::EnableKeyPairRequest>) -> Res<pb::KeyPair> {
+        let who = actor(&req);
+        let k = req.into_inner().app_key;
+        self.set_key_enabled(&who, "EnableKeyPair", &k, true).await
+    }
+
+    async fn disable_key_pair(&self, req: Request<pb::DisableKeyPairRequest>) -> Res<pb::KeyPair> {
+        let who = actor(&req);
+        let k = req.into_inner().app_key;
+        self.set_key_enabled(&who, "DisableKeyPair", &k, false)
+            .await
+    }
+
+    // === groups ===
+
+    async fn create_group(&self, req: Request<pb::CreateGroupRequest>) -> Res<pb::Group> {
+        let who = actor(&req);
+        let g = req
+            .into_inner()
+            .group
+            .ok_or_else(|| Status::from(invalid("group", "required")))?;
+        name("Group.name", &g.name)?;
+        name("Group.owner", &g.owner)?;
+        text("Group.description", &g.description, 1024)?;
+        let g = self.commit(
+            self.store
+                .create_group(&who, g.name, g.owner, g.description)
+                .await
+                .map_err(AdminError::from)?,
+        );
+        Ok(Response::new(group_out(&g)))
+    }
+
+    async fn get_group(&self, req: Request<pb::GetGroupRequest>) -> Res<pb::Group> {
+        let id = req.into_inner().id;
+        need("id", &id)?;
+        Ok(Response::new(group_out(&found(
+            "group",
+            &id,
+            self.store.get_group(&id),
+        )?)))
+    }
+
+    async fn list_groups(
+        &self,
+        req: Request<pb::ListGroupsRequest>,
+    ) -> Res<pb::ListGroupsResponse> {
+        let r = req.into_inner();
+        let (groups, next) = self
+            .store
+            .list_groups(&page(r.page_size, &r.page_token)?, filter(&r.owner))
+            .map_err(AdminError::from)?;
+        Ok(Response::new(pb::ListGroupsResponse {
+            groups: groups.iter().map(group_out).collect(),
+            next_page_token: next,
+        }))
+    }
+
+    async fn update_group(&self, req: Request<pb::UpdateGroupRequest>) -> Res<pb::Group> {
+        let who = actor(&req);
+        let r = req.into_inner();
+        let g = r
+            .group
+            .ok_or_else(|| Status::from(invalid("group", "required")))?;
+        need("Group.id", &g.id)?;
+        let populated: Vec<&str> = [
+            ("name", !g.name.is_empty()),
+            ("description", !g.description.is_empty()),
+        ]
+        .into_iter()
+        .filter_map(|(f, s)| s.then_some(f))
+        .collect();
+        let paths = mask_paths(r.update_mask.as_ref(), &["name", "description"], &populated)?;
+        let mut patch = GroupPatch::default();
+        for p in &paths {
+            if p == "name" {
+                name("Group.name", &g.name)?;
+                patch.name = Some(g.name.clone());
+            } else {
+                text("Group.description", &g.description, 1024)?;
+                patch.description = Some(g.description.clone());
+            }
+        }
+        let g = self.commit(
+            self.store
+                .update_group(&who, &g.id, patch)
+                .await
+                .map_err(AdminError::from)?,
+        );
+        Ok(Response::new(group_out(&g)))
+    }
+
+    async fn delete_group(&self, req: Request<pb::DeleteGroupRequest>) -> Res<()> {
+        let who = actor(&req);
+        let id = req.into_inner().id;
+        need("id", &id)?;
+        Ok(self.committed(
+            self.store
+                .delete_group(&who, &id)
+                .await
+                .map_err(AdminError::from)?,
+        ))
+    }
+
+    // === APIs ===
+
+    async fn create_api(&self, req: Request<pb::CreateApiRequest>) -> Res<pb::Api> {
+        let who = actor(&req);
+        let a = req
+            .into_inner()
+            .api
+            .ok_or_else(|| Status::from(invalid("api", "required")))?;
+        let api = api_in(&a)?;
+        let api = self.commit(
+            self.store
+                .create_api(&who, api)
+                .await
+                .map_err(AdminError::from)?,
+        );
+        Ok(Response::new(api_out(&api)))
+    }
+
+    async fn get_api(&self, req: Request<pb::GetApiRequest>) -> Res<pb::Api> {
+        let id = req.into_inner().id;
+        need("id", &id)?;
+        Ok(Response::new(api_out(&found(
+            "api",
+            &id,
+            self.store.get_api(&id),
+        )?)))
+    }
+
+    async fn list_apis(&self, req: Request<pb::ListApisRequest>) -> Res<pb::ListApisResponse> {
+        let r = req.into_inner();
+        let (apis, next) = self
+            .store
+            .list_apis(
+                &page(r.page_size, &r.page_token)?,
+                filter(&r.owner),
+                filter(&r.group_id),
+            )
+            .map_err(AdminError::from)?;
+        Ok(Response::new(pb::ListApisResponse {
+            apis: apis.iter().map(api_out).collect(),
+            next_page_token: next,
+        }))
+    }
+
+    async fn update_api(&self, req: Request<pb::UpdateApiRequest>) -> Res<pb::Api> {
+        let who = actor(&req);
+        let r = req.into_inner();
+        let a = r
+            .api
+            .ok_or_else(|| Status::from(invalid("api", "required")))?;
+        need("Api.id", &a.id)?;
+        let paths = api_mask(&a, r.update_mask.as_ref())?;
+        // Validate the new values as a whole API: fill what the mask leaves out from the
+        // current record so rules across fields (e.g. the template) are checked.
+        let current = found("api", &a.id, self.store.get_api(&a.id))?;
+        let mut merged = api_out(&current);
+        let incoming = a.clone();
+        for p in &paths {
+            copy_api_field(&mut merged, &incoming, p);
+        }
+        let validated = api_in(&merged)?;
+        let fields = paths.join(",");
+        let patch: crate::store::ApiPatch = Box::new(move |dst| api_apply(dst, &validated, &paths));
+        let api = self.commit(
+            self.store
+                .update_api(&who, &a.id, &fields, patch)
+                .await
+                .map_err(AdminError::from)?,
+        );
+        Ok(Response::new(api_out(&api)))
+    }
+
+    async fn delete_api(&self, req: Request<pb::DeleteApiRequest>) -> Res<()> {
+        let who = actor(&req);
+        let id = req.into_inner().id;
+        need("id", &id)?;
+        Ok(self.committed(
+            self.store
+                .delete_api(&who, &id)
+                .await
+                .map_err(AdminError::from)?,
+        ))
+    }
+
+    // === grants ===
+
+    async fn create_grant(&self, req: Request<pb::CreateGrantRequest>) -> Res<pb::Grant> {
+        let who = actor(&req);
+        let g = req
+            .into_inner()
+            .grant
+            .ok_or_else(|| Status::from(invalid("grant", "required")))?;
+        let grant = grant_in(&g)?;
+        let grant = self.commit(
+            self.store
+                .create_grant(&who, grant)
+                .await
+                .map_err(AdminError::from)?,
+        );
+        Ok(Response::new(grant_out(&grant)))
+    }
+
+    async fn get_grant(&self, req: Request<pb::GetGrantRequest>) -> Res<pb::Grant> {
+        let id = req.into_inner().id;
+        need("id", &id)?;
+        Ok(Response::new(grant_out(&found(
+            "grant",
+            &id,
+            self.store.get_grant(&id),
+        )?)))
+    }
+
+    async fn list_grants(
+        &self,
+        req: Request<pb::ListGrantsRequest>,
+    ) -> Res<pb::ListGrantsResponse> {
+        let r = req.into_inner();
+        let f = GrantFilter {
+            app_id: filter(&r.app_id).map(str::to_owned),
+            api_id: filter(&r.api_id).map(str::to_owned),
+            group_id: filter(&r.group_id).map(str::to_owned),
+        };
+        let (grants, next) = self
+            .store
+            .list_grants(&page(r.page_size, &r.page_token)?, &f)
+            .map_err(AdminError::from)?;
+        Ok(Response::new(pb::ListGrantsResponse {
+            grants: grants.iter().map(grant_out).collect(),
+            next_page_token: next,
+        }))
+    }
+
+    async fn delete_grant(&self, req: Request<pb::DeleteGrantRequest>) -> Res<()> {
+        let who = actor(&req);
+        let id = req.into_inner().id;
+        need("id", &id)?;
+        Ok(self.committed(
+            self.store
+                .delete_grant(&who, &id)
+                .await
+                .map_err(AdminError::from)?,
+        ))
+    }
+
+    // === audit ===
+
+    async fn list_audit_events(
+        &self,
+        req: Request<pb::ListAuditEventsRequest>,
+    ) -> Res<pb::ListAuditEventsResponse> {
+        let r = req.into_inner();
+        let since = opt_ms_of("since", r.since.as_ref())?;
+        let (events, next) = self
+            .store
+            .list_audit(
+                &page(r.page_size, &r.page_token)?,
+                filter(&r.resource_id),
+                since,
+            )
+            .map_err(AdminError::from)?;
+        Ok(Response::new(pb::ListAuditEventsResponse {
+            events: events.iter().map(audit_out).collect(),
+            next_page_token: next,
+        }))
+    }
+}
+
+impl AdminService {
+    async fn set_app_enabled(
+        &self,
+        who: &str,
+        action: &str,
+        id: &str,
+        enabled: bool,
+    ) -> Res<pb::App> {
+        need("id", id)?;
+        let patch = crate::store::AppPatch {
+            enabled: Some(enabled),
+            ..Default::default()
+        };
+        let app = self.commit(
+            self.store
+                .update_app(who, action, id, patch)
+                .await
+                .map_err(AdminError::from)?,
+        );
+        Ok(Response::new(app_out(&app, false)))
+    }
+
+    async fn set_key_enabled(
+        &self,
+        who: &str,
+        action: &str,
+        k: &str,
+        enabled: bool,
+    ) -> Res<pb::KeyPair> {
+        need("app_key", k)?;
+        let patch = crate::store::KeyPatch {
+            enabled: Some(enabled),
+            ..Default::default()
+        };
+        let key = self.commit(
+            self.store
+                .update_key(who, action, k, patch)
+                .await
+                .map_err(AdminError::from)?,
+        );
+        Ok(Response::new(key_out(&key, false)))
+    }
+}
+
+/// Copies one masked field between API messages (before validation).
+fn copy_api_field(dst: &mut pb::Api, src: &pb::Api, path: &str) {
+    match path {
+        "name" => dst.name = src.name.clone(),
+        "group_id" => dst.group_id = src.group_id.clone(),
+        "description" => dst.description = src.description.clone(),
+        "host" => dst.host = src.host.clone(),
+        "methods" => dst.methods = src.methods.clone(),
+        "path" => dst.path = src.path.clone(),
+        "auth_schemes" => dst.auth_schemes = src.auth_schemes.clone(),
+        "anonymous_allowed" => dst.anonymous_allowed = src.anonymous_allowed,
+        "body_digest_required" => dst.body_digest_required = src.body_digest_required,
+        "tencent_strip_env_prefix" => dst.tencent_strip_env_prefix = src.tencent_strip_env_prefix,
+        "sigv4_region" => dst.sigv4_region = src.sigv4_region.clone(),
+        "sigv4_service" => dst.sigv4_service = src.sigv4_service.clone(),
+        "replay_protection" => dst.replay_protection = src.replay_protection,
+        _ => {}
+    }
+}

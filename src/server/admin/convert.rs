@@ -1,0 +1,686 @@
+//! Proto <-> model conversion and field validation for the admin API.
+//!
+//! Owns: every rule on what a client may send (lengths, character sets, templates,
+//! timestamps, field masks), reported as `INVALID_ARGUMENT` naming the field, and the
+//! rule that secrets leave only in the responses that create or reset them.
+
+use std::collections::BTreeMap;
+
+use prost_types::{FieldMask, Timestamp};
+
+use super::status::{AdminError, invalid};
+use crate::decide::route::Template;
+use crate::model;
+use crate::pb::admin as pb;
+
+pub type R<T> = Result<T, AdminError>;
+
+// === time ===
+
+pub fn ts(ms: i64) -> Option<Timestamp> {
+    Some(Timestamp {
+        seconds: ms.div_euclid(1000),
+        nanos: i32::try_from(ms.rem_euclid(1000) * 1_000_000).unwrap_or(0),
+    })
+}
+
+pub fn opt_ts(ms: Option<i64>) -> Option<Timestamp> {
+    ms.and_then(ts)
+}
+
+pub fn ms_of(field: &str, t: &Timestamp) -> R<i64> {
+    if !(0..1_000_000_000).contains(&t.nanos) || !(0..=253_402_300_799).contains(&t.seconds) {
+        return Err(invalid(field, "not a valid timestamp (years 1970 to 9999)"));
+    }
+    Ok(t.seconds * 1000 + i64::from(t.nanos / 1_000_000))
+}
+
+pub fn opt_ms_of(field: &str, t: Option<&Timestamp>) -> R<Option<i64>> {
+    t.map(|t| ms_of(field, t)).transpose()
+}
+
+pub fn duration_ms(field: &str, d: Option<&prost_types::Duration>) -> R<i64> {
+    let Some(d) = d else { return Ok(0) };
+    if d.seconds < 0 || d.nanos < 0 || d.seconds > 365 * 86_400 {
+        return Err(invalid(field, "must be between 0 and 365 days"));
+    }
+    Ok(d.seconds * 1000 + i64::from(d.nanos / 1_000_000))
+}
+
+// === field rules ===
+
+fn required(field: &str, v: &str) -> R<()> {
+    if v.trim().is_empty() {
+        return Err(invalid(field, "required"));
+    }
+    Ok(())
+}
+
+/// Display text: bounded, no control characters (they break logs and headers).
+pub fn text(field: &str, v: &str, max: usize) -> R<()> {
+    if v.len() > max {
+        return Err(invalid(field, format!("longer than {max} bytes")));
+    }
+    if v.chars().any(char::is_control) {
+        return Err(invalid(field, "contains control characters"));
+    }
+    Ok(())
+}
+
+pub fn name(field: &str, v: &str) -> R<()> {
+    required(field, v)?;
+    text(field, v, 128)
+}
+
+fn charset(
+    field: &str,
+    v: &str,
+    min: usize,
+    max: usize,
+    ok: impl Fn(u8) -> bool,
+    what: &str,
+) -> R<()> {
+    if v.len() < min || v.len() > max || !v.bytes().all(ok) {
+        return Err(invalid(
+            field,
+            format!("must be {min} to {max} characters of {what}"),
+        ));
+    }
+    Ok(())
+}
+
+pub fn app_id(field: &str, v: &str) -> R<()> {
+    charset(
+        field,
+        v,
+        1,
+        64,
+        |b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-',
+        "[a-z0-9_-]",
+    )
+}
+
+pub fn app_key(field: &str, v: &str) -> R<()> {
+    charset(
+        field,
+        v,
+        4,
+        64,
+        |b| b.is_ascii_alphanumeric() || b"._-".contains(&b),
+        "[A-Za-z0-9._-]",
+    )
+}
+
+pub fn app_secret(field: &str, v: &str) -> R<()> {
+    charset(
+        field,
+        v,
+        16,
+        256,
+        |b| b.is_ascii_graphic(),
+        "printable ASCII without spaces",
+    )
+}
+
+pub fn app_code(field: &str, v: &str) -> R<()> {
+    charset(
+        field,
+        v,
+        16,
+        128,
+        |b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-',
+        "[A-Za-z0-9_-]",
+    )
+}
+
+fn stage(field: &str, v: &str) -> R<String> {
+    charset(
+        field,
+        v,
+        1,
+        32,
+        |b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-',
+        "[A-Za-z0-9_-]",
+    )?;
+    Ok(v.to_ascii_uppercase())
+}
+
+fn header_value(field: &str, v: &str, max: usize) -> R<()> {
+    text(field, v, max)?;
+    if http::HeaderValue::from_str(v).is_err() {
+        return Err(invalid(field, "must be usable as an HTTP header value"));
+    }
+    Ok(())
+}
+
+fn tags(field: &str, t: &std::collections::HashMap<String, String>) -> R<BTreeMap<String, String>> {
+    if t.len() > 64 {
+        return Err(invalid(field, "at most 64 tags"));
+    }
+    for (k, v) in t {
+        charset(
+            &format!("{field}[{k}]"),
+            k,
+            1,
+            64,
+            |b| b.is_ascii_graphic() && b != b'=',
+            "printable ASCII except '='",
+        )?;
+        text(&format!("{field}[{k}]"), v, 256)?;
+    }
+    Ok(t.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+}
+
+const METHODS: [&str; 9] = [
+    "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "CONNECT",
+];
+
+fn host(field: &str, v: &str) -> R<Option<String>> {
+    if v.is_empty() {
+        return Ok(None);
+    }
+    charset(
+        field,
+        v,
+        1,
+        253,
+        |b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-',
+        "a host name without port ([A-Za-z0-9.-])",
+    )?;
+    Ok(Some(v.to_ascii_lowercase()))
+}
+
+fn scheme_name(field: &str, s: i32) -> R<String> {
+    let name = match pb::AuthScheme::try_from(s) {
+        Ok(pb::AuthScheme::Aliyun) => "aliyun",
+        Ok(pb::AuthScheme::Appcode) => "appcode",
+        Ok(pb::AuthScheme::Tencent) => "tencent",
+        Ok(pb::AuthScheme::Bkapi) => "bkapi",
+        Ok(pb::AuthScheme::Sigv4) => "sigv4",
+        Ok(pb::AuthScheme::Rfc9421) => "rfc9421",
+        Ok(pb::AuthScheme::Unspecified) | Err(_) => {
+            return Err(invalid(field, format!("{s} is not an accepted scheme")));
+        }
+    };
+    Ok(name.to_owned())
+}
+
+fn scheme_enum(name: &str) -> i32 {
+    let s = match name {
+        "aliyun" => pb::AuthScheme::Aliyun,
+        "appcode" => pb::AuthScheme::Appcode,
+        "tencent" => pb::AuthScheme::Tencent,
+        "bkapi" => pb::AuthScheme::Bkapi,
+        "sigv4" => pb::AuthScheme::Sigv4,
+        "rfc9421" => pb::AuthScheme::Rfc9421,
+        _ => pb::AuthScheme::Unspecified,
+    };
+    s as i32
+}
+
+// === field masks ===
+
+/// The paths of `mask`, checked against `allowed`. An absent or empty mask means every
+/// field the request populated (`populated`), as AIP-134 says.
+pub fn mask_paths(
+    mask: Option<&FieldMask>,
+    allowed: &[&str],
+    populated: &[&str],
+) -> R<Vec<String>> {
+    let paths: Vec<String> = match mask {
+        Some(m) if !m.paths.is_empty() => m.paths.clone(),
+        _ => populated.iter().map(|p| (*p).to_owned()).collect(),
+    };
+    if paths.is_empty() {
+        return Err(invalid("update_mask", "names no field to update"));
+    }
+    for p in &paths {
+        if !allowed.contains(&p.as_str()) {
+            return Err(invalid(
+                "update_mask",
+                format!("'{p}' cannot be updated (allowed: {})", allowed.join(", ")),
+            ));
+        }
+    }
+    Ok(paths)
+}
+
+// === apps ===
+
+pub fn new_app(a: &pb::App) -> R<crate::store::NewApp> {
+    name("App.name", &a.name)?;
+    name("App.owner", &a.owner)?;
+    text("App.description", &a.description, 1024)?;
+    header_value("App.extend_info", &a.extend_info, 4096)?;
+    if !a.id.is_empty() {
+        app_id("App.id", &a.id)?;
+    }
+    if !a.app_code.is_empty() {
+        app_code("App.app_code", &a.app_code)?;
+    }
+    Ok(crate::store::NewApp {
+        id: (!a.id.is_empty()).then(|| a.id.clone()),
+        name: a.name.clone(),
+        owner: a.owner.clone(),
+        description: a.description.clone(),
+        tags: tags("App.tags", &a.tags)?,
+        extend_info: a.extend_info.clone(),
+        app_code: (!a.app_code.is_empty()).then(|| a.app_code.clone()),
+    })
+}
+
+pub fn app_patch(a: &pb::App, mask: Option<&FieldMask>) -> R<crate::store::AppPatch> {
+    let mut populated = Vec::new();
+    for (f, set) in [
+        ("name", !a.name.is_empty()),
+        ("description", !a.description.is_empty()),
+        ("tags", !a.tags.is_empty()),
+        ("extend_info", !a.extend_info.is_empty()),
+    ] {
+        if set {
+            populated.push(f);
+        }
+    }
+    let paths = mask_paths(
+        mask,
+        &["name", "description", "tags", "extend_info", "enabled"],
+        &populated,
+    )?;
+    let mut p = crate::store::AppPatch::default();
+    for path in &paths {
+        match path.as_str() {
+            "name" => {
+                name("App.name", &a.name)?;
+                p.name = Some(a.name.clone());
+            }
+            "description" => {
+                text("App.description", &a.description, 1024)?;
+                p.description = Some(a.description.clone());
+            }
+            "tags" => p.tags = Some(tags("App.tags", &a.tags)?),
+            "extend_info" => {
+                header_value("App.extend_info", &a.extend_info, 4096)?;
+                p.extend_info = Some(a.extend_info.clone());
+            }
+            _ => p.enabled = Some(a.enabled),
+        }
+    }
+    Ok(p)
+}
+
+/// An app for a response. `with_code` only for the calls that create or reset it.
+pub fn app_out(a: &model::App, with_code: bool) -> pb::App {
+    pb::App {
+        id: a.id.clone(),
+        name: a.name.clone(),
+        owner: a.owner.clone(),
+        description: a.description.clone(),
+        tags: a.tags.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        extend_info: a.extend_info.clone(),
+        app_code: match (&a.app_code, with_code) {
+            (Some(c), true) => c.expose().to_owned(),
+            _ => String::new(),
+        },
+        app_code_set: a.app_code.is_some(),
+        enabled: a.enabled,
+        create_time: ts(a.create_ms),
+        update_time: ts(a.update_ms),
+    }
+}
+
+// === key pairs ===
+
+pub fn new_key(r: &pb::CreateKeyPairRequest) -> R<crate::store::NewKey> {
+    required("app_id", &r.app_id)?;
+    if !r.app_key.is_empty() {
+        app_key("KeyPair.app_key", &r.app_key)?;
+    }
+    if !r.app_secret.is_empty() {
+        app_secret("KeyPair.app_secret", &r.app_secret)?;
+    }
+    Ok(crate::store::NewKey {
+        app_id: r.app_id.clone(),
+        app_key: (!r.app_key.is_empty()).then(|| r.app_key.clone()),
+        app_secret: (!r.app_secret.is_empty()).then(|| r.app_secret.clone()),
+        expires_ms: opt_ms_of("expires_at", r.expires_at.as_ref())?,
+    })
+}
+
+pub fn key_patch(k: &pb::KeyPair, mask: Option<&FieldMask>) -> R<crate::store::KeyPatch> {
+    let populated: &[&str] = if k.expires_at.is_some() {
+        &["expires_at"]
+    } else {
+        &[]
+    };
+    let paths = mask_paths(mask, &["expires_at", "enabled"], populated)?;
+    let mut p = crate::store::KeyPatch::default();
+    for path in &paths {
+        if path == "expires_at" {
+            p.expires_ms = Some(opt_ms_of("KeyPair.expires_at", k.expires_at.as_ref())?);
+        } else {
+            p.enabled = Some(k.enabled);
+        }
+    }
+    Ok(p)
+}
+
+/// A key pair for a response. `with_secret` only for create and reset.
+pub fn key_out(k: &model::KeyPair, with_secret: bool) -> pb::KeyPair {
+    pb::KeyPair {
+        app_key: k.app_key.clone(),
+        app_id: k.app_id.clone(),
+        app_secret: if with_secret {
+            k.secret.expose().to_owned()
+        } else {
+            String::new()
+        },
+        is_default: k.is_default,
+        enabled: k.enabled,
+        expires_at: opt_ts(k.expires_ms),
+        previous_secret_expires_at: k.previous.as_ref().and_then(|p| ts(p.until_ms)),
+        create_time: ts(k.create_ms),
+        update_time: ts(k.update_ms),
+    }
+}
+
+// === groups ===
+
+pub fn group_out(g: &model::Group) -> pb::Group {
+    pb::Group {
+        id: g.id.clone(),
+        name: g.name.clone(),
+        owner: g.owner.clone(),
+        description: g.description.clone(),
+        create_time: ts(g.create_ms),
+        update_time: ts(g.update_ms),
+    }
+}
+
+// === APIs ===
+
+const API_FIELDS: [&str; 14] = [
+    "name",
+    "group_id",
+    "description",
+    "host",
+    "methods",
+    "path",
+    "auth_schemes",
+    "anonymous_allowed",
+    "body_digest_required",
+    "tencent_strip_env_prefix",
+    "sigv4_region",
+    "sigv4_service",
+    "replay_protection",
+    "owner",
+];
+
+/// Validates an API message into the model (id and times are the store's to set).
+pub fn api_in(a: &pb::Api) -> R<model::Api> {
+    name("Api.name", &a.name)?;
+    name("Api.owner", &a.owner)?;
+    text("Api.description", &a.description, 1024)?;
+    required("Api.path", &a.path)?;
+    Template::parse(&a.path).map_err(|e| invalid("Api.path", e.to_string()))?;
+    let mut methods = Vec::new();
+    for (i, m) in a.methods.iter().enumerate() {
+        let up = m.to_ascii_uppercase();
+        if !METHODS.contains(&up.as_str()) {
+            return Err(invalid(
+                format!("Api.methods[{i}]"),
+                format!("'{m}' is not an HTTP method"),
+            ));
+        }
+        if !methods.contains(&up) {
+            methods.push(up);
+        }
+    }
+    let mut schemes = Vec::new();
+    for (i, s) in a.auth_schemes.iter().enumerate() {
+        let n = scheme_name(&format!("Api.auth_schemes[{i}]"), *s)?;
+        if !schemes.contains(&n) {
+            schemes.push(n);
+        }
+    }
+    let short = |field: &str, v: &str| -> R<Option<String>> {
+        if v.is_empty() {
+            return Ok(None);
+        }
+        charset(
+            field,
+            v,
+            1,
+            64,
+            |b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_',
+            "[A-Za-z0-9_-]",
+        )?;
+        Ok(Some(v.to_owned()))
+    };
+    Ok(model::Api {
+        id: String::new(),
+        name: a.name.clone(),
+        owner: a.owner.clone(),
+        group_id: (!a.group_id.is_empty()).then(|| a.group_id.clone()),
+        description: a.description.clone(),
+        host: host("Api.host", &a.host)?,
+        methods,
+        path: a.path.clone(),
+        auth_schemes: schemes,
+        anonymous_allowed: a.anonymous_allowed,
+        body_digest_required: a.body_digest_required,
+        tencent_strip_env_prefix: a.tencent_strip_env_prefix,
+        sigv4_region: short("Api.sigv4_region", &a.sigv4_region)?,
+        sigv4_service: short("Api.sigv4_service", &a.sigv4_service)?,
+        replay_protection: a.replay_protection,
+        create_ms: 0,
+        update_ms: 0,
+    })
+}
+
+/// The mask paths of an UpdateApi request (owner excluded: an API does not change hands).
+pub fn api_mask(a: &pb::Api, mask: Option<&FieldMask>) -> R<Vec<String>> {
+    let populated: Vec<&str> = [
+        ("name", !a.name.is_empty()),
+        ("group_id", !a.group_id.is_empty()),
+        ("description", !a.description.is_empty()),
+        ("host", !a.host.is_empty()),
+        ("methods", !a.methods.is_empty()),
+        ("path", !a.path.is_empty()),
+        ("auth_schemes", !a.auth_schemes.is_empty()),
+        ("sigv4_region", !a.sigv4_region.is_empty()),
+        ("sigv4_service", !a.sigv4_service.is_empty()),
+    ]
+    .into_iter()
+    .filter_map(|(f, set)| set.then_some(f))
+    .collect();
+    mask_paths(mask, &API_FIELDS[..13], &populated)
+}
+
+/// Copies the masked fields of a validated `src` onto `dst`.
+pub fn api_apply(dst: &mut model::Api, src: &model::Api, paths: &[String]) {
+    for p in paths {
+        match p.as_str() {
+            "name" => dst.name = src.name.clone(),
+            "group_id" => dst.group_id = src.group_id.clone(),
+            "description" => dst.description = src.description.clone(),
+            "host" => dst.host = src.host.clone(),
+            "methods" => dst.methods = src.methods.clone(),
+            "path" => dst.path = src.path.clone(),
+            "auth_schemes" => dst.auth_schemes = src.auth_schemes.clone(),
+            "anonymous_allowed" => dst.anonymous_allowed = src.anonymous_allowed,
+            "body_digest_required" => dst.body_digest_required = src.body_digest_required,
+            "tencent_strip_env_prefix" => {
+                dst.tencent_strip_env_prefix = src.tencent_strip_env_prefix
+            }
+            "sigv4_region" => dst.sigv4_region = src.sigv4_region.clone(),
+            "sigv4_service" => dst.sigv4_service = src.sigv4_service.clone(),
+            "replay_protection" => dst.replay_protection = src.replay_protection,
+            _ => {}
+        }
+    }
+}
+
+pub fn api_out(a: &model::Api) -> pb::Api {
+    pb::Api {
+        id: a.id.clone(),
+        name: a.name.clone(),
+        owner: a.owner.clone(),
+        group_id: a.group_id.clone().unwrap_or_default(),
+        description: a.description.clone(),
+        host: a.host.clone().unwrap_or_default(),
+        methods: a.methods.clone(),
+        path: a.path.clone(),
+        auth_schemes: a.auth_schemes.iter().map(|s| scheme_enum(s)).collect(),
+        anonymous_allowed: a.anonymous_allowed,
+        body_digest_required: a.body_digest_required,
+        tencent_strip_env_prefix: a.tencent_strip_env_prefix,
+        sigv4_region: a.sigv4_region.clone().unwrap_or_default(),
+        sigv4_service: a.sigv4_service.clone().unwrap_or_default(),
+        replay_protection: a.replay_protection,
+        create_time: ts(a.create_ms),
+        update_time: ts(a.update_ms),
+    }
+}
+
+// === grants ===
+
+pub fn grant_in(g: &pb::Grant) -> R<model::Grant> {
+    required("Grant.app_id", &g.app_id)?;
+    let target = match &g.target {
+        Some(pb::grant::Target::ApiId(id)) if !id.is_empty() => model::GrantTarget::Api(id.clone()),
+        Some(pb::grant::Target::GroupId(id)) if !id.is_empty() => {
+            model::GrantTarget::Group(id.clone())
+        }
+        _ => return Err(invalid("Grant.target", "set api_id or group_id")),
+    };
+    let mut stages = Vec::new();
+    for (i, s) in g.stages.iter().enumerate() {
+        let s = stage(&format!("Grant.stages[{i}]"), s)?;
+        if !stages.contains(&s) {
+            stages.push(s);
+        }
+    }
+    Ok(model::Grant {
+        id: String::new(),
+        app_id: g.app_id.clone(),
+        target,
+        stages,
+        expires_ms: opt_ms_of("Grant.expires_at", g.expires_at.as_ref())?,
+        created_by: String::new(),
+        create_ms: 0,
+    })
+}
+
+pub fn grant_out(g: &model::Grant) -> pb::Grant {
+    pb::Grant {
+        id: g.id.clone(),
+        app_id: g.app_id.clone(),
+        target: Some(match &g.target {
+            model::GrantTarget::Api(id) => pb::grant::Target::ApiId(id.clone()),
+            model::GrantTarget::Group(id) => pb::grant::Target::GroupId(id.clone()),
+        }),
+        stages: g.stages.clone(),
+        expires_at: opt_ts(g.expires_ms),
+        created_by: g.created_by.clone(),
+        create_time: ts(g.create_ms),
+    }
+}
+
+pub fn audit_out(e: &model::AuditEvent) -> pb::AuditEvent {
+    pb::AuditEvent {
+        id: e.id,
+        time: ts(e.time_ms),
+        actor: e.actor.clone(),
+        action: e.action.clone(),
+        resource_type: e.resource_type.clone(),
+        resource_id: e.resource_id.clone(),
+        summary: e.summary.clone(),
+    }
+}
+
+pub fn page(size: i32, token: &str) -> R<crate::store::Page> {
+    if size < 0 {
+        return Err(invalid("page_size", "must not be negative"));
+    }
+    let size = if size == 0 {
+        100
+    } else {
+        (size as usize).min(1000)
+    };
+    Ok(crate::store::Page {
+        size,
+        token: token.to_owned(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validation_names_the_field() {
+        let err = new_app(&pb::App {
+            owner: "o".into(),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert_eq!(err.to_string(), "App.name: required");
+        let err = new_app(&pb::App {
+            name: "n".into(),
+            owner: "o".into(),
+            id: "Bad Id".into(),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(err.to_string().starts_with("App.id:"));
+        let err = api_in(&pb::Api {
+            name: "n".into(),
+            owner: "o".into(),
+            path: "/a/{*r}/b".into(),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(err.to_string().starts_with("Api.path:"));
+        let err = api_in(&pb::Api {
+            name: "n".into(),
+            owner: "o".into(),
+            path: "/a".into(),
+            methods: vec!["FETCH".into()],
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(err.to_string().starts_with("Api.methods[0]:"));
+        let err = grant_in(&pb::Grant {
+            app_id: "a".into(),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(err.to_string().starts_with("Grant.target:"));
+        let err = mask_paths(
+            Some(&FieldMask {
+                paths: vec!["owner".into()],
+            }),
+            &["name"],
+            &[],
+        )
+        .unwrap_err();
+        assert!(err.to_string().starts_with("update_mask:"));
+    }
+
+    #[test]
+    fn timestamps_round_trip() {
+        for ms in [0, 1, 999, 1_700_000_000_123] {
+            assert_eq!(ms_of("t", &ts(ms).unwrap()).unwrap(), ms);
+        }
+        assert!(
+            ms_of(
+                "t",
+                &Timestamp {
+                    seconds: 1,
+                    nanos: -1
+                }
+            )
+            .is_err()
+        );
+    }
+}
