@@ -6,3 +6,5 @@
 pub mod clock;
 pub mod decide;
 pub mod request;
+pub mod scheme;
+pub mod sign;
