@@ -10,5 +10,8 @@ pub mod index;
 pub mod model;
 pub mod pb;
 pub mod request;
+pub mod scheme;
 pub mod server;
+pub mod sign;
 pub mod store;
+

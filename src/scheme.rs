@@ -1,0 +1,469 @@
+//! Signature schemes: find the credential in a request, verify it, judge its freshness.
+//!
+//! Owns: scheme detection (`detect`), the parsed `Credential` and the per-scheme rules
+//! of `shared/spec/signatures.md` (one file per scheme, shared canonicalisation in
+//! `canonical`). It knows nothing about apps, keys or grants: the pipeline looks the
+//! credential up and hands `verify` one candidate secret at a time. Every parser here is
+//! total: any bytes in, a `Deny` out, never a panic.
+//!
+//! # Decisions taken where the spec leaves a choice
+//! * Several credentials of different schemes in one request are `Malformed`, except
+//!   `X-Ca-Key` + `Authorization: APPCODE`, where the signature path wins (§1.7). Header
+//!   credentials are looked at before query ones (presigned SigV4, legacy `bk_signature`,
+//!   `AppCode=`), which are only considered when no header credential is present.
+//! * `X-Ca-Key` without `X-Ca-Signature` is `Malformed` ("Empty Signature"), not
+//!   `MissingCredential`: a half-sent credential must never fall through to anonymous.
+//! * Nonce TTLs are twice the scheme's window: a request stamped `t` is acceptable from
+//!   `t - window` to `t + window`, so a nonce seen at the earliest moment must be kept
+//!   `2 * window` to cover its last acceptable replay.
+//! * Echoed strings-to-sign are single-line: Alibaba's `#` form in `X-Ca-Error-Message`,
+//!   an escaped `\n` in the messages of the other schemes (safe in logs and headers).
+
+#![deny(clippy::indexing_slicing)]
+
+pub mod aliyun;
+pub mod appcode;
+pub mod bkapi;
+pub mod canonical;
+pub mod rfc9421;
+pub mod sigv4;
+pub mod tencent;
+
+use std::fmt;
+use std::str::FromStr;
+
+use crate::decide::decision::{Deny, DenyCode};
+use crate::request::RequestView;
+
+/// The signature schemes keygate understands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SchemeKind {
+    Aliyun,
+    AppCode,
+    Tencent,
+    Bkapi,
+    SigV4,
+    Rfc9421,
+}
+
+impl SchemeKind {
+    pub const ALL: [SchemeKind; 6] = [
+        SchemeKind::Aliyun,
+        SchemeKind::AppCode,
+        SchemeKind::Tencent,
+        SchemeKind::Bkapi,
+        SchemeKind::SigV4,
+        SchemeKind::Rfc9421,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SchemeKind::Aliyun => "aliyun",
+            SchemeKind::AppCode => "appcode",
+            SchemeKind::Tencent => "tencent",
+            SchemeKind::Bkapi => "bkapi",
+            SchemeKind::SigV4 => "sigv4",
+            SchemeKind::Rfc9421 => "rfc9421",
+        }
+    }
+
+    /// Whether the secret itself travels in the request (AppCode, BlueKing header form).
+    /// For BlueKing this is the kind-level answer; the legacy `bk_signature` form does not
+    /// send it (see `Credential::sends_secret`).
+    pub fn sends_secret(self) -> bool {
+        matches!(self, SchemeKind::AppCode | SchemeKind::Bkapi)
+    }
+}
+
+impl fmt::Display for SchemeKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A scheme name that is not one of `SchemeKind::as_str`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown scheme {0:?} (expected aliyun, appcode, tencent, bkapi, sigv4 or rfc9421)")]
+pub struct UnknownScheme(pub String);
+
+impl FromStr for SchemeKind {
+    type Err = UnknownScheme;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        SchemeKind::ALL
+            .into_iter()
+            .find(|k| k.as_str().eq_ignore_ascii_case(s.trim()))
+            .ok_or_else(|| UnknownScheme(s.to_owned()))
+    }
+}
+
+/// Service-wide settings (from config).
+#[derive(Clone, Debug)]
+pub struct SchemeConfig {
+    /// Window for aliyun `X-Ca-Timestamp`, tencent `X-Date`, sigv4 `X-Amz-Date`.
+    pub timestamp_window_ms: i64,
+    /// `created` must be within this of now; `expires` is enforced as well.
+    pub rfc9421_window_ms: i64,
+    /// Components every RFC 9421 signature must cover. `@query` (when the request has
+    /// a query) and `content-digest` (when it has a body) are required in addition.
+    pub rfc9421_required: Vec<String>,
+    /// Legacy BlueKing `bk_timestamp` window.
+    pub bk_timestamp_window_ms: i64,
+}
+
+impl Default for SchemeConfig {
+    fn default() -> Self {
+        Self {
+            timestamp_window_ms: 900_000,
+            rfc9421_window_ms: 300_000,
+            rfc9421_required: vec!["@method".into(), "@authority".into(), "@path".into()],
+            bk_timestamp_window_ms: 300_000,
+        }
+    }
+}
+
+/// Per-API options, filled from the API record once the route is known.
+#[derive(Clone, Debug, Default)]
+pub struct ApiSchemeOptions {
+    /// Strip `/release`, `/test`, `/prepub` from the path before signing (spec §2.2).
+    pub tencent_strip_env_prefix: bool,
+    /// `None` = any region accepted.
+    pub sigv4_region: Option<String>,
+    /// `None` = any service accepted.
+    pub sigv4_service: Option<String>,
+    /// Aliyun: replay protection makes `X-Ca-Timestamp` + `X-Ca-Nonce` mandatory (and
+    /// signed).
+    pub require_timestamp_and_nonce: bool,
+}
+
+/// Which credential the request names, so the pipeline can look it up in memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CredentialId<'a> {
+    /// aliyun `X-Ca-Key`, tencent `id=`, sigv4 access key id, rfc9421 `keyid`.
+    AppKey(&'a str),
+    /// `Authorization: APPCODE <code>`: the code is a bearer secret.
+    AppCode(&'a str),
+    /// BlueKing `bk_app_code`: an App id; any of the app's secrets may match.
+    BkAppCode(&'a str),
+}
+
+/// Result of checking the body against what the signature claims about it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BodyCheck {
+    /// The body was available, complete, and matches what the signature covers.
+    Verified,
+    /// The signature says nothing about the body.
+    NotCovered,
+    /// The signature covers the body but the proxy did not send it.
+    NotAvailable,
+}
+
+/// A credential parsed from a request; no secret known yet.
+pub struct Credential {
+    inner: Inner,
+}
+
+enum Inner {
+    Aliyun(aliyun::AliyunCredential),
+    AppCode(appcode::AppCodeCredential),
+    Tencent(tencent::TencentCredential),
+    Bkapi(bkapi::BkCredential),
+    SigV4(sigv4::SigV4Credential),
+    Rfc9421(rfc9421::Rfc9421Credential),
+}
+
+pub(crate) fn deny(code: DenyCode, message: impl Into<String>) -> Deny {
+    Deny::new(code, message)
+}
+
+/// Which `Authorization` scheme a value announces.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum AuthKind {
+    AppCode,
+    Hmac,
+    Aws4,
+    Other,
+}
+
+fn auth_kind(value: &str) -> AuthKind {
+    let v = value.trim_start();
+    let word = v
+        .split(|c: char| c.is_ascii_whitespace())
+        .next()
+        .unwrap_or("");
+    if word.eq_ignore_ascii_case("APPCODE") {
+        AuthKind::AppCode
+    } else if word.eq_ignore_ascii_case("hmac") {
+        AuthKind::Hmac
+    } else if word
+        .get(..5)
+        .is_some_and(|p| p.eq_ignore_ascii_case("AWS4-"))
+    {
+        AuthKind::Aws4
+    } else {
+        AuthKind::Other
+    }
+}
+
+/// Finds the scheme from the headers (and, failing that, the query) and parses its
+/// credential. No credential at all → `MissingCredential`; duplicated or unparseable
+/// credential headers, or credentials of two schemes → `Malformed`.
+pub fn detect(view: &RequestView) -> Result<Credential, Deny> {
+    let h = &view.headers;
+    for name in [
+        "authorization",
+        "x-ca-key",
+        "x-ca-signature",
+        "x-ca-signature-headers",
+        "x-ca-signature-method",
+        "x-ca-timestamp",
+        "x-ca-nonce",
+        "x-bkapi-authorization",
+        "x-date",
+        "x-amz-date",
+        "x-amz-content-sha256",
+    ] {
+        if h.count(name) > 1 {
+            return Err(deny(
+                DenyCode::Malformed,
+                format!("duplicate {name} header"),
+            ));
+        }
+    }
+    let auth = h.get("authorization").map(auth_kind);
+    let appcode_hdr = auth == Some(AuthKind::AppCode);
+    let aliyun = h.contains("x-ca-key") && (h.contains("x-ca-signature") || !appcode_hdr);
+    let candidates = [
+        (aliyun, SchemeKind::Aliyun),
+        (appcode_hdr && !aliyun, SchemeKind::AppCode),
+        (auth == Some(AuthKind::Hmac), SchemeKind::Tencent),
+        (auth == Some(AuthKind::Aws4), SchemeKind::SigV4),
+        (h.contains("x-bkapi-authorization"), SchemeKind::Bkapi),
+        (h.contains("signature-input"), SchemeKind::Rfc9421),
+    ];
+    let mut found = candidates.iter().filter(|(on, _)| *on).map(|(_, k)| *k);
+    let kind = match (found.next(), found.next()) {
+        (Some(k), None) => Some(k),
+        (Some(a), Some(b)) => {
+            return Err(deny(
+                DenyCode::Malformed,
+                format!("credentials of several schemes ({a}, {b}) in one request"),
+            ));
+        }
+        (None, _) => None,
+    };
+    let inner = match kind {
+        Some(SchemeKind::Aliyun) => {
+            Inner::Aliyun(aliyun::AliyunCredential::parse(view, appcode_hdr)?)
+        }
+        Some(SchemeKind::AppCode) => Inner::AppCode(appcode::AppCodeCredential::from_header(view)?),
+        Some(SchemeKind::Tencent) => Inner::Tencent(tencent::TencentCredential::parse(view)?),
+        Some(SchemeKind::SigV4) => Inner::SigV4(sigv4::SigV4Credential::parse_header(view)?),
+        Some(SchemeKind::Bkapi) => Inner::Bkapi(bkapi::BkCredential::parse(view)?),
+        Some(SchemeKind::Rfc9421) => Inner::Rfc9421(rfc9421::Rfc9421Credential::parse(view)?),
+        None => detect_query(view)?,
+    };
+    Ok(Credential { inner })
+}
+
+/// Credentials carried in the query: presigned SigV4, legacy BlueKing, AppCode.
+fn detect_query(view: &RequestView) -> Result<Inner, Deny> {
+    let q = view.query.as_deref();
+    let presigned = canonical::query_param_count(q, "X-Amz-Algorithm") > 0;
+    let bk_legacy = bkapi::has_legacy_query(q);
+    let appcode = canonical::query_param_count(q, appcode::QUERY_PARAM) > 0;
+    match (presigned, bk_legacy, appcode) {
+        (false, false, false) => Err(deny(
+            DenyCode::MissingCredential,
+            "no credential of any known scheme",
+        )),
+        (true, false, false) => Ok(Inner::SigV4(sigv4::SigV4Credential::parse_presigned(view)?)),
+        (false, true, false) => Ok(Inner::Bkapi(bkapi::BkCredential::parse(view)?)),
+        (false, false, true) => Ok(Inner::AppCode(appcode::AppCodeCredential::from_query(
+            view,
+        )?)),
+        _ => Err(deny(
+            DenyCode::Malformed,
+            "credentials of several schemes in the query",
+        )),
+    }
+}
+
+impl fmt::Debug for Credential {
+    /// Kind and id only: a credential may hold a secret (AppCode, BlueKing).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let id = match self.id() {
+            CredentialId::AppKey(k) => format!("AppKey({k:?})"),
+            CredentialId::AppCode(_) => "AppCode(<redacted>)".to_owned(),
+            CredentialId::BkAppCode(c) => format!("BkAppCode({c:?})"),
+        };
+        f.debug_struct("Credential")
+            .field("kind", &self.kind())
+            .field("id", &id)
+            .finish()
+    }
+}
+
+impl Credential {
+    pub fn kind(&self) -> SchemeKind {
+        match &self.inner {
+            Inner::Aliyun(_) => SchemeKind::Aliyun,
+            Inner::AppCode(_) => SchemeKind::AppCode,
+            Inner::Tencent(_) => SchemeKind::Tencent,
+            Inner::Bkapi(_) => SchemeKind::Bkapi,
+            Inner::SigV4(_) => SchemeKind::SigV4,
+            Inner::Rfc9421(_) => SchemeKind::Rfc9421,
+        }
+    }
+
+    pub fn id(&self) -> CredentialId<'_> {
+        match &self.inner {
+            Inner::Aliyun(c) => CredentialId::AppKey(c.key()),
+            Inner::AppCode(c) => CredentialId::AppCode(c.code()),
+            Inner::Tencent(c) => CredentialId::AppKey(c.key()),
+            Inner::Bkapi(c) => CredentialId::BkAppCode(c.app_code()),
+            Inner::SigV4(c) => CredentialId::AppKey(c.key()),
+            Inner::Rfc9421(c) => CredentialId::AppKey(c.key()),
+        }
+    }
+
+    /// Whether this very request carries the secret in clear (AppCode, BlueKing
+    /// `bk_app_secret`); `false` for the legacy `bk_signature` form.
+    pub fn sends_secret(&self) -> bool {
+        match &self.inner {
+            Inner::AppCode(_) => true,
+            Inner::Bkapi(c) => c.sends_secret(),
+            _ => false,
+        }
+    }
+
+    /// Verifies the signature with one candidate secret (the AppSecret's bytes; for RFC
+    /// 9421 whatever bytes the key is, e.g. a Base64-decoded shared key). Constant-time
+    /// on decoded bytes. On mismatch: `SignatureMismatch` with the scheme's own error
+    /// headers and the server's string-to-sign, never the secret.
+    pub fn verify(
+        &self,
+        view: &RequestView,
+        cfg: &SchemeConfig,
+        api: &ApiSchemeOptions,
+        secret: &[u8],
+    ) -> Result<(), Deny> {
+        match &self.inner {
+            Inner::Aliyun(c) => c.verify(view, secret),
+            Inner::AppCode(c) => c.verify(secret),
+            Inner::Tencent(c) => c.verify(view, api, secret),
+            Inner::Bkapi(c) => c.verify(view, secret),
+            Inner::SigV4(c) => c.verify(view, api, secret),
+            Inner::Rfc9421(c) => c.verify(view, cfg, secret),
+        }
+    }
+
+    /// Freshness, after `verify` succeeded. `now_ms` = unix milliseconds.
+    pub fn check_fresh(
+        &self,
+        cfg: &SchemeConfig,
+        api: &ApiSchemeOptions,
+        now_ms: i64,
+    ) -> Result<(), Deny> {
+        match &self.inner {
+            Inner::Aliyun(c) => c.check_fresh(cfg, api, now_ms),
+            Inner::AppCode(_) => Ok(()),
+            Inner::Tencent(c) => c.check_fresh(cfg, now_ms),
+            Inner::Bkapi(c) => c.check_fresh(cfg, now_ms),
+            Inner::SigV4(c) => c.check_fresh(cfg, now_ms),
+            Inner::Rfc9421(c) => c.check_fresh(cfg, now_ms),
+        }
+    }
+
+    /// The nonce to record in the replay cache, if the scheme carries one.
+    pub fn nonce(&self) -> Option<&str> {
+        match &self.inner {
+            Inner::Aliyun(c) => c.nonce(),
+            Inner::AppCode(_) | Inner::SigV4(_) => None,
+            Inner::Tencent(c) => c.nonce(),
+            Inner::Bkapi(c) => c.nonce(),
+            Inner::Rfc9421(c) => c.nonce(),
+        }
+    }
+
+    /// How long (ms from now) the nonce must be remembered: as long as the request could
+    /// still pass `check_fresh`.
+    pub fn nonce_ttl_ms(&self, cfg: &SchemeConfig) -> i64 {
+        match &self.inner {
+            Inner::Aliyun(_) | Inner::Tencent(_) | Inner::SigV4(_) | Inner::AppCode(_) => {
+                cfg.timestamp_window_ms.saturating_mul(2)
+            }
+            Inner::Bkapi(_) => cfg.bk_timestamp_window_ms.saturating_mul(2),
+            Inner::Rfc9421(c) => c.nonce_ttl_ms(cfg),
+        }
+    }
+
+    /// Checks the body against the digest the scheme covers. Never `Verified` without
+    /// the body; `BodyIncomplete` when a covered body was cut by the proxy.
+    pub fn check_body(&self, view: &RequestView) -> Result<BodyCheck, Deny> {
+        match &self.inner {
+            Inner::Aliyun(c) => c.check_body(view),
+            Inner::AppCode(_) => Ok(BodyCheck::NotCovered),
+            Inner::Tencent(c) => c.check_body(view),
+            Inner::Bkapi(c) => c.check_body(view),
+            Inner::SigV4(c) => c.check_body(view),
+            Inner::Rfc9421(c) => c.check_body(view),
+        }
+    }
+
+    /// Request headers (lower-case) that carried the credential or signature, to strip
+    /// before the request goes upstream.
+    pub fn headers_to_remove(&self) -> Vec<String> {
+        let names: &[&str] = match &self.inner {
+            Inner::Aliyun(c) => c.headers_to_remove(),
+            Inner::AppCode(c) => c.headers_to_remove(),
+            Inner::Tencent(_) => &["authorization"],
+            Inner::Bkapi(_) => &["x-bkapi-authorization"],
+            Inner::SigV4(c) => c.headers_to_remove(),
+            Inner::Rfc9421(_) => &["signature", "signature-input"],
+        };
+        names.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    /// Query parameters (exact names) that carry a secret and should be dropped before
+    /// the request goes upstream (Envoy: `OkHttpResponse.query_parameters_to_remove`).
+    pub fn query_params_to_remove(&self) -> Vec<String> {
+        match &self.inner {
+            Inner::AppCode(c) => c.query_params_to_remove(),
+            Inner::Bkapi(_) => bkapi::QUERY_SECRETS
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Adds the scheme's vendor error headers to a deny produced elsewhere, so vendor
+    /// SDKs still show something useful. The status stays keygate's; headers the deny
+    /// already carries are kept.
+    pub fn decorate_deny(&self, deny: Deny) -> Deny {
+        match &self.inner {
+            Inner::Aliyun(_) => aliyun::decorate(deny),
+            Inner::AppCode(_) => appcode::decorate(deny),
+            Inner::Tencent(_) => deny,
+            Inner::Bkapi(_) => bkapi::decorate(deny),
+            Inner::SigV4(_) => sigv4::decorate(deny),
+            Inner::Rfc9421(_) => rfc9421::decorate(deny),
+        }
+    }
+}
+
+/// Adds `name: value` unless the deny already carries that header (case-insensitive).
+pub(crate) fn add_header_once(mut deny: Deny, name: &str, value: impl Into<String>) -> Deny {
+    if !deny
+        .headers
+        .iter()
+        .any(|(n, _)| n.eq_ignore_ascii_case(name))
+    {
+        deny.headers.push((name.to_owned(), value.into()));
+    }
+    deny
+}
+
+#[cfg(test)]
+mod tests;

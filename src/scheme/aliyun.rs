@@ -1,0 +1,412 @@
+//! Alibaba Cloud API Gateway digest authentication (`X-Ca-Key` / `X-Ca-Signature`), spec §1.
+//!
+//! Owns: the StringToSign (`string_to_sign`, also used by the signer), the variants a
+//! verifier must try, `X-Ca-Timestamp` freshness, `Content-MD5`, and the
+//! `X-Ca-Error-Code` / `X-Ca-Error-Message` answers.
+//!
+//! # Decisions
+//! * Signed header names are written as listed; on mismatch the string is rebuilt with
+//!   lower-cased names (Higress), then with the percent-decoded path (§1.9). Any of the
+//!   (up to four) variants may match. The echo shows the first variant.
+//! * Header list split on `,`; on `:` only when no comma is present (§1.1). Names are
+//!   trimmed, empties dropped, de-duplicated case-insensitively (first spelling kept).
+//! * Query/form key collision: the **form value wins** (Java SDK). Repeated keys in one
+//!   source: first value wins. Names decoding to nothing are skipped (Java SDK).
+//! * Form fields are signed when `Content-Type` is a URL-encoded form and the proxy sent
+//!   the body. Without the body the string is built from the query alone (a client that
+//!   signed form fields then fails with `SignatureMismatch`, which tells the operator to
+//!   enable `with_request_body`), and `check_body` answers `NotAvailable`.
+//! * `X-Ca-Signature-Method` must be exactly `HmacSHA256` or `HmacSHA1` (absent or empty
+//!   = SHA-256); anything else is `UnsupportedAlgorithm` rather than Higress's silent
+//!   SHA-256.
+//! * `X-Ca-Timestamp` shorter than 13 digits is read as seconds (Higress). Non-numeric
+//!   is `Malformed`. With `require_timestamp_and_nonce` both headers must be present
+//!   *and* listed in `X-Ca-Signature-Headers`, or an attacker could refresh them.
+//! * Upstream keeps `X-Ca-Key`, `X-Ca-Timestamp`, `X-Ca-Nonce`, `X-Ca-Stage` (useful to
+//!   backends, not secret); the signature headers go, and so does an `Authorization:
+//!   APPCODE` sent alongside, since that one is a secret.
+//! * Error codes besides those in the spec (`A400IK`, `A401AC`, `A400AC`, `A403EP`) follow
+//!   Alibaba's class+status+reason pattern and are marked **[U]**.
+
+use crate::decide::decision::{Deny, DenyCode};
+use crate::request::RequestView;
+
+use super::canonical::{self, HmacAlg};
+use super::{BodyCheck, SchemeConfig, add_header_once, deny};
+
+/// Headers with a fixed slot in the StringToSign (or that are the signature itself):
+/// never part of the headers block even when listed.
+const FIXED: [&str; 6] = [
+    "x-ca-signature",
+    "x-ca-signature-headers",
+    "accept",
+    "content-md5",
+    "content-type",
+    "date",
+];
+
+/// Which of the StringToSign variants to build (§1.2 name case, §1.9 path encoding).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Variant {
+    /// Write signed header names lower-cased (Higress) instead of as listed (SDKs).
+    pub lowercase_names: bool,
+    /// Use the percent-decoded path instead of the raw one.
+    pub decoded_path: bool,
+}
+
+/// The names of `X-Ca-Signature-Headers` that enter the headers block, in list order:
+/// trimmed, empties and fixed-slot names dropped, de-duplicated case-insensitively.
+pub fn signed_header_names(list: &str) -> Vec<&str> {
+    let sep = if list.contains(',') { ',' } else { ':' };
+    let mut out: Vec<&str> = Vec::new();
+    for name in list.split(sep).map(str::trim) {
+        if name.is_empty()
+            || FIXED.iter().any(|f| f.eq_ignore_ascii_case(name))
+            || out.iter().any(|n| n.eq_ignore_ascii_case(name))
+        {
+            continue;
+        }
+        out.push(name);
+    }
+    out
+}
+
+/// Builds the StringToSign of §1.2 for `view`. `header_list` is the raw
+/// `X-Ca-Signature-Headers` value. The same function serves verification and signing.
+pub fn string_to_sign(view: &RequestView, header_list: Option<&str>, variant: Variant) -> String {
+    let mut s = String::with_capacity(256);
+    s.push_str(&canonical::upper_method(&view.method));
+    s.push('\n');
+    for slot in ["accept", "content-md5", "content-type", "date"] {
+        s.push_str(view.headers.get(slot).unwrap_or(""));
+        s.push('\n');
+    }
+
+    let listed = header_list.map(signed_header_names).unwrap_or_default();
+    let mut names: Vec<(std::borrow::Cow<'_, str>, String)> = listed
+        .iter()
+        .map(|n| {
+            let lower = n.to_ascii_lowercase();
+            let written = if variant.lowercase_names {
+                std::borrow::Cow::Owned(lower.clone())
+            } else {
+                std::borrow::Cow::Borrowed(*n)
+            };
+            (written, lower)
+        })
+        .collect();
+    names.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+    for (written, lower) in &names {
+        s.push_str(written);
+        s.push(':');
+        s.push_str(canonical::header(view, lower).unwrap_or(""));
+        s.push('\n');
+    }
+
+    let mut params = view
+        .query
+        .as_deref()
+        .map(canonical::first_wins_params)
+        .unwrap_or_default();
+    if let Some(body) = form_body(view) {
+        canonical::merge_params(&mut params, canonical::first_wins_params(&body));
+    }
+    let path = if variant.decoded_path {
+        canonical::decode_lossy(&view.path, false)
+    } else {
+        std::borrow::Cow::Borrowed(view.path.as_str())
+    };
+    canonical::push_path_and_params(&mut s, &path, &mut params);
+    s
+}
+
+/// The form body as text, when the request is a form and the proxy sent the body.
+fn form_body(view: &RequestView) -> Option<std::borrow::Cow<'_, str>> {
+    if !canonical::is_form(view) {
+        return None;
+    }
+    view.body.as_deref().map(String::from_utf8_lossy)
+}
+
+/// Parses an `X-Ca-Signature-Method` value. `None` for an unsupported method.
+pub fn algorithm(method: Option<&str>) -> Option<HmacAlg> {
+    match method.map(str::trim) {
+        None | Some("") | Some("HmacSHA256") => Some(HmacAlg::Sha256),
+        Some("HmacSHA1") => Some(HmacAlg::Sha1),
+        Some(_) => None,
+    }
+}
+
+/// Base64 signature of a StringToSign (what a client sends as `X-Ca-Signature`).
+pub fn sign_string(alg: HmacAlg, secret: &[u8], sts: &str) -> Option<String> {
+    alg.mac(secret, &[sts.as_bytes()])
+        .map(|t| canonical::b64_encode(&t))
+}
+
+/// What `detect` found for an Alibaba request.
+pub(crate) struct AliyunCredential {
+    key: String,
+    signature: String,
+    method: Option<String>,
+    header_list: Option<String>,
+    timestamp: Option<String>,
+    nonce: Option<String>,
+    /// An `Authorization: APPCODE` came along; it is a secret and must not go upstream.
+    appcode_present: bool,
+}
+
+fn owned(view: &RequestView, name: &str) -> Option<String> {
+    view.headers.get(name).map(|v| v.trim().to_owned())
+}
+
+impl AliyunCredential {
+    pub(crate) fn parse(view: &RequestView, appcode_present: bool) -> Result<Self, Deny> {
+        let key = owned(view, "x-ca-key").unwrap_or_default();
+        if key.is_empty() {
+            return Err(
+                deny(DenyCode::Malformed, "Invalid Key").with_header("X-Ca-Error-Code", "A400IK")
+            );
+        }
+        let signature = owned(view, "x-ca-signature").unwrap_or_default();
+        if signature.is_empty() {
+            return Err(deny(DenyCode::Malformed, "Empty Signature")
+                .with_header("X-Ca-Error-Code", "A400MS")
+                .with_header("X-Ca-Error-Message", "Empty Signature"));
+        }
+        Ok(Self {
+            key,
+            signature,
+            method: owned(view, "x-ca-signature-method"),
+            header_list: view
+                .headers
+                .get("x-ca-signature-headers")
+                .map(str::to_owned),
+            timestamp: owned(view, "x-ca-timestamp").filter(|s| !s.is_empty()),
+            nonce: owned(view, "x-ca-nonce").filter(|s| !s.is_empty()),
+            appcode_present,
+        })
+    }
+
+    pub(crate) fn key(&self) -> &str {
+        &self.key
+    }
+
+    pub(crate) fn nonce(&self) -> Option<&str> {
+        self.nonce.as_deref()
+    }
+
+    pub(crate) fn verify(&self, view: &RequestView, secret: &[u8]) -> Result<(), Deny> {
+        let Some(alg) = algorithm(self.method.as_deref()) else {
+            return Err(deny(
+                DenyCode::UnsupportedAlgorithm,
+                format!(
+                    "Unsupported X-Ca-Signature-Method {:?}",
+                    self.method.as_deref().unwrap_or("")
+                ),
+            )
+            .with_header("X-Ca-Error-Code", "I400HD")
+            .with_header(
+                "X-Ca-Error-Message",
+                "Invalid Header `X-Ca-Signature-Method`",
+            ));
+        };
+        if canonical::is_form(view) && view.body.is_some() && view.body_partial {
+            return Err(deny(
+                DenyCode::BodyIncomplete,
+                "form body was cut by the proxy; cannot verify",
+            )
+            .with_header("X-Ca-Error-Code", "I413RL")
+            .with_header("X-Ca-Error-Message", "Request body too Large"));
+        }
+        let provided = canonical::b64_decode(&self.signature);
+        let list = self.header_list.as_deref();
+        let lower_differs = list.is_some_and(|l| l.bytes().any(|b| b.is_ascii_uppercase()));
+        let path_differs = view.path.contains('%');
+        let mut first: Option<String> = None;
+        for lowercase_names in [false, true] {
+            if lowercase_names && !lower_differs {
+                continue;
+            }
+            for decoded_path in [false, true] {
+                if decoded_path && !path_differs {
+                    continue;
+                }
+                let sts = string_to_sign(
+                    view,
+                    list,
+                    Variant {
+                        lowercase_names,
+                        decoded_path,
+                    },
+                );
+                if provided
+                    .as_deref()
+                    .is_some_and(|p| alg.verify(secret, sts.as_bytes(), p))
+                {
+                    return Ok(());
+                }
+                first.get_or_insert(sts);
+            }
+        }
+        let echo = canonical::echo_hash_form(&first.unwrap_or_default());
+        Err(deny(DenyCode::SignatureMismatch, "Invalid Signature")
+            .with_header("X-Ca-Error-Code", "A400IS")
+            .with_header(
+                "X-Ca-Error-Message",
+                format!("Invalid Signature, Server StringToSign:`{echo}`"),
+            ))
+    }
+
+    fn is_signed(&self, name: &str) -> bool {
+        self.header_list.as_deref().is_some_and(|l| {
+            signed_header_names(l)
+                .iter()
+                .any(|n| n.eq_ignore_ascii_case(name))
+        })
+    }
+
+    pub(crate) fn check_fresh(
+        &self,
+        cfg: &SchemeConfig,
+        api: &super::ApiSchemeOptions,
+        now_ms: i64,
+    ) -> Result<(), Deny> {
+        match &self.timestamp {
+            Some(ts) => {
+                let ms = parse_timestamp(ts).ok_or_else(|| {
+                    deny(DenyCode::Malformed, "Invalid X-Ca-Timestamp")
+                        .with_header("X-Ca-Error-Code", "I400HD")
+                        .with_header("X-Ca-Error-Message", "Invalid Header `X-Ca-Timestamp`")
+                })?;
+                if now_ms.saturating_sub(ms).saturating_abs() > cfg.timestamp_window_ms {
+                    return Err(deny(
+                        DenyCode::TimestampExpired,
+                        "Invalid Timestamp: X-Ca-Timestamp is expired",
+                    ));
+                }
+            }
+            None if api.require_timestamp_and_nonce => {
+                return Err(deny(
+                    DenyCode::TimestampMissing,
+                    "X-Ca-Timestamp is required",
+                ));
+            }
+            None => {}
+        }
+        if api.require_timestamp_and_nonce {
+            if self.nonce.is_none() {
+                return Err(deny(DenyCode::NonceMissing, "X-Ca-Nonce is required"));
+            }
+            if !self.is_signed("x-ca-timestamp") {
+                return Err(deny(
+                    DenyCode::TimestampMissing,
+                    "X-Ca-Timestamp must be listed in X-Ca-Signature-Headers",
+                ));
+            }
+            if !self.is_signed("x-ca-nonce") {
+                return Err(deny(
+                    DenyCode::NonceMissing,
+                    "X-Ca-Nonce must be listed in X-Ca-Signature-Headers",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn check_body(&self, view: &RequestView) -> Result<BodyCheck, Deny> {
+        let md5 = view.headers.get("content-md5");
+        let form = canonical::is_form(view);
+        if md5.is_none() && !form {
+            return Ok(BodyCheck::NotCovered);
+        }
+        let Some(body) = view.body.as_deref() else {
+            return Ok(BodyCheck::NotAvailable);
+        };
+        if view.body_partial {
+            return Err(deny(
+                DenyCode::BodyIncomplete,
+                "body was cut by the proxy; cannot check it",
+            ));
+        }
+        if let Some(claimed) = md5 {
+            let ok = canonical::b64_decode(claimed)
+                .is_some_and(|c| canonical::ct_eq(&c, &canonical::md5(body)));
+            if !ok {
+                return Err(deny(DenyCode::BodyDigestMismatch, "Invalid Content-MD5")
+                    .with_header("X-Ca-Error-Code", "I400BD")
+                    .with_header("X-Ca-Error-Message", "Invalid Content-MD5"));
+            }
+        }
+        Ok(BodyCheck::Verified)
+    }
+
+    pub(crate) fn headers_to_remove(&self) -> &'static [&'static str] {
+        if self.appcode_present {
+            &[
+                "x-ca-signature",
+                "x-ca-signature-headers",
+                "x-ca-signature-method",
+                "authorization",
+            ]
+        } else {
+            &[
+                "x-ca-signature",
+                "x-ca-signature-headers",
+                "x-ca-signature-method",
+            ]
+        }
+    }
+}
+
+/// `X-Ca-Timestamp` in milliseconds; fewer than 13 digits means seconds (Higress).
+pub fn parse_timestamp(ts: &str) -> Option<i64> {
+    let ts = ts.trim();
+    if ts.is_empty() || ts.len() > 16 || !ts.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let v: i64 = ts.parse().ok()?;
+    if ts.len() < 13 {
+        v.checked_mul(1000)
+    } else {
+        Some(v)
+    }
+}
+
+/// Alibaba's `X-Ca-Error-Code` and message for a deny code. **[U]** where not in the
+/// spec (see module docs).
+pub(crate) fn vendor_error(code: DenyCode) -> Option<(&'static str, &'static str)> {
+    Some(match code {
+        DenyCode::MissingCredential => ("A400MA", "Missing Credentials"),
+        DenyCode::Malformed => ("I400HD", "Invalid Header"),
+        DenyCode::UnknownAppKey | DenyCode::KeyDisabled | DenyCode::KeyExpired => {
+            ("A400IK", "Invalid AppKey")
+        }
+        DenyCode::UnknownAppCode => ("A401AC", "Invalid AppCode"),
+        DenyCode::AppDisabled => ("A403AD", "App Disabled"),
+        DenyCode::SignatureMismatch => ("A400IS", "Invalid Signature"),
+        DenyCode::UnsupportedAlgorithm => ("I400HD", "Invalid Header `X-Ca-Signature-Method`"),
+        DenyCode::TimestampMissing | DenyCode::TimestampExpired => ("A400IT", "Invalid Timestamp"),
+        DenyCode::NonceMissing => ("A400IN", "Invalid Nonce"),
+        DenyCode::NonceReplayed => ("A400IN", "Nonce Used"),
+        DenyCode::BodyDigestMismatch | DenyCode::BodyDigestMissing => {
+            ("I400BD", "Invalid Content-MD5")
+        }
+        DenyCode::BodyIncomplete | DenyCode::BodyTooLarge => ("I413RL", "Request body too Large"),
+        DenyCode::SchemeNotAllowed => ("A403PR", "Unsupported Authorization Type"),
+        DenyCode::ApiNotFound => ("I404NF", "API not found"),
+        DenyCode::NoGrant => ("A403UC", "Unauthorized Consumer"),
+        DenyCode::GrantExpired => ("A403EP", "App authorization expired"),
+        DenyCode::ReplayCacheFull | DenyCode::Overloaded => ("T429SR", "Too Many Requests"),
+        DenyCode::Internal => ("X500ER", "Internal Error"),
+    })
+}
+
+pub(crate) fn decorate(deny: Deny) -> Deny {
+    match vendor_error(deny.code) {
+        Some((code, msg)) => {
+            let deny = add_header_once(deny, "X-Ca-Error-Code", code);
+            add_header_once(deny, "X-Ca-Error-Message", msg)
+        }
+        None => deny,
+    }
+}
