@@ -1,6 +1,420 @@
-//! The check pipeline: `RequestView` in, `Decision` out.
+//! The check pipeline: `RequestView` in, `Decision` out. The one place that decides.
+//!
+//! Owns: the order of the checks and the rule that a request is denied unless every
+//! check passed; `Allow` can only be built at the end of `decide` (its constructor is
+//! private to this module tree). Front doors translate, schemes parse and verify,
+//! the index answers lookups; none of them decides.
+//!
+//! Order, and why:
+//! 1. detect the scheme and parse the credential (no credential: anonymous only where
+//!    the API allows it);
+//! 2. look up the key (or app) and verify the signature, trying a reset key's previous
+//!    secret inside its grace period. Verification comes before the app/key state
+//!    checks so that only a holder of the secret learns that an app is disabled;
+//! 3. app enabled, key enabled and not expired;
+//! 4. freshness, then the replay cache. Only requests whose signature verified may
+//!    record a nonce, so unsigned traffic cannot fill the cache;
+//! 5. the body digest, when the scheme covers the body (or the API requires one);
+//! 6. the API (resolved early from the route hint or host + method + path, but only
+//!    reported after authentication so unauthenticated callers learn nothing of it),
+//!    and whether it accepts the scheme;
+//! 7. a live grant on the API or its group for the stage.
 
 pub mod decision;
 pub mod route;
 
+use std::sync::Arc;
+
 pub use decision::{Allow, Decision, Deny, DenyCode, DenyStatus};
+
+use crate::index::Snapshot;
+use crate::model::{Api, App, KeyPair};
+use crate::replay::{ReplayError, ReplayGuard};
+use crate::request::RequestView;
+use crate::scheme::{
+    self, ApiSchemeOptions, BodyCheck, Credential, CredentialId, SchemeConfig, SchemeKind,
+};
+
+/// Settings of the pipeline, from the service configuration.
+#[derive(Clone, Debug)]
+pub struct DecideConfig {
+    pub default_stage: String,
+    pub schemes: SchemeConfig,
+    /// Upstream header for the app's extension info (lower-case).
+    pub extend_info_header: String,
+}
+
+impl Default for DecideConfig {
+    fn default() -> Self {
+        Self {
+            default_stage: "RELEASE".into(),
+            schemes: SchemeConfig::default(),
+            extend_info_header: "x-keygate-app-extend-info".into(),
+        }
+    }
+}
+
+/// Identity headers keygate sets upstream; client-sent copies never survive.
+pub const IDENTITY_HEADERS: [&str; 5] = [
+    "x-keygate-app-id",
+    "x-keygate-app-key",
+    "x-keygate-api-id",
+    "x-keygate-stage",
+    "x-keygate-scheme",
+];
+
+/// Schemes an API accepts when its list is empty: those whose secret never travels.
+fn accepts(api: &Api, kind: SchemeKind) -> bool {
+    if api.auth_schemes.is_empty() {
+        return !kind.sends_secret();
+    }
+    api.auth_schemes.iter().any(|s| s == kind.as_str())
+}
+
+fn api_options(api: Option<&Api>) -> ApiSchemeOptions {
+    match api {
+        None => ApiSchemeOptions::default(),
+        Some(a) => ApiSchemeOptions {
+            tencent_strip_env_prefix: a.tencent_strip_env_prefix,
+            sigv4_region: a.sigv4_region.clone(),
+            sigv4_service: a.sigv4_service.clone(),
+            require_timestamp_and_nonce: a.replay_protection,
+        },
+    }
+}
+
+fn stage_of(view: &RequestView, cfg: &DecideConfig) -> Result<String, Deny> {
+    let raw = view
+        .stage_hint
+        .as_deref()
+        .or_else(|| view.headers.get("x-ca-stage"))
+        .unwrap_or(&cfg.default_stage);
+    let ok = !raw.is_empty()
+        && raw.len() <= 32
+        && raw
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if !ok {
+        return Err(Deny::new(
+            DenyCode::Malformed,
+            "stage must be 1 to 32 characters of [A-Za-z0-9_-]",
+        ));
+    }
+    Ok(raw.to_ascii_uppercase())
+}
+
+fn resolve_api<'s>(view: &RequestView, snap: &'s Snapshot) -> Option<&'s Arc<Api>> {
+    match &view.api_hint {
+        Some(hint) => snap.api_by_hint(hint),
+        None => snap.route(&view.host_name(), &view.method, &view.path),
+    }
+}
+
+/// Who proved what: the outcome of steps 1-3.
+struct Identity<'s> {
+    app: &'s Arc<App>,
+    key: Option<&'s Arc<KeyPair>>,
+}
+
+/// Decides one request. Never panics, never errs: anything unexpected is a deny.
+pub fn decide(
+    view: &RequestView,
+    snap: &Snapshot,
+    replay: &ReplayGuard,
+    now_ms: i64,
+    cfg: &DecideConfig,
+) -> Decision {
+    let stage = match stage_of(view, cfg) {
+        Ok(s) => s,
+        Err(d) => return d.into(),
+    };
+    let api = resolve_api(view, snap);
+    let cred = match scheme::detect(view) {
+        Ok(c) => c,
+        Err(deny) => {
+            return match api {
+                Some(api) if deny.code == DenyCode::MissingCredential && api.anonymous_allowed => {
+                    allow_anonymous(api, stage, cfg)
+                }
+                _ => deny.into(),
+            };
+        }
+    };
+    match decide_signed(
+        view,
+        snap,
+        replay,
+        now_ms,
+        cfg,
+        &cred,
+        api.map(|a| a.as_ref()),
+        &stage,
+    ) {
+        Ok(allow) => Decision::Allow(allow),
+        Err(deny) => Decision::Deny(cred.decorate_deny(deny)),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn decide_signed(
+    view: &RequestView,
+    snap: &Snapshot,
+    replay: &ReplayGuard,
+    now_ms: i64,
+    cfg: &DecideConfig,
+    cred: &Credential,
+    api: Option<&Api>,
+    stage: &str,
+) -> Result<Allow, Deny> {
+    let opts = api_options(api);
+    let who = authenticate(view, snap, now_ms, cfg, cred, &opts)?;
+
+    if !who.app.enabled {
+        return Err(Deny::new(
+            DenyCode::AppDisabled,
+            format!("app {} is disabled", who.app.id),
+        ));
+    }
+    if let Some(key) = who.key {
+        if !key.enabled {
+            return Err(Deny::new(
+                DenyCode::KeyDisabled,
+                format!("key {} is disabled", key.app_key),
+            ));
+        }
+        if key.expires_ms.is_some_and(|e| now_ms >= e) {
+            return Err(Deny::new(
+                DenyCode::KeyExpired,
+                format!("key {} has expired", key.app_key),
+            ));
+        }
+    }
+
+    cred.check_fresh(&cfg.schemes, &opts, now_ms)?;
+    if let Some(nonce) = cred.nonce() {
+        let scope = format!(
+            "{}/{}",
+            cred.kind().as_str(),
+            who.key.map_or(who.app.id.as_str(), |k| k.app_key.as_str())
+        );
+        match replay.check_and_insert(&scope, nonce, now_ms, cred.nonce_ttl_ms(&cfg.schemes)) {
+            Ok(()) => {}
+            Err(ReplayError::Replayed) => {
+                return Err(Deny::new(DenyCode::NonceReplayed, "nonce already used"));
+            }
+            Err(ReplayError::Full) => {
+                return Err(Deny::new(
+                    DenyCode::ReplayCacheFull,
+                    "replay cache is full; retry shortly",
+                ));
+            }
+        }
+    }
+
+    let body = cred.check_body(view)?;
+    let Some(api) = api else {
+        return Err(Deny::new(
+            DenyCode::ApiNotFound,
+            "no API matches this request",
+        ));
+    };
+    if api.body_digest_required && !matches!(body, BodyCheck::Verified) {
+        let why = match body {
+            BodyCheck::NotAvailable => {
+                "the API requires a verified body digest, but the body was not sent to keygate"
+            }
+            _ => "the API requires the signature to cover the body",
+        };
+        return Err(Deny::new(DenyCode::BodyDigestMissing, why));
+    }
+    if !accepts(api, cred.kind()) {
+        return Err(Deny::new(
+            DenyCode::SchemeNotAllowed,
+            format!(
+                "API {} does not accept the {} scheme",
+                api.id,
+                cred.kind().as_str()
+            ),
+        ));
+    }
+    check_grant(snap, &who.app.id, api, stage, now_ms)?;
+
+    let mut headers_to_set = vec![
+        ("x-keygate-app-id".to_owned(), who.app.id.clone()),
+        ("x-keygate-api-id".to_owned(), api.id.clone()),
+        ("x-keygate-stage".to_owned(), stage.to_owned()),
+        (
+            "x-keygate-scheme".to_owned(),
+            cred.kind().as_str().to_owned(),
+        ),
+    ];
+    let mut headers_to_remove = cred.headers_to_remove();
+    match who.key {
+        Some(k) => headers_to_set.push(("x-keygate-app-key".to_owned(), k.app_key.clone())),
+        None => headers_to_remove.push("x-keygate-app-key".to_owned()),
+    }
+    if who.app.extend_info.is_empty() {
+        headers_to_remove.push(cfg.extend_info_header.clone());
+    } else {
+        headers_to_set.push((cfg.extend_info_header.clone(), who.app.extend_info.clone()));
+    }
+    Ok(Allow {
+        app_id: who.app.id.clone(),
+        app_key: who.key.map(|k| k.app_key.clone()).unwrap_or_default(),
+        api_id: api.id.clone(),
+        stage: stage.to_owned(),
+        scheme: cred.kind().as_str(),
+        headers_to_set,
+        headers_to_remove,
+        query_params_to_remove: cred.query_params_to_remove(),
+        _sealed: (),
+    })
+}
+
+/// Finds the credential's key (or app) and verifies the signature.
+fn authenticate<'s>(
+    view: &RequestView,
+    snap: &'s Snapshot,
+    now_ms: i64,
+    cfg: &DecideConfig,
+    cred: &Credential,
+    opts: &ApiSchemeOptions,
+) -> Result<Identity<'s>, Deny> {
+    match cred.id() {
+        CredentialId::AppKey(k) => {
+            let key = snap
+                .key(k)
+                .ok_or_else(|| Deny::new(DenyCode::UnknownAppKey, "unknown AppKey"))?;
+            let app = snap
+                .app(&key.app_id)
+                .ok_or_else(|| Deny::new(DenyCode::UnknownAppKey, "unknown AppKey"))?;
+            verify_with_key(view, cfg, cred, opts, key, now_ms)?;
+            Ok(Identity {
+                app,
+                key: Some(key),
+            })
+        }
+        CredentialId::AppCode(code) => {
+            let app = snap
+                .app_by_code(code)
+                .ok_or_else(|| Deny::new(DenyCode::UnknownAppCode, "unknown AppCode"))?;
+            Ok(Identity { app, key: None })
+        }
+        CredentialId::BkAppCode(app_id) => {
+            let app = snap
+                .app(app_id)
+                .ok_or_else(|| Deny::new(DenyCode::UnknownAppKey, "app not found"))?;
+            // Any live key of the app may match; report the first mismatch otherwise.
+            let mut first_err = None;
+            for key in snap.keys_of_app(&app.id) {
+                if !key.enabled || key.expires_ms.is_some_and(|e| now_ms >= e) {
+                    continue;
+                }
+                match verify_with_key(view, cfg, cred, opts, key, now_ms) {
+                    Ok(()) => {
+                        return Ok(Identity {
+                            app,
+                            key: Some(key),
+                        });
+                    }
+                    Err(e) => {
+                        first_err.get_or_insert(e);
+                    }
+                }
+            }
+            Err(first_err.unwrap_or_else(|| {
+                Deny::new(
+                    DenyCode::SignatureMismatch,
+                    "no usable key pair for this app",
+                )
+            }))
+        }
+    }
+}
+
+/// Verifies with the key's secret, then with its previous secret inside the grace period.
+fn verify_with_key(
+    view: &RequestView,
+    cfg: &DecideConfig,
+    cred: &Credential,
+    opts: &ApiSchemeOptions,
+    key: &KeyPair,
+    now_ms: i64,
+) -> Result<(), Deny> {
+    let first = match cred.verify(view, &cfg.schemes, opts, key.secret.expose().as_bytes()) {
+        Ok(()) => return Ok(()),
+        Err(d) => d,
+    };
+    if first.code != DenyCode::SignatureMismatch {
+        return Err(first);
+    }
+    if let Some(prev) = key.previous.as_ref().filter(|p| now_ms < p.until_ms) {
+        if cred
+            .verify(view, &cfg.schemes, opts, prev.secret.expose().as_bytes())
+            .is_ok()
+        {
+            return Ok(());
+        }
+    }
+    Err(first)
+}
+
+fn check_grant(
+    snap: &Snapshot,
+    app_id: &str,
+    api: &Api,
+    stage: &str,
+    now_ms: i64,
+) -> Result<(), Deny> {
+    let on_api = snap.grants(app_id, &api.id);
+    let on_group = api
+        .group_id
+        .as_deref()
+        .map_or(&[][..], |g| snap.grants(app_id, g));
+    let mut expired = false;
+    for g in on_api.iter().chain(on_group) {
+        if !g.covers_stage(stage) {
+            continue;
+        }
+        if g.expired_at(now_ms) {
+            expired = true;
+            continue;
+        }
+        return Ok(());
+    }
+    if expired {
+        return Err(Deny::new(
+            DenyCode::GrantExpired,
+            format!("the app's grant on API {} has expired", api.id),
+        ));
+    }
+    Err(Deny::new(
+        DenyCode::NoGrant,
+        format!("the app has no grant on API {} in stage {stage}", api.id),
+    ))
+}
+
+fn allow_anonymous(api: &Api, stage: String, cfg: &DecideConfig) -> Decision {
+    let mut headers_to_remove: Vec<String> = ["x-keygate-app-id", "x-keygate-app-key"]
+        .map(str::to_owned)
+        .to_vec();
+    headers_to_remove.push(cfg.extend_info_header.clone());
+    Decision::Allow(Allow {
+        app_id: String::new(),
+        app_key: String::new(),
+        api_id: api.id.clone(),
+        headers_to_set: vec![
+            ("x-keygate-api-id".to_owned(), api.id.clone()),
+            ("x-keygate-stage".to_owned(), stage.clone()),
+            ("x-keygate-scheme".to_owned(), "anonymous".to_owned()),
+        ],
+        stage,
+        scheme: "anonymous",
+        headers_to_remove,
+        query_params_to_remove: Vec::new(),
+        _sealed: (),
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,4 +1,19 @@
 //! keygate: an authorization service for signed API requests.
+//!
+//! A proxy (Envoy's ext_authz over gRPC or HTTP, NGINX `auth_request`) asks whether a
+//! request may pass; keygate verifies its signature, freshness, the app's and key's
+//! state and the app's grant, and answers with a `Decision`.
+//!
+//! # Layout
+//! - [`request`]: `RequestView`, the one shape every front door translates into.
+//! - [`scheme`]: one module per signature scheme, detection, and shared canonical helpers.
+//! - [`decide`]: the pipeline (`decide()`), deny codes, and the route matcher.
+//! - [`index`]: the in-memory view the check path reads; refreshed after each write.
+//! - [`replay`]: the bounded nonce cache.
+//! - [`store`]: sled-backed persistence, sealed secrets, audit log.
+//! - [`server`]: the check, http and admin listeners; front doors translate only.
+//! - [`sign`]: the caller-side signer (library and `keygate sign`).
+//! - [`config`], [`clock`], [`model`], [`telemetry`], [`pb`] (generated code).
 
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
@@ -9,9 +24,10 @@ pub mod decide;
 pub mod index;
 pub mod model;
 pub mod pb;
+pub mod replay;
 pub mod request;
 pub mod scheme;
 pub mod server;
 pub mod sign;
 pub mod store;
-
+pub mod telemetry;

@@ -21,6 +21,8 @@ struct Cli {
 enum Command {
     /// Run the service: check (gRPC), http and admin (gRPC) listeners.
     Serve(ServeArgs),
+    /// Sign a request the way a caller would: print the headers to add, or a curl line.
+    Sign(keygate::sign::SignArgs),
 }
 
 fn init_logging() {
@@ -36,9 +38,16 @@ fn init_logging() {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
     match cli.command {
+        Command::Sign(args) => match keygate::sign::run(&args) {
+            Ok(out) => {
+                print!("{out}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(&e),
+        },
         Command::Serve(args) => {
+            init_logging();
             let config = match Config::resolve(&args) {
                 Ok(c) => c,
                 Err(e) => return fail(&e),

@@ -6,13 +6,14 @@
 //! in-flight calls finish (bounded by the grace period) -> store flushed.
 
 pub mod admin;
+pub mod check;
 pub mod http;
+pub mod render;
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -22,9 +23,13 @@ use tonic::transport::Server;
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, ConfigError};
+use crate::decide::{DecideConfig, Decision, decide};
 use crate::index::Index;
 use crate::pb;
+use crate::replay::ReplayGuard;
+use crate::request::RequestView;
 use crate::store::{Store, StoreError};
+use crate::telemetry::Metrics;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -93,7 +98,9 @@ pub struct Shared {
     pub store: Arc<Store>,
     pub index: Arc<Index>,
     pub clock: Arc<dyn Clock>,
-    pub admin_auth_failures: Arc<AtomicU64>,
+    pub replay: ReplayGuard,
+    pub decide_config: DecideConfig,
+    pub metrics: Metrics,
 }
 
 impl Shared {
@@ -123,13 +130,48 @@ impl Shared {
             elapsed_ms = started.elapsed().as_millis() as u64,
             "index loaded"
         );
+        let mut decide_config = DecideConfig {
+            default_stage: config.default_stage.to_ascii_uppercase(),
+            extend_info_header: config.extend_info_header.to_ascii_lowercase(),
+            ..DecideConfig::default()
+        };
+        decide_config.schemes.timestamp_window_ms = (config.timestamp_window_secs * 1000) as i64;
         Ok(Self {
+            replay: ReplayGuard::new(config.replay_capacity),
             config,
             store: Arc::new(store),
             index: Arc::new(index),
             clock,
-            admin_auth_failures: Arc::default(),
+            decide_config,
+            metrics: Metrics::default(),
         })
+    }
+
+    /// Runs the pipeline for one request from any front door, logs and counts it.
+    pub fn decide(&self, view: &RequestView, request_id: &str) -> Decision {
+        let started = std::time::Instant::now();
+        let decision = {
+            let snapshot = self.index.read();
+            decide(
+                view,
+                &snapshot,
+                &self.replay,
+                self.clock.now_ms(),
+                &self.decide_config,
+            )
+        };
+        let elapsed_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        match &decision {
+            Decision::Allow(a) => {
+                self.metrics.record(&decision, Some(a.scheme), elapsed_us);
+                tracing::debug!(request_id, result = "allow", app_id = %a.app_id, api_id = %a.api_id, scheme = a.scheme, elapsed_us, "check");
+            }
+            Decision::Deny(d) => {
+                self.metrics.record(&decision, None, elapsed_us);
+                tracing::debug!(request_id, result = "deny", code = d.code.as_str(), reason = %d.message, elapsed_us, "check");
+            }
+        }
+        decision
     }
 }
 
@@ -186,7 +228,8 @@ pub async fn run(
     admin_health
         .set_serving::<pb::admin::admin_server::AdminServer<admin::AdminService>>()
         .await;
-    let auth = admin::auth::AdminAuth::new(&admin_token, shared.admin_auth_failures.clone());
+    let auth =
+        admin::auth::AdminAuth::new(&admin_token, shared.metrics.admin_auth_failures.clone());
     drop(admin_token);
     let admin_svc = pb::admin::admin_server::AdminServer::with_interceptor(
         admin::AdminService::new(shared.store.clone(), shared.index.clone()),
@@ -211,8 +254,19 @@ pub async fn run(
         .set_service_status("", tonic_health::ServingStatus::Serving)
         .await;
     let (crefl_v1, crefl_v1alpha) = reflection(&[pb::ENVOY_AUTHZ_DESCRIPTOR_SET])?;
+    check_health
+        .set_service_status(
+            "envoy.service.auth.v3.Authorization",
+            tonic_health::ServingStatus::Serving,
+        )
+        .await;
+    let check_svc =
+        envoy_types::pb::envoy::service::auth::v3::authorization_server::AuthorizationServer::new(
+            check::CheckService::new(shared.clone()),
+        );
     let check_task = tokio::spawn(
         Server::builder()
+            .add_service(check_svc)
             .add_service(check_health_svc)
             .add_service(crefl_v1)
             .add_service(crefl_v1alpha)

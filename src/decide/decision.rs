@@ -190,6 +190,8 @@ pub struct Allow {
     pub headers_to_set: Vec<(String, String)>,
     /// Request headers to drop before the request goes upstream.
     pub headers_to_remove: Vec<String>,
+    /// Query parameters that carried the credential, to drop before upstream.
+    pub query_params_to_remove: Vec<String>,
     pub(in crate::decide) _sealed: (),
 }
 

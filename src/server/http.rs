@@ -1,5 +1,5 @@
-//! The HTTP listener: liveness and readiness probes (the NGINX and Envoy HTTP front
-//! doors and /metrics join it later).
+//! The HTTP listener: liveness and readiness probes and Prometheus metrics (the NGINX
+//! and Envoy HTTP front doors join it later).
 //!
 //! Owns: HTTP routing and rendering only; no policy.
 
@@ -22,6 +22,7 @@ pub async fn serve(
     let app = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .with_state(shared);
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
@@ -37,5 +38,22 @@ async fn readyz(State(shared): State<Arc<Shared>>) -> (StatusCode, Json<serde_js
         Json(
             serde_json::json!({"status": "ready", "apps": s.apps, "keys": s.keys, "apis": s.apis, "grants": s.grants}),
         ),
+    )
+}
+
+async fn metrics(
+    State(shared): State<Arc<Shared>>,
+) -> ([(axum::http::HeaderName, &'static str); 1], String) {
+    let body = shared.metrics.render(
+        shared.index.sizes(),
+        shared.replay.len(),
+        shared.replay.capacity(),
+    );
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        body,
     )
 }

@@ -1,0 +1,233 @@
+//! Envoy front door: `envoy.service.auth.v3.Authorization/Check` on the check listener.
+//!
+//! Owns: translation only. `CheckRequest` -> `RequestView`, `Decision` ->
+//! `CheckResponse`. Holds no policy. A deny is always an RPC success with `status` set
+//! (an `Err` or an unset status would let Envoy treat it as an error or an allow, and
+//! `failure_mode_allow` could then let the request through).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use envoy_types::pb::envoy::config::core::v3::address::Address;
+use envoy_types::pb::envoy::config::core::v3::header_value_option::HeaderAppendAction;
+use envoy_types::pb::envoy::config::core::v3::{
+    HeaderValue, HeaderValueOption, socket_address::PortSpecifier,
+};
+use envoy_types::pb::envoy::service::auth::v3::attribute_context::HttpRequest;
+use envoy_types::pb::envoy::service::auth::v3::authorization_server::Authorization;
+use envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse;
+use envoy_types::pb::envoy::service::auth::v3::{
+    CheckRequest, CheckResponse, DeniedHttpResponse, OkHttpResponse,
+};
+use envoy_types::pb::envoy::r#type::v3::HttpStatus;
+use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
+use envoy_types::pb::google::rpc;
+use tonic::{Request, Response, Status};
+
+use super::Shared;
+use super::render;
+use crate::decide::{Allow, Decision, Deny};
+use crate::request::{Headers, RequestView};
+
+pub struct CheckService {
+    shared: Arc<Shared>,
+}
+
+impl CheckService {
+    pub fn new(shared: Arc<Shared>) -> Self {
+        Self { shared }
+    }
+}
+
+/// Envoy's request attributes as a `RequestView`.
+pub fn view_from_envoy(req: &CheckRequest) -> RequestView {
+    let attrs = req.attributes.clone().unwrap_or_default();
+    let http: HttpRequest = attrs.request.and_then(|r| r.http).unwrap_or_default();
+    let mut view = RequestView::default();
+    let mut headers = Headers::new();
+    let mut pseudo: HashMap<&str, String> = HashMap::new();
+    if !http.headers.is_empty() {
+        for (k, v) in &http.headers {
+            match k.strip_prefix(':') {
+                Some(p) => {
+                    pseudo.insert(
+                        match p {
+                            "path" => "path",
+                            "authority" => "authority",
+                            "method" => "method",
+                            "scheme" => "scheme",
+                            _ => "other",
+                        },
+                        v.clone(),
+                    );
+                }
+                None => headers.push(k, v.clone()),
+            }
+        }
+    } else if let Some(map) = &http.header_map {
+        // encode_raw_headers: duplicates kept, values as raw bytes.
+        for h in &map.headers {
+            let v = if h.raw_value.is_empty() {
+                h.value.clone()
+            } else {
+                String::from_utf8_lossy(&h.raw_value).into_owned()
+            };
+            match h.key.strip_prefix(':') {
+                Some("path") => {
+                    pseudo.insert("path", v);
+                }
+                Some("authority") => {
+                    pseudo.insert("authority", v);
+                }
+                Some(_) => {}
+                None => headers.push(&h.key, v),
+            }
+        }
+    }
+    view.method = if http.method.is_empty() {
+        pseudo.get("method").cloned().unwrap_or_default()
+    } else {
+        http.method.clone()
+    }
+    .to_ascii_uppercase();
+    view.scheme = http.scheme.clone();
+    view.host = if http.host.is_empty() {
+        pseudo.get("authority").cloned().unwrap_or_default()
+    } else {
+        http.host.clone()
+    };
+    let target = if http.path.is_empty() {
+        pseudo.get("path").cloned().unwrap_or_default()
+    } else {
+        http.path.clone()
+    };
+    view.set_target(&target);
+    // Envoy marks every attached body with x-envoy-auth-partial-body; without it the
+    // body was not sent to us, unless the request declares that it has none.
+    match headers.get("x-envoy-auth-partial-body") {
+        Some(partial) => {
+            view.body_partial = partial.eq_ignore_ascii_case("true");
+            view.body = Some(if http.raw_body.is_empty() {
+                http.body.into_bytes()
+            } else {
+                http.raw_body
+            });
+        }
+        None if !http.raw_body.is_empty() => view.body = Some(http.raw_body),
+        None if !http.body.is_empty() => view.body = Some(http.body.into_bytes()),
+        None => {
+            let declares_empty = headers
+                .get("content-length")
+                .is_none_or(|l| l.trim() == "0")
+                && !headers.contains("transfer-encoding");
+            view.body = declares_empty.then(Vec::new);
+        }
+    }
+    view.headers = headers;
+    view.stage_hint = attrs.context_extensions.get("stage").cloned();
+    view.api_hint = attrs.context_extensions.get("api").cloned();
+    view.peer = attrs
+        .source
+        .and_then(|p| p.address)
+        .and_then(|a| match a.address {
+            Some(Address::SocketAddress(s)) => Some(match s.port_specifier {
+                Some(PortSpecifier::PortValue(p)) => format!("{}:{p}", s.address),
+                _ => s.address,
+            }),
+            _ => None,
+        });
+    view
+}
+
+fn header(key: &str, value: &str) -> HeaderValueOption {
+    HeaderValueOption {
+        header: Some(HeaderValue {
+            key: key.to_owned(),
+            value: value.to_owned(),
+            raw_value: Vec::new(),
+        }),
+        // `append` (deprecated) stays unset. Portable overwrite across Envoy versions (see ext_authz.md §1.3): a client can
+        // never smuggle its own copy of an identity header past us.
+        append_action: HeaderAppendAction::OverwriteIfExistsOrAdd as i32,
+        ..Default::default()
+    }
+}
+
+fn string_value(s: &str) -> Value {
+    Value {
+        kind: Some(Kind::StringValue(s.to_owned())),
+    }
+}
+
+fn allow_response(a: &Allow) -> CheckResponse {
+    let ok = OkHttpResponse {
+        headers: a.headers_to_set.iter().map(|(k, v)| header(k, v)).collect(),
+        headers_to_remove: a.headers_to_remove.clone(),
+        query_parameters_to_remove: a.query_params_to_remove.clone(),
+        ..Default::default()
+    };
+    let metadata = Struct {
+        fields: [
+            ("app_id", &a.app_id),
+            ("app_key", &a.app_key),
+            ("api_id", &a.api_id),
+            ("stage", &a.stage),
+        ]
+        .into_iter()
+        .filter(|(_, v)| !v.is_empty())
+        .map(|(k, v)| (k.to_owned(), string_value(v)))
+        .chain(std::iter::once((
+            "scheme".to_owned(),
+            string_value(a.scheme),
+        )))
+        .collect(),
+    };
+    CheckResponse {
+        status: Some(rpc::Status {
+            code: tonic::Code::Ok as i32,
+            message: String::new(),
+            details: Vec::new(),
+        }),
+        http_response: Some(HttpResponse::OkResponse(ok)),
+        dynamic_metadata: Some(metadata),
+    }
+}
+
+fn deny_response(d: &Deny, request_id: &str) -> CheckResponse {
+    let status = d.code.status();
+    let mut headers: Vec<HeaderValueOption> = render::deny_headers(d, request_id)
+        .iter()
+        .map(|(k, v)| header(k, v))
+        .collect();
+    headers.shrink_to_fit();
+    let denied = DeniedHttpResponse {
+        status: Some(HttpStatus {
+            code: i32::from(status.http),
+        }),
+        headers,
+        body: render::deny_json(d, request_id),
+    };
+    CheckResponse {
+        status: Some(rpc::Status {
+            code: status.grpc as i32,
+            message: format!("{}: {}", d.code, d.message),
+            details: Vec::new(),
+        }),
+        http_response: Some(HttpResponse::DeniedResponse(denied)),
+        dynamic_metadata: None,
+    }
+}
+
+#[tonic::async_trait]
+impl Authorization for CheckService {
+    async fn check(&self, req: Request<CheckRequest>) -> Result<Response<CheckResponse>, Status> {
+        let view = view_from_envoy(req.get_ref());
+        let request_id = render::request_id(&view);
+        let decision = self.shared.decide(&view, &request_id);
+        let resp = match &decision {
+            Decision::Allow(a) => allow_response(a),
+            Decision::Deny(d) => deny_response(d, &request_id),
+        };
+        Ok(Response::new(resp))
+    }
+}

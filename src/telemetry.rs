@@ -1,0 +1,169 @@
+//! Metrics: atomic counters on the hot path, rendered as Prometheus text on demand.
+//!
+//! Owns: what is counted (decisions by result, deny code and scheme; check latency;
+//! admin auth failures) and the exposition format. Incrementing is a relaxed atomic
+//! add: no lock and no allocation per request.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use crate::decide::{Decision, DenyCode};
+use crate::index::IndexSizes;
+
+/// Latency bucket upper bounds, microseconds.
+const BUCKETS_US: [u64; 10] = [
+    50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 50_000, 250_000,
+];
+const SCHEMES: [&str; 8] = [
+    "aliyun",
+    "appcode",
+    "tencent",
+    "bkapi",
+    "sigv4",
+    "rfc9421",
+    "anonymous",
+    "none",
+];
+
+#[derive(Default)]
+pub struct Metrics {
+    allowed: AtomicU64,
+    denied: [AtomicU64; DenyCode::ALL.len()],
+    by_scheme: [AtomicU64; SCHEMES.len()],
+    latency_buckets: [AtomicU64; BUCKETS_US.len()],
+    latency_count: AtomicU64,
+    latency_sum_us: AtomicU64,
+    pub admin_auth_failures: std::sync::Arc<AtomicU64>,
+}
+
+impl Metrics {
+    pub fn record(&self, decision: &Decision, scheme: Option<&str>, elapsed_us: u64) {
+        match decision {
+            Decision::Allow(_) => self.allowed.fetch_add(1, Relaxed),
+            Decision::Deny(d) => {
+                let i = DenyCode::ALL.iter().position(|c| *c == d.code).unwrap_or(0);
+                self.denied[i].fetch_add(1, Relaxed)
+            }
+        };
+        let s = scheme.unwrap_or("none");
+        let i = SCHEMES
+            .iter()
+            .position(|x| *x == s)
+            .unwrap_or(SCHEMES.len() - 1);
+        self.by_scheme[i].fetch_add(1, Relaxed);
+        if let Some(b) = BUCKETS_US.iter().position(|&ub| elapsed_us <= ub) {
+            self.latency_buckets[b].fetch_add(1, Relaxed);
+        }
+        self.latency_count.fetch_add(1, Relaxed);
+        self.latency_sum_us.fetch_add(elapsed_us, Relaxed);
+    }
+
+    pub fn allowed(&self) -> u64 {
+        self.allowed.load(Relaxed)
+    }
+
+    pub fn denied(&self, code: DenyCode) -> u64 {
+        DenyCode::ALL
+            .iter()
+            .position(|c| *c == code)
+            .map_or(0, |i| self.denied[i].load(Relaxed))
+    }
+
+    /// Prometheus text exposition (version 0.0.4).
+    pub fn render(
+        &self,
+        sizes: IndexSizes,
+        replay_entries: usize,
+        replay_capacity: usize,
+    ) -> String {
+        let mut o = String::with_capacity(4096);
+        let _ = writeln!(
+            o,
+            "# HELP keygate_decisions_total Check decisions by result and deny code."
+        );
+        let _ = writeln!(o, "# TYPE keygate_decisions_total counter");
+        let _ = writeln!(
+            o,
+            "keygate_decisions_total{{result=\"allow\",code=\"\"}} {}",
+            self.allowed()
+        );
+        for (i, c) in DenyCode::ALL.iter().enumerate() {
+            let _ = writeln!(
+                o,
+                "keygate_decisions_total{{result=\"deny\",code=\"{}\"}} {}",
+                c.as_str(),
+                self.denied[i].load(Relaxed)
+            );
+        }
+        let _ = writeln!(
+            o,
+            "# HELP keygate_decisions_by_scheme_total Check decisions by signature scheme."
+        );
+        let _ = writeln!(o, "# TYPE keygate_decisions_by_scheme_total counter");
+        for (i, s) in SCHEMES.iter().enumerate() {
+            let _ = writeln!(
+                o,
+                "keygate_decisions_by_scheme_total{{scheme=\"{s}\"}} {}",
+                self.by_scheme[i].load(Relaxed)
+            );
+        }
+        let _ = writeln!(
+            o,
+            "# HELP keygate_check_duration_seconds Time to decide one check."
+        );
+        let _ = writeln!(o, "# TYPE keygate_check_duration_seconds histogram");
+        let mut cumulative = 0;
+        for (i, ub) in BUCKETS_US.iter().enumerate() {
+            cumulative += self.latency_buckets[i].load(Relaxed);
+            let _ = writeln!(
+                o,
+                "keygate_check_duration_seconds_bucket{{le=\"{}\"}} {cumulative}",
+                *ub as f64 / 1e6
+            );
+        }
+        let count = self.latency_count.load(Relaxed);
+        let _ = writeln!(
+            o,
+            "keygate_check_duration_seconds_bucket{{le=\"+Inf\"}} {count}"
+        );
+        let _ = writeln!(
+            o,
+            "keygate_check_duration_seconds_sum {}",
+            self.latency_sum_us.load(Relaxed) as f64 / 1e6
+        );
+        let _ = writeln!(o, "keygate_check_duration_seconds_count {count}");
+        let _ = writeln!(
+            o,
+            "# HELP keygate_index_entries Entities in the in-memory index."
+        );
+        let _ = writeln!(o, "# TYPE keygate_index_entries gauge");
+        for (k, v) in [
+            ("apps", sizes.apps),
+            ("keys", sizes.keys),
+            ("apis", sizes.apis),
+            ("grants", sizes.grants),
+        ] {
+            let _ = writeln!(o, "keygate_index_entries{{kind=\"{k}\"}} {v}");
+        }
+        let _ = writeln!(o, "# HELP keygate_replay_cache_entries Nonces remembered.");
+        let _ = writeln!(o, "# TYPE keygate_replay_cache_entries gauge");
+        let _ = writeln!(o, "keygate_replay_cache_entries {replay_entries}");
+        let _ = writeln!(
+            o,
+            "# HELP keygate_replay_cache_capacity Most nonces the cache holds."
+        );
+        let _ = writeln!(o, "# TYPE keygate_replay_cache_capacity gauge");
+        let _ = writeln!(o, "keygate_replay_cache_capacity {replay_capacity}");
+        let _ = writeln!(
+            o,
+            "# HELP keygate_admin_auth_failures_total Admin calls refused for a missing or wrong token."
+        );
+        let _ = writeln!(o, "# TYPE keygate_admin_auth_failures_total counter");
+        let _ = writeln!(
+            o,
+            "keygate_admin_auth_failures_total {}",
+            self.admin_auth_failures.load(Relaxed)
+        );
+        o
+    }
+}
