@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# The test command: sets up what the tests need, then runs fmt, clippy and every test.
+#
+#   ./scripts/test.sh
+#
+# Idempotent and quiet when nothing changed:
+#   - .venv (python3 -m venv) with tests/python/requirements.txt installed; reinstalled
+#     only when that file (or the Python) changes, tracked by a stamp file in .venv;
+#   - nginx via apt-get when missing and running as root (for the NGINX front-door tests);
+#   - then cargo fmt --check, cargo clippy -D warnings and cargo test, all three run even
+#     if one fails, so one run shows every problem; exits non-zero if any failed.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+root=$PWD
+venv=$root/.venv
+requirements=$root/tests/python/requirements.txt
+stamp=$venv/.keygate-requirements.sha256
+
+say() { printf '==> %s\n' "$*"; }
+
+# --- Python environment -------------------------------------------------------------
+venv_ok() { [[ -x $venv/bin/python ]] && "$venv/bin/python" -c 'import sys' 2>/dev/null; }
+if ! venv_ok; then
+    say "creating $venv"
+    rm -rf "$venv"
+    if ! python3 -m venv "$venv" 2>/dev/null; then
+        # Debian's python3 needs python3-venv for ensurepip.
+        if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
+            apt-get update -qq
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+            rm -rf "$venv"
+            python3 -m venv "$venv"
+        else
+            echo "error: python3 -m venv failed; install python3-venv" >&2
+            exit 1
+        fi
+    fi
+fi
+want=$( { sha256sum "$requirements"; "$venv/bin/python" --version; } | sha256sum | cut -d' ' -f1)
+if [[ ! -f $stamp || $(cat "$stamp") != "$want" ]]; then
+    say "installing Python test dependencies ($requirements)"
+    "$venv/bin/python" -m pip install -q --disable-pip-version-check -r "$requirements"
+    echo "$want" >"$stamp"
+fi
+
+# --- nginx (for the NGINX auth_request tests) ----------------------------------------
+if ! command -v nginx >/dev/null && [[ ! -x /usr/sbin/nginx ]]; then
+    if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
+        say "installing nginx"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx >/dev/null
+    else
+        echo "warning: nginx is not installed and this is not root: the NGINX tests cannot run" >&2
+    fi
+fi
+
+# --- checks and tests ------------------------------------------------------------------
+export KEYGATE_PYTHON=$venv/bin/python
+failed=()
+step() {
+    local name=$1
+    shift
+    say "$*"
+    if ! "$@"; then
+        failed+=("$name")
+    fi
+}
+step fmt cargo fmt --all -- --check
+step clippy cargo clippy --all-targets -- -D warnings
+step test cargo test
+
+if ((${#failed[@]})); then
+    echo "test.sh: FAILED: ${failed[*]}" >&2
+    exit 1
+fi
+say "all checks passed"
