@@ -267,7 +267,7 @@ fn decide_signed(
         headers_to_set,
         headers_to_remove,
         query_params_to_remove: cred.query_params_to_remove(),
-        _sealed: (),
+        sealed: decision::Sealed(()),
     })
 }
 
@@ -348,13 +348,12 @@ fn verify_with_key(
     if first.code != DenyCode::SignatureMismatch {
         return Err(first);
     }
-    if let Some(prev) = key.previous.as_ref().filter(|p| now_ms < p.until_ms) {
-        if cred
+    if let Some(prev) = key.previous.as_ref().filter(|p| now_ms < p.until_ms)
+        && cred
             .verify(view, &cfg.schemes, opts, prev.secret.expose().as_bytes())
             .is_ok()
-        {
-            return Ok(());
-        }
+    {
+        return Ok(());
     }
     Err(first)
 }
@@ -412,7 +411,7 @@ fn allow_anonymous(api: &Api, stage: String, cfg: &DecideConfig) -> Decision {
         scheme: "anonymous",
         headers_to_remove,
         query_params_to_remove: Vec::new(),
-        _sealed: (),
+        sealed: decision::Sealed(()),
     })
 }
 

@@ -111,10 +111,10 @@ impl Snapshot {
     }
 
     fn drop_app(&mut self, id: &str) {
-        if let Some(old) = self.apps.remove(id) {
-            if let Some(code) = &old.app_code {
-                self.app_codes.remove(&code_hash(code.expose()));
-            }
+        if let Some(old) = self.apps.remove(id)
+            && let Some(code) = &old.app_code
+        {
+            self.app_codes.remove(&code_hash(code.expose()));
         }
     }
 
@@ -127,12 +127,12 @@ impl Snapshot {
     }
 
     fn drop_key(&mut self, app_key: &str) {
-        if let Some(old) = self.keys.remove(app_key) {
-            if let Some(list) = self.keys_by_app.get_mut(&old.app_id) {
-                list.retain(|k| k != app_key);
-                if list.is_empty() {
-                    self.keys_by_app.remove(&old.app_id);
-                }
+        if let Some(old) = self.keys.remove(app_key)
+            && let Some(list) = self.keys_by_app.get_mut(&old.app_id)
+        {
+            list.retain(|k| k != app_key);
+            if list.is_empty() {
+                self.keys_by_app.remove(&old.app_id);
             }
         }
     }
@@ -171,17 +171,17 @@ impl Snapshot {
     }
 
     fn drop_grant(&mut self, id: &str) {
-        if let Some(old) = self.grants.remove(id) {
-            if let Some(by_target) = self.grants_by_app.get_mut(&old.app_id) {
-                if let Some(list) = by_target.get_mut(old.target.id()) {
-                    list.retain(|g| g.id != id);
-                    if list.is_empty() {
-                        by_target.remove(old.target.id());
-                    }
+        if let Some(old) = self.grants.remove(id)
+            && let Some(by_target) = self.grants_by_app.get_mut(&old.app_id)
+        {
+            if let Some(list) = by_target.get_mut(old.target.id()) {
+                list.retain(|g| g.id != id);
+                if list.is_empty() {
+                    by_target.remove(old.target.id());
                 }
-                if by_target.is_empty() {
-                    self.grants_by_app.remove(&old.app_id);
-                }
+            }
+            if by_target.is_empty() {
+                self.grants_by_app.remove(&old.app_id);
             }
         }
     }

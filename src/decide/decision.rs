@@ -192,8 +192,12 @@ pub struct Allow {
     pub headers_to_remove: Vec<String>,
     /// Query parameters that carried the credential, to drop before upstream.
     pub query_params_to_remove: Vec<String>,
-    pub(in crate::decide) _sealed: (),
+    pub(in crate::decide) sealed: Sealed,
 }
+
+/// Proof that an `Allow` was built inside `decide`: nothing else can make one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Sealed(pub(in crate::decide) ());
 
 /// The answer to "may this request pass?".
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -6,10 +6,12 @@ use crate::request::RequestView;
 
 /// The caller's `x-request-id` when it is sane, else a fresh random id.
 pub fn request_id(view: &RequestView) -> String {
-    if let Some(id) = view.headers.get("x-request-id") {
-        if !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_graphic()) {
-            return id.to_owned();
-        }
+    if let Some(id) = view.headers.get("x-request-id")
+        && !id.is_empty()
+        && id.len() <= 128
+        && id.bytes().all(|b| b.is_ascii_graphic())
+    {
+        return id.to_owned();
     }
     let mut raw = [0u8; 12];
     // Without randomness the id is still unique enough for logs: fall back to zeros.

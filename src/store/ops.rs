@@ -127,6 +127,7 @@ pub fn generate_app_code() -> Result<String, StoreError> {
 
 // === transaction helpers ===
 
+#[allow(clippy::too_many_arguments)] // one field each of the audit record
 fn audit(
     tx: &Tx<'_>,
     id: u64,
@@ -412,19 +413,19 @@ impl Store {
                 || Ok(()),
                 |tx, ()| {
                     let mut r: AppRecord = require(tx, Tree::Apps, "app", id)?;
-                    if let Some(name) = &patch.name {
-                        if *name != r.name {
-                            let new_key = join(&[&r.owner, name]);
-                            if tx.exists(Tree::AppNames, &new_key)? {
-                                return abort(StoreError::AlreadyExists(format!(
-                                    "App.name '{name}' already exists for owner '{}'",
-                                    r.owner
-                                )));
-                            }
-                            tx.del(Tree::AppNames, &join(&[&r.owner, &r.name]))?;
-                            tx.set(Tree::AppNames, &new_key, id.as_bytes())?;
-                            r.name = name.clone();
+                    if let Some(name) = &patch.name
+                        && *name != r.name
+                    {
+                        let new_key = join(&[&r.owner, name]);
+                        if tx.exists(Tree::AppNames, &new_key)? {
+                            return abort(StoreError::AlreadyExists(format!(
+                                "App.name '{name}' already exists for owner '{}'",
+                                r.owner
+                            )));
                         }
+                        tx.del(Tree::AppNames, &join(&[&r.owner, &r.name]))?;
+                        tx.set(Tree::AppNames, &new_key, id.as_bytes())?;
+                        r.name = name.clone();
                     }
                     if let Some(d) = &patch.description {
                         r.description = d.clone();
@@ -849,19 +850,19 @@ impl Store {
                 || Ok(()),
                 |tx, ()| {
                     let mut r: GroupRecord = require(tx, Tree::Groups, "group", id)?;
-                    if let Some(name) = &patch.name {
-                        if *name != r.name {
-                            let new_key = join(&[&r.owner, name]);
-                            if tx.exists(Tree::GroupNames, &new_key)? {
-                                return abort(StoreError::AlreadyExists(format!(
-                                    "Group.name '{name}' already exists for owner '{}'",
-                                    r.owner
-                                )));
-                            }
-                            tx.del(Tree::GroupNames, &join(&[&r.owner, &r.name]))?;
-                            tx.set(Tree::GroupNames, &new_key, id.as_bytes())?;
-                            r.name = name.clone();
+                    if let Some(name) = &patch.name
+                        && *name != r.name
+                    {
+                        let new_key = join(&[&r.owner, name]);
+                        if tx.exists(Tree::GroupNames, &new_key)? {
+                            return abort(StoreError::AlreadyExists(format!(
+                                "Group.name '{name}' already exists for owner '{}'",
+                                r.owner
+                            )));
                         }
+                        tx.del(Tree::GroupNames, &join(&[&r.owner, &r.name]))?;
+                        tx.set(Tree::GroupNames, &new_key, id.as_bytes())?;
+                        r.name = name.clone();
                     }
                     if let Some(d) = &patch.description {
                         r.description = d.clone();
@@ -937,13 +938,13 @@ impl Store {
     // === APIs ===
 
     fn put_api_tx(tx: &Tx<'_>, api: &Api, old: Option<&Api>) -> TxResult<()> {
-        if let Some(group) = &api.group_id {
-            if !tx.exists(Tree::Groups, group.as_bytes())? {
-                return abort(StoreError::NotFound {
-                    kind: "group",
-                    id: group.clone(),
-                });
-            }
+        if let Some(group) = &api.group_id
+            && !tx.exists(Tree::Groups, group.as_bytes())?
+        {
+            return abort(StoreError::NotFound {
+                kind: "group",
+                id: group.clone(),
+            });
         }
         let new_routes = route_keys(api).map_err(ConflictAbort::from)?;
         if let Some(old) = old {
