@@ -65,15 +65,8 @@ fn python_clients() {
     }
 
     let out = Command::new(&py)
-        .args([
-            "-m",
-            "pytest",
-            "-q",
-            "-rfEs",
-            "-p",
-            "no:cacheprovider",
-            "tests/python",
-        ])
+        // Options (no cache dir, report skips) are in tests/python/pytest.ini.
+        .args(["-m", "pytest", "-q", "tests/python"])
         .current_dir(root)
         .env("KEYGATE_BIN", env!("CARGO_BIN_EXE_keygate"))
         .env("PYTHONDONTWRITEBYTECODE", "1")
