@@ -205,41 +205,68 @@ fn auth_kind(value: &str) -> AuthKind {
     }
 }
 
+/// Headers `detect` looks at. All but the RFC 9421 pair must appear at most once.
+const WATCHED: [&str; 13] = [
+    "authorization",
+    "x-ca-key",
+    "x-ca-signature",
+    "x-ca-signature-headers",
+    "x-ca-signature-method",
+    "x-ca-timestamp",
+    "x-ca-nonce",
+    "x-bkapi-authorization",
+    "x-date",
+    "x-amz-date",
+    "x-amz-content-sha256",
+    "signature-input",
+    "signature",
+];
+const AUTHORIZATION: usize = 0;
+const X_CA_KEY: usize = 1;
+const X_CA_SIGNATURE: usize = 2;
+const X_BKAPI: usize = 7;
+const SIGNATURE_INPUT: usize = 11;
+
 /// Finds the scheme from the headers (and, failing that, the query) and parses its
 /// credential. No credential at all → `MissingCredential`; duplicated or unparseable
 /// credential headers, or credentials of two schemes → `Malformed`.
 pub fn detect(view: &RequestView) -> Result<Credential, Deny> {
-    let h = &view.headers;
-    for name in [
-        "authorization",
-        "x-ca-key",
-        "x-ca-signature",
-        "x-ca-signature-headers",
-        "x-ca-signature-method",
-        "x-ca-timestamp",
-        "x-ca-nonce",
-        "x-bkapi-authorization",
-        "x-date",
-        "x-amz-date",
-        "x-amz-content-sha256",
-    ] {
-        if h.count(name) > 1 {
+    // One pass over the headers: this runs on every request.
+    let mut seen = [0u8; WATCHED.len()];
+    let mut auth = None;
+    for (name, value) in view.headers.iter() {
+        if !matches!(name.as_bytes().first(), Some(b'a' | b's' | b'x')) {
+            continue;
+        }
+        if let Some(i) = WATCHED.iter().position(|w| *w == name) {
+            if let Some(slot) = seen.get_mut(i) {
+                *slot = slot.saturating_add(1);
+            }
+            if i == AUTHORIZATION {
+                auth = Some(auth_kind(value));
+            }
+        }
+    }
+    // Signature-Input / Signature may repeat: they are dictionaries that combine.
+    for (i, &n) in seen.iter().enumerate().take(SIGNATURE_INPUT) {
+        if n > 1 {
+            let name = WATCHED.get(i).copied().unwrap_or("credential");
             return Err(deny(
                 DenyCode::Malformed,
                 format!("duplicate {name} header"),
             ));
         }
     }
-    let auth = h.get("authorization").map(auth_kind);
+    let has = |i: usize| seen.get(i).is_some_and(|&n| n > 0);
     let appcode_hdr = auth == Some(AuthKind::AppCode);
-    let aliyun = h.contains("x-ca-key") && (h.contains("x-ca-signature") || !appcode_hdr);
+    let aliyun = has(X_CA_KEY) && (has(X_CA_SIGNATURE) || !appcode_hdr);
     let candidates = [
         (aliyun, SchemeKind::Aliyun),
         (appcode_hdr && !aliyun, SchemeKind::AppCode),
         (auth == Some(AuthKind::Hmac), SchemeKind::Tencent),
         (auth == Some(AuthKind::Aws4), SchemeKind::SigV4),
-        (h.contains("x-bkapi-authorization"), SchemeKind::Bkapi),
-        (h.contains("signature-input"), SchemeKind::Rfc9421),
+        (has(X_BKAPI), SchemeKind::Bkapi),
+        (has(SIGNATURE_INPUT), SchemeKind::Rfc9421),
     ];
     let mut found = candidates.iter().filter(|(on, _)| *on).map(|(_, k)| *k);
     let kind = match (found.next(), found.next()) {

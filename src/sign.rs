@@ -905,3 +905,231 @@ pub fn run(args: &SignArgs) -> Result<String, SignError> {
     }
     Ok(out)
 }
+
+#[cfg(test)]
+#[allow(clippy::indexing_slicing)]
+mod tests {
+    use std::io::Write as _;
+
+    use super::*;
+    use crate::scheme::{ApiSchemeOptions, SchemeConfig, detect};
+
+    fn args(scheme: SchemeKind, secret: &std::path::Path, url: &str) -> SignArgs {
+        SignArgs {
+            scheme,
+            key: "k-1".into(),
+            secret_file: secret.to_path_buf(),
+            method: None,
+            headers: Vec::new(),
+            data: None,
+            curl: false,
+            region: None,
+            service: None,
+            algorithm: None,
+            presign: None,
+            strip_env_prefix: false,
+            url: url.into(),
+        }
+    }
+
+    fn secret_file(content: &[u8]) -> tempfile::NamedTempFile {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(content).unwrap();
+        f
+    }
+
+    /// Rebuilds the request from `run`'s text output and verifies it.
+    fn verify_output(
+        out: &str,
+        method: &str,
+        url: &str,
+        extra: &[(&str, &str)],
+        body: Option<&[u8]>,
+        secret: &[u8],
+    ) {
+        let mut lines = out.lines().peekable();
+        let url = match lines.peek() {
+            Some(l) if l.starts_with("http") => lines.next().unwrap().to_owned(),
+            _ => url.to_owned(),
+        };
+        let parts = parse_url(&url).unwrap();
+        let mut v = RequestView {
+            method: method.into(),
+            scheme: parts.scheme,
+            host: parts.authority,
+            path: parts.path,
+            query: parts.query,
+            body: body.map(<[u8]>::to_vec),
+            ..RequestView::default()
+        };
+        for (n, val) in extra {
+            v.headers.push(n, *val);
+        }
+        for l in lines {
+            let (n, val) = l.split_once(": ").unwrap();
+            v.headers.push(n, val);
+        }
+        let c = detect(&v).unwrap();
+        c.verify(
+            &v,
+            &SchemeConfig::default(),
+            &ApiSchemeOptions::default(),
+            secret,
+        )
+        .unwrap();
+        c.check_fresh(
+            &SchemeConfig::default(),
+            &ApiSchemeOptions::default(),
+            crate::clock::system_now_ms(),
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn run_prints_headers_that_verify_for_every_scheme() {
+        let f = secret_file(b"s3cr3t\n");
+        for scheme in SchemeKind::ALL {
+            let mut a = args(
+                scheme,
+                f.path(),
+                "https://svc.us-east-1.example.com/v1/x?b=2&a=1",
+            );
+            a.headers = vec!["X-Trace: t-1".into()];
+            let out = run(&a).unwrap();
+            verify_output(&out, "GET", &a.url, &[("X-Trace", "t-1")], None, b"s3cr3t");
+        }
+    }
+
+    #[test]
+    fn data_from_file_is_read_like_curl() {
+        let secret = secret_file(b"s3cr3t\r\n");
+        let data = secret_file(b"{\"a\":\n1}\r\n");
+        let mut a = args(
+            SchemeKind::Aliyun,
+            secret.path(),
+            "https://api.example.com/p",
+        );
+        a.headers = vec!["Content-Type: application/json".into()];
+        a.data = Some(format!("@{}", data.path().display()));
+        let out = run(&a).unwrap();
+        assert!(out.contains(&format!(
+            "Content-MD5: {}",
+            canonical::b64_encode(&canonical::md5(b"{\"a\":1}"))
+        )));
+        verify_output(
+            &out,
+            "POST",
+            &a.url,
+            &[("Content-Type", "application/json")],
+            Some(b"{\"a\":1}"),
+            b"s3cr3t",
+        );
+    }
+
+    #[test]
+    fn curl_output_is_quoted_and_complete() {
+        let f = secret_file(b"s3cr3t");
+        let mut a = args(
+            SchemeKind::Tencent,
+            f.path(),
+            "https://api.example.com/p?q=it's",
+        );
+        a.method = Some("put".into());
+        a.data = Some("a=1&b='x'".into());
+        a.curl = true;
+        let out = run(&a).unwrap();
+        assert!(out.starts_with("curl -X PUT -H 'Accept: */*' -H 'Content-Type: application/x-www-form-urlencoded' -H 'X-Date: "), "{out}");
+        assert!(
+            out.contains(r#" -d 'a=1&b='\''x'\''' 'https://api.example.com/p?q=it'\''s'"#),
+            "{out}"
+        );
+        assert!(out.contains(" -H 'Authorization: hmac id=\"k-1\", algorithm=\"hmac-sha256\", headers=\"x-date x-apigw-nonce\""));
+        // POST is curl's default with -d, so no -X.
+        a.method = None;
+        assert!(run(&a).unwrap().starts_with("curl -H "));
+    }
+
+    #[test]
+    fn presigned_and_legacy_print_the_url_first() {
+        let f = secret_file(b"s3cr3t");
+        let mut a = args(
+            SchemeKind::SigV4,
+            f.path(),
+            "https://bucket.s3.amazonaws.com/k",
+        );
+        a.presign = Some(60);
+        a.region = Some("us-east-1".into());
+        let out = run(&a).unwrap();
+        assert!(out.starts_with("https://bucket.s3.amazonaws.com/k?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=k-1%2F"));
+        verify_output(&out, "GET", &a.url, &[], None, b"s3cr3t");
+        let mut a = args(
+            SchemeKind::Bkapi,
+            f.path(),
+            "http://bk.example.com/api/?x=%20y",
+        );
+        a.algorithm = Some("signature".into());
+        let out = run(&a).unwrap();
+        assert!(out.contains("bk_signature="));
+        verify_output(&out, "GET", &a.url, &[], None, b"s3cr3t");
+    }
+
+    #[test]
+    fn errors_are_reported() {
+        let f = secret_file(b"s");
+        assert!(matches!(
+            run(&args(SchemeKind::Aliyun, f.path(), "ftp://x/")),
+            Err(SignError::Url { .. })
+        ));
+        assert!(matches!(
+            run(&args(SchemeKind::Aliyun, f.path(), "https://u@x/")),
+            Err(SignError::Url { .. })
+        ));
+        let empty = secret_file(b"\n");
+        assert!(matches!(
+            run(&args(SchemeKind::Aliyun, empty.path(), "https://x/")),
+            Err(SignError::EmptySecret)
+        ));
+        assert!(matches!(
+            run(&args(
+                SchemeKind::Aliyun,
+                std::path::Path::new("/nonexistent/secret"),
+                "https://x/"
+            )),
+            Err(SignError::Io { .. })
+        ));
+        let mut a = args(SchemeKind::SigV4, f.path(), "http://127.0.0.1:8080/");
+        assert!(matches!(run(&a), Err(SignError::Invalid(_))));
+        a.region = Some("r".into());
+        a.service = Some("s".into());
+        assert!(run(&a).is_ok());
+        let mut a = args(SchemeKind::Tencent, f.path(), "https://x/");
+        a.headers = vec!["Authorization: Basic x".into()];
+        assert!(matches!(run(&a), Err(SignError::Invalid(_))));
+        a.headers = vec!["NoColon".into()];
+        assert!(matches!(run(&a), Err(SignError::Header(_))));
+        a.headers = vec![];
+        a.algorithm = Some("hmac-md5".into());
+        assert!(matches!(run(&a), Err(SignError::Invalid(_))));
+    }
+
+    #[test]
+    fn helpers() {
+        assert_eq!(shell_quote("abc-1.2/x:y"), "abc-1.2/x:y");
+        assert_eq!(shell_quote("a b"), "'a b'");
+        assert_eq!(shell_quote(""), "''");
+        assert_eq!(shell_quote("it's"), r"'it'\''s'");
+        let n = fresh_nonce().unwrap();
+        assert_eq!(n.len(), 36);
+        assert_eq!(&n[14..15], "4");
+        let p = parse_url("HTTPS://Host:8443?x=1#frag").unwrap();
+        assert_eq!(
+            (
+                p.scheme.as_str(),
+                p.authority.as_str(),
+                p.path.as_str(),
+                p.query.as_deref()
+            ),
+            ("https", "Host:8443", "/", Some("x=1"))
+        );
+    }
+}

@@ -77,29 +77,39 @@ pub fn string_to_sign(view: &RequestView, header_list: Option<&str>, variant: Va
     let mut s = String::with_capacity(256);
     s.push_str(&canonical::upper_method(&view.method));
     s.push('\n');
-    for slot in ["accept", "content-md5", "content-type", "date"] {
-        s.push_str(view.headers.get(slot).unwrap_or(""));
+    // The four fixed slots, found in one pass (first value of each wins).
+    let mut slots: [Option<&str>; 4] = [None; 4];
+    for (n, v) in view.headers.iter() {
+        let i = match n {
+            "accept" => 0,
+            "content-md5" => 1,
+            "content-type" => 2,
+            "date" => 3,
+            _ => continue,
+        };
+        if let Some(slot @ None) = slots.get_mut(i) {
+            *slot = Some(v);
+        }
+    }
+    for v in slots {
+        s.push_str(v.unwrap_or(""));
         s.push('\n');
     }
 
-    let listed = header_list.map(signed_header_names).unwrap_or_default();
-    let mut names: Vec<(std::borrow::Cow<'_, str>, String)> = listed
-        .iter()
-        .map(|n| {
-            let lower = n.to_ascii_lowercase();
-            let written = if variant.lowercase_names {
-                std::borrow::Cow::Owned(lower.clone())
-            } else {
-                std::borrow::Cow::Borrowed(*n)
-            };
-            (written, lower)
-        })
-        .collect();
-    names.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
-    for (written, lower) in &names {
-        s.push_str(written);
+    let mut names = header_list.map(signed_header_names).unwrap_or_default();
+    if variant.lowercase_names {
+        names.sort_by(|a, b| cmp_lowercase(a, b));
+    } else {
+        names.sort_unstable();
+    }
+    for name in names {
+        if variant.lowercase_names {
+            s.extend(name.chars().map(|c| c.to_ascii_lowercase()));
+        } else {
+            s.push_str(name);
+        }
         s.push(':');
-        s.push_str(canonical::header(view, lower).unwrap_or(""));
+        s.push_str(header_ci(view, name).unwrap_or(""));
         s.push('\n');
     }
 
@@ -118,6 +128,24 @@ pub fn string_to_sign(view: &RequestView, header_list: Option<&str>, variant: Va
     };
     canonical::push_path_and_params(&mut s, &path, &mut params);
     s
+}
+
+fn cmp_lowercase(a: &str, b: &str) -> std::cmp::Ordering {
+    a.bytes()
+        .map(|c| c.to_ascii_lowercase())
+        .cmp(b.bytes().map(|c| c.to_ascii_lowercase()))
+}
+
+/// A header by a name in any case (names in the view are lower-case); `host` from the
+/// authority, as `canonical::header` does.
+fn header_ci<'a>(view: &'a RequestView, name: &str) -> Option<&'a str> {
+    if name.eq_ignore_ascii_case("host") && !view.host.is_empty() {
+        return Some(view.host.as_str());
+    }
+    view.headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v)
 }
 
 /// The form body as text, when the request is a form and the proxy sent the body.
@@ -155,19 +183,37 @@ pub(crate) struct AliyunCredential {
     appcode_present: bool,
 }
 
-fn owned(view: &RequestView, name: &str) -> Option<String> {
-    view.headers.get(name).map(|v| v.trim().to_owned())
-}
-
 impl AliyunCredential {
     pub(crate) fn parse(view: &RequestView, appcode_present: bool) -> Result<Self, Deny> {
-        let key = owned(view, "x-ca-key").unwrap_or_default();
+        // One pass: x-ca-* headers (first value; detect already refused duplicates).
+        let mut found: [Option<&str>; 6] = [None; 6];
+        for (n, v) in view.headers.iter() {
+            let i = match n {
+                "x-ca-key" => 0,
+                "x-ca-signature" => 1,
+                "x-ca-signature-method" => 2,
+                "x-ca-signature-headers" => 3,
+                "x-ca-timestamp" => 4,
+                "x-ca-nonce" => 5,
+                _ => continue,
+            };
+            if let Some(slot @ None) = found.get_mut(i) {
+                *slot = Some(v);
+            }
+        }
+        let [key, signature, method, header_list, timestamp, nonce] = found;
+        let trimmed = |v: Option<&str>| {
+            v.map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+        };
+        let key = trimmed(key).unwrap_or_default();
         if key.is_empty() {
             return Err(
                 deny(DenyCode::Malformed, "Invalid Key").with_header("X-Ca-Error-Code", "A400IK")
             );
         }
-        let signature = owned(view, "x-ca-signature").unwrap_or_default();
+        let signature = trimmed(signature).unwrap_or_default();
         if signature.is_empty() {
             return Err(deny(DenyCode::Malformed, "Empty Signature")
                 .with_header("X-Ca-Error-Code", "A400MS")
@@ -176,13 +222,10 @@ impl AliyunCredential {
         Ok(Self {
             key,
             signature,
-            method: owned(view, "x-ca-signature-method"),
-            header_list: view
-                .headers
-                .get("x-ca-signature-headers")
-                .map(str::to_owned),
-            timestamp: owned(view, "x-ca-timestamp").filter(|s| !s.is_empty()),
-            nonce: owned(view, "x-ca-nonce").filter(|s| !s.is_empty()),
+            method: method.map(|m| m.trim().to_owned()),
+            header_list: header_list.map(str::to_owned),
+            timestamp: trimmed(timestamp),
+            nonce: trimmed(nonce),
             appcode_present,
         })
     }
@@ -218,7 +261,8 @@ impl AliyunCredential {
             .with_header("X-Ca-Error-Code", "I413RL")
             .with_header("X-Ca-Error-Message", "Request body too Large"));
         }
-        let provided = canonical::b64_decode(&self.signature);
+        let mut buf = [0u8; 64];
+        let provided = canonical::b64_decode_tag(&self.signature, &mut buf);
         let list = self.header_list.as_deref();
         let lower_differs = list.is_some_and(|l| l.bytes().any(|b| b.is_ascii_uppercase()));
         let path_differs = view.path.contains('%');
@@ -239,10 +283,7 @@ impl AliyunCredential {
                         decoded_path,
                     },
                 );
-                if provided
-                    .as_deref()
-                    .is_some_and(|p| alg.verify(secret, sts.as_bytes(), p))
-                {
+                if provided.is_some_and(|p| alg.verify(secret, sts.as_bytes(), p)) {
                     return Ok(());
                 }
                 first.get_or_insert(sts);

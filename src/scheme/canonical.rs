@@ -38,6 +38,17 @@ pub fn b64_decode(s: &str) -> Option<Vec<u8>> {
     B64.decode(s.trim()).ok()
 }
 
+/// Decodes a Base64 MAC tag (at most 64 bytes) without allocating; `None` if invalid
+/// or too long.
+pub fn b64_decode_tag<'b>(s: &str, buf: &'b mut [u8; 64]) -> Option<&'b [u8]> {
+    let s = s.trim();
+    if s.len() > 88 {
+        return None;
+    }
+    let n = B64.decode_slice(s, buf).ok()?;
+    buf.get(..n)
+}
+
 // === HMAC and digests ===
 
 /// The HMAC hash functions the schemes accept.

@@ -17,7 +17,8 @@
 //!   always be signed. Scope date ≠ request date, wrong region or service (per API
 //!   options), or a terminator other than `aws4_request` are `Malformed`.
 //! * Payload hash: `x-amz-content-sha256` when sent; `UNSIGNED-PAYLOAD` for presigned
-//!   URLs; otherwise SHA-256 of the body. Without the body, an empty hash is assumed
+//!   URLs (then, for non-S3 presigners such as botocore's `SigV4QueryAuth`, the body's
+//!   hash); otherwise SHA-256 of the body. Without the body, an empty hash is assumed
 //!   only when the framing headers say there is no body; otherwise `BodyDigestMissing`.
 //! * Presigned URLs are refused when `X-Amz-Date` is more than the window in the future,
 //!   or after `X-Amz-Date + X-Amz-Expires` (1..=604800 s).
@@ -480,12 +481,13 @@ impl SigV4Credential {
         );
         let strict_query = canonical_query(q, self.presigned, false);
 
-        let check = |uri: &str, query: &str| -> (bool, String, String) {
-            let creq = canonical_request(view, uri, query, &self.signed_headers, &payload);
+        let check_with = |uri: &str, query: &str, payload: &str| -> (bool, String, String) {
+            let creq = canonical_request(view, uri, query, &self.signed_headers, payload);
             let sts = string_to_sign(&self.amz_date, &scope, &creq);
             let ok = HmacAlg::Sha256.verify(&key, sts.as_bytes(), &self.signature);
             (ok, creq, sts)
         };
+        let check = |uri: &str, query: &str| check_with(uri, query, &payload);
 
         let (ok, creq, sts) = check(&strict_uri, &strict_query);
         if ok {
@@ -502,6 +504,21 @@ impl SigV4Credential {
             && check(&strict_uri, &canonical_query(q, self.presigned, true)).0
         {
             return Ok(());
+        }
+        // Non-S3 presigners (botocore's SigV4QueryAuth) hash the (empty) body instead of
+        // writing UNSIGNED-PAYLOAD.
+        if self.presigned && self.content_sha256.is_none() {
+            let hashed = match &view.body {
+                Some(b) if !view.body_partial => Some(canonical::sha256_hex(b)),
+                None if !canonical::has_body(view) => Some(EMPTY_SHA256.to_owned()),
+                _ => None,
+            };
+            if let Some(h) = hashed
+                && (check_with(&strict_uri, &strict_query, &h).0
+                    || (single != strict_uri && check_with(&single, &strict_query, &h).0))
+            {
+                return Ok(());
+            }
         }
         Err(deny(
             DenyCode::SignatureMismatch,
