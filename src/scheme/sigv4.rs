@@ -250,6 +250,9 @@ fn parse_signed_headers(list: &str) -> Result<Vec<String>, Deny> {
         .map(|s| s.trim().to_ascii_lowercase())
         .filter(|s| !s.is_empty())
         .collect();
+    if names.len() > canonical::MAX_SIGNED_NAMES {
+        return Err(malformed("too many SignedHeaders"));
+    }
     if !names.iter().any(|n| n == "host") {
         return Err(malformed("SignedHeaders must include host"));
     }

@@ -1012,3 +1012,42 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn hostile_sizes_are_refused_cheaply() {
+    let many: Vec<String> = (0..200).map(|i| format!("x-h{i}")).collect();
+    let v = headers_view(
+        &[
+            ("X-Ca-Key", "k"),
+            ("X-Ca-Signature", "c2ln"),
+            ("X-Ca-Signature-Headers", &many.join(",")),
+        ],
+        "/",
+    );
+    assert_eq!(verify_code(&v, SECRET), Some(DenyCode::Malformed));
+    let auth = format!(
+        r#"hmac id="a", algorithm="hmac-sha1", headers="x-date {}", signature="c2ln""#,
+        many.join(" ")
+    );
+    assert_eq!(
+        detect_code(&[("Authorization", &auth)], "/"),
+        Err(DenyCode::Malformed)
+    );
+    let comps: Vec<String> = many.iter().map(|m| format!("\"{m}\"")).collect();
+    let input = format!("sig1=({});keyid=\"k\"", comps.join(" "));
+    assert_eq!(
+        detect_code(
+            &[("Signature-Input", &input), ("Signature", "sig1=:AAAA:")],
+            "/"
+        ),
+        Err(DenyCode::Malformed)
+    );
+    // A huge query is handled in n log n.
+    let q: Vec<String> = (0..20_000).map(|i| format!("k{}={i}", i % 5000)).collect();
+    let mut p = canonical::first_wins_params(&q.join("&"));
+    assert_eq!(p.len(), 5000);
+    assert_eq!(p.iter().find(|(k, _)| k == "k7").unwrap().1, "7");
+    canonical::merge_params(&mut p, canonical::first_wins_params("k7=over&zz=1"));
+    assert_eq!(p.len(), 5001);
+    assert_eq!(p.iter().find(|(k, _)| k == "k7").unwrap().1, "over");
+}
