@@ -1051,3 +1051,83 @@ fn hostile_sizes_are_refused_cheaply() {
     assert_eq!(p.len(), 5001);
     assert_eq!(p.iter().find(|(k, _)| k == "k7").unwrap().1, "over");
 }
+
+#[test]
+fn vendor_decorations() {
+    let bk = detect(&headers_view(
+        &[(
+            "X-Bkapi-Authorization",
+            r#"{"bk_app_code":"a","bk_app_secret":"s"}"#,
+        )],
+        "/",
+    ))
+    .unwrap();
+    let d = bk.decorate_deny(Deny::new(DenyCode::UnknownAppKey, "x"));
+    assert!(
+        d.headers
+            .contains(&("X-Bkapi-Error-Code".into(), "1640001".into()))
+    );
+    assert!(d.headers.contains(&(
+        "X-Bkapi-Error-Message".into(),
+        "Parameters error [reason=\"app not found\"]".into()
+    )));
+    let d = bk.decorate_deny(Deny::new(DenyCode::NoGrant, "x"));
+    assert!(
+        d.headers
+            .contains(&("X-Bkapi-Error-Code".into(), "1640301".into()))
+    );
+
+    let r = req("GET", "https://svc.us-east-1.example.com/", &[], None);
+    let signed = sign(&r, &opts(SchemeKind::SigV4, "AK")).unwrap();
+    let aws = detect(&received(&r, &signed)).unwrap();
+    let d = aws.decorate_deny(Deny::new(DenyCode::UnknownAppKey, "x"));
+    assert!(d.headers.contains(&(
+        "x-amzn-ErrorType".into(),
+        "UnrecognizedClientException".into()
+    )));
+
+    let signed = sign(&r, &opts(SchemeKind::Rfc9421, "kid")).unwrap();
+    let rfc = detect(&received(&r, &signed)).unwrap();
+    let d = rfc.decorate_deny(Deny::new(DenyCode::TimestampExpired, "x"));
+    assert!(
+        d.headers
+            .iter()
+            .any(|(n, v)| n == "WWW-Authenticate" && v.starts_with("Signature"))
+    );
+    assert!(
+        rfc.decorate_deny(Deny::new(DenyCode::NoGrant, "x"))
+            .headers
+            .is_empty()
+    );
+
+    let signed = sign(
+        &r,
+        &SignOptions::new(SchemeKind::AppCode, "", b"code", NOW, ""),
+    )
+    .unwrap();
+    let ac = detect(&received(&r, &signed)).unwrap();
+    let d = ac.decorate_deny(Deny::new(DenyCode::UnknownAppCode, "x"));
+    assert!(
+        d.headers
+            .contains(&("X-Ca-Error-Code".into(), "A401AC".into()))
+    );
+}
+
+#[test]
+fn signer_honours_an_explicit_host() {
+    let r = req(
+        "GET",
+        "http://127.0.0.1:8080/p",
+        &[("Host", "api.example.com")],
+        None,
+    );
+    let mut o = opts(SchemeKind::SigV4, "AK");
+    o.region = Some("us-east-1");
+    o.service = Some("execute-api");
+    let signed = sign(&r, &o).unwrap();
+    let mut v = received(&r, &signed);
+    v.host = "api.example.com".into();
+    let c = detect(&v).unwrap();
+    c.verify(&v, &cfg(), &api(), SECRET).unwrap();
+    assert!(sign(&r, &opts(SchemeKind::Aliyun, " ")).is_err());
+}
