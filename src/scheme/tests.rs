@@ -1131,3 +1131,28 @@ fn signer_honours_an_explicit_host() {
     c.verify(&v, &cfg(), &api(), SECRET).unwrap();
     assert!(sign(&r, &opts(SchemeKind::Aliyun, " ")).is_err());
 }
+
+#[test]
+fn sigv4_unsorted_signed_headers_list() {
+    let key = sigv4::signing_key(SECRET, "20231114", "us-east-1", "svc").unwrap();
+    let scope = sigv4::scope("20231114", "us-east-1", "svc");
+    let v = headers_view(&[("X-Amz-Date", "20231114T221320Z")], "/p");
+    let sorted = vec!["host".to_owned(), "x-amz-date".to_owned()];
+    let creq = sigv4::canonical_request(&v, "/p", "", &sorted, sigv4::EMPTY_SHA256);
+    let sig = sigv4::signature_hex(
+        &key,
+        &sigv4::string_to_sign("20231114T221320Z", &scope, &creq),
+    )
+    .unwrap();
+    let mut t = v.clone();
+    t.headers.push(
+        "authorization",
+        format!(
+            "AWS4-HMAC-SHA256 Credential=AK/{scope}, SignedHeaders=x-amz-date;host, Signature={sig}"
+        ),
+    );
+    detect(&t)
+        .unwrap()
+        .verify(&t, &cfg(), &api(), SECRET)
+        .unwrap();
+}
