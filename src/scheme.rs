@@ -16,6 +16,11 @@
 //! * Nonce TTLs are twice the scheme's window: a request stamped `t` is acceptable from
 //!   `t - window` to `t + window`, so a nonce seen at the earliest moment must be kept
 //!   `2 * window` to cover its last acceptable replay.
+//! * Signed-header lists, covered components and signature labels are capped at 64
+//!   (`Malformed` beyond) and parameter handling is O(n log n): AppKeys are public, so
+//!   verification work must stay bounded for anyone who knows one.
+//! * Secrets carried in the query (`AppCode=`, `bk_app_secret=`) are reported by
+//!   `Credential::query_params_to_remove` (Envoy can drop query parameters upstream).
 //! * Echoed strings-to-sign are single-line: Alibaba's `#` form in `X-Ca-Error-Message`,
 //!   an escaped `\n` in the messages of the other schemes (safe in logs and headers).
 

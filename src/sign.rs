@@ -181,13 +181,19 @@ fn view_of(
     added: &[(String, String)],
 ) -> RequestView {
     let mut headers = Headers::new();
+    let mut host = url.authority.clone();
     for (n, v) in req.headers.iter().chain(added) {
+        // An explicit Host replaces the URL's authority, as it does on the wire.
+        if n.eq_ignore_ascii_case("host") {
+            v.trim().clone_into(&mut host);
+            continue;
+        }
         headers.push(n, v.trim());
     }
     RequestView {
         method: req.method.to_ascii_uppercase(),
         scheme: url.scheme.clone(),
-        host: url.authority.clone(),
+        host,
         path: url.path.clone(),
         query: query.map(str::to_owned),
         headers,
@@ -254,6 +260,12 @@ pub fn sign(req: &SignRequest, opts: &SignOptions<'_>) -> Result<Signed, SignErr
         {
             return Err(SignError::Header(format!("{n}: {v}")));
         }
+    }
+    if opts.scheme != SchemeKind::AppCode && opts.key.trim().is_empty() {
+        return Err(SignError::Invalid(format!(
+            "{} needs a key (--key)",
+            opts.scheme
+        )));
     }
     let url = parse_url(&req.url)?;
     match opts.scheme {

@@ -264,6 +264,12 @@ impl AliyunCredential {
         let mut buf = [0u8; 64];
         let provided = canonical::b64_decode_tag(&self.signature, &mut buf);
         let list = self.header_list.as_deref();
+        if list.is_some_and(|l| l.split([',', ':']).count() > canonical::MAX_SIGNED_NAMES) {
+            return Err(deny(
+                DenyCode::Malformed,
+                "too many names in X-Ca-Signature-Headers",
+            ));
+        }
         let lower_differs = list.is_some_and(|l| l.bytes().any(|b| b.is_ascii_uppercase()));
         let path_differs = view.path.contains('%');
         let mut first: Option<String> = None;

@@ -18,6 +18,10 @@ use subtle::ConstantTimeEq;
 
 use crate::request::RequestView;
 
+/// Most signed headers / covered components a credential may list. Real clients sign a
+/// handful; the cap keeps a hostile list from costing quadratic work.
+pub const MAX_SIGNED_NAMES: usize = 64;
+
 // === Base64 ===
 
 /// Standard alphabet; encodes with padding, decodes with or without it (clients
@@ -219,27 +223,43 @@ pub fn raw_pairs(raw: &str) -> impl Iterator<Item = (&str, &str)> {
         .map(|seg| seg.split_once('=').unwrap_or((seg, "")))
 }
 
-/// Decoded parameters in which the first value of a repeated name wins and names that
-/// decode to nothing are dropped (the Java SDK skips blank keys).
+/// Decoded parameters, sorted by name (byte order), in which the first value of a
+/// repeated name wins and names that decode to nothing are dropped (the Java SDK skips
+/// blank keys). O(n log n): a client controls how many parameters there are.
 pub fn first_wins_params(raw: &str) -> Vec<(String, String)> {
-    let mut out: Vec<(String, String)> = Vec::new();
-    for (n, v) in raw_pairs(raw) {
-        let name = decode_lossy(n, true);
-        if name.is_empty() || out.iter().any(|(k, _)| *k == *name) {
-            continue;
-        }
-        out.push((name.into_owned(), decode_lossy(v, true).into_owned()));
-    }
+    let mut out: Vec<(String, String)> = raw_pairs(raw)
+        .filter_map(|(n, v)| {
+            let name = decode_lossy(n, true);
+            (!name.is_empty()).then(|| (name.into_owned(), decode_lossy(v, true).into_owned()))
+        })
+        .collect();
+    // A stable sort keeps repeated names in arrival order, so dedup keeps the first.
+    out.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+    out.dedup_by(|later, earlier| later.0 == earlier.0);
     out
 }
 
-/// Merges `over` into `base`: a name present in both takes `over`'s value.
+/// Merges two `first_wins_params` results: a name present in both takes `over`'s value.
 pub fn merge_params(base: &mut Vec<(String, String)>, over: Vec<(String, String)>) {
-    for (k, v) in over {
-        match base.iter_mut().find(|(bk, _)| *bk == k) {
-            Some(slot) => slot.1 = v,
-            None => base.push((k, v)),
-        }
+    let old = std::mem::take(base);
+    let mut a = old.into_iter().peekable();
+    let mut b = over.into_iter().peekable();
+    loop {
+        let take_a = match (a.peek(), b.peek()) {
+            (None, None) => break,
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+            (Some(x), Some(y)) => match x.0.as_bytes().cmp(y.0.as_bytes()) {
+                std::cmp::Ordering::Less => true,
+                std::cmp::Ordering::Greater => false,
+                std::cmp::Ordering::Equal => {
+                    a.next();
+                    false
+                }
+            },
+        };
+        let next = if take_a { a.next() } else { b.next() };
+        base.extend(next);
     }
 }
 

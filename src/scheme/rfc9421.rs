@@ -561,6 +561,9 @@ impl Rfc9421Credential {
             .ok_or_else(|| malformed("Signature-Input is not a valid dictionary"))?;
         let sigs = sf::parse_dictionary(&sigs)
             .ok_or_else(|| malformed("Signature is not a valid dictionary"))?;
+        if input.len() > canonical::MAX_SIGNED_NAMES || sigs.len() > canonical::MAX_SIGNED_NAMES {
+            return Err(malformed("too many signature labels"));
+        }
         let mut other_alg = false;
         for (label, member) in input {
             let Member::Inner { items, params, raw } = member else {
@@ -586,6 +589,9 @@ impl Rfc9421Credential {
             let Some(signature) = signature else {
                 continue;
             };
+            if items.len() > canonical::MAX_SIGNED_NAMES {
+                return Err(malformed("too many covered components"));
+            }
             for it in &items {
                 component_name(it)?;
             }

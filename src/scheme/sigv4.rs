@@ -10,7 +10,9 @@
 //!   then (raw path, raw query) as curl 7.x signs (header form only); then the
 //!   single-encoded path with the strict query; then, if the query has a `+`, the
 //!   strict request with `+` read as a space (curl 8.x). Any match is accepted. The
-//!   mismatch message shows the strict canonical request and string-to-sign.
+//!   mismatch message shows the strict canonical request and string-to-sign. Signed
+//!   headers are used in the order listed; if that order is not sorted, the sorted
+//!   order is tried as well (AWS sorts).
 //! * `X-Amz-Security-Token` (header or query) is `Malformed`: keygate issues no session
 //!   credentials. `STREAMING-*` payload hashes are `UnsupportedAlgorithm`.
 //! * Without `X-Amz-Date` the `Date` header is used and must be signed. `host` must
@@ -250,6 +252,9 @@ fn parse_signed_headers(list: &str) -> Result<Vec<String>, Deny> {
         .map(|s| s.trim().to_ascii_lowercase())
         .filter(|s| !s.is_empty())
         .collect();
+    if names.len() > canonical::MAX_SIGNED_NAMES {
+        return Err(malformed("too many SignedHeaders"));
+    }
     if !names.iter().any(|n| n == "host") {
         return Err(malformed("SignedHeaders must include host"));
     }
@@ -504,6 +509,17 @@ impl SigV4Credential {
             && check(&strict_uri, &canonical_query(q, self.presigned, true)).0
         {
             return Ok(());
+        }
+        // AWS itself sorts the signed headers; a client that listed them out of order may
+        // have signed them sorted.
+        if !self.signed_headers.is_sorted() {
+            let mut sorted = self.signed_headers.clone();
+            sorted.sort();
+            let creq = canonical_request(view, &strict_uri, &strict_query, &sorted, &payload);
+            let sts = string_to_sign(&self.amz_date, &scope, &creq);
+            if HmacAlg::Sha256.verify(&key, sts.as_bytes(), &self.signature) {
+                return Ok(());
+            }
         }
         // Non-S3 presigners (botocore's SigV4QueryAuth) hash the (empty) body instead of
         // writing UNSIGNED-PAYLOAD.

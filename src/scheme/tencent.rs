@@ -149,7 +149,10 @@ impl TencentCredential {
             .unwrap_or_default()
             .split_ascii_whitespace()
             .map(str::to_ascii_lowercase)
-            .collect();
+            .collect::<Vec<_>>();
+        if headers.len() > canonical::MAX_SIGNED_NAMES {
+            return Err(format_error("HMAC authorization format error."));
+        }
         Ok(Self {
             id,
             algorithm,

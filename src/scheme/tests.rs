@@ -1012,3 +1012,147 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn hostile_sizes_are_refused_cheaply() {
+    let many: Vec<String> = (0..200).map(|i| format!("x-h{i}")).collect();
+    let v = headers_view(
+        &[
+            ("X-Ca-Key", "k"),
+            ("X-Ca-Signature", "c2ln"),
+            ("X-Ca-Signature-Headers", &many.join(",")),
+        ],
+        "/",
+    );
+    assert_eq!(verify_code(&v, SECRET), Some(DenyCode::Malformed));
+    let auth = format!(
+        r#"hmac id="a", algorithm="hmac-sha1", headers="x-date {}", signature="c2ln""#,
+        many.join(" ")
+    );
+    assert_eq!(
+        detect_code(&[("Authorization", &auth)], "/"),
+        Err(DenyCode::Malformed)
+    );
+    let comps: Vec<String> = many.iter().map(|m| format!("\"{m}\"")).collect();
+    let input = format!("sig1=({});keyid=\"k\"", comps.join(" "));
+    assert_eq!(
+        detect_code(
+            &[("Signature-Input", &input), ("Signature", "sig1=:AAAA:")],
+            "/"
+        ),
+        Err(DenyCode::Malformed)
+    );
+    // A huge query is handled in n log n.
+    let q: Vec<String> = (0..20_000).map(|i| format!("k{}={i}", i % 5000)).collect();
+    let mut p = canonical::first_wins_params(&q.join("&"));
+    assert_eq!(p.len(), 5000);
+    assert_eq!(p.iter().find(|(k, _)| k == "k7").unwrap().1, "7");
+    canonical::merge_params(&mut p, canonical::first_wins_params("k7=over&zz=1"));
+    assert_eq!(p.len(), 5001);
+    assert_eq!(p.iter().find(|(k, _)| k == "k7").unwrap().1, "over");
+}
+
+#[test]
+fn vendor_decorations() {
+    let bk = detect(&headers_view(
+        &[(
+            "X-Bkapi-Authorization",
+            r#"{"bk_app_code":"a","bk_app_secret":"s"}"#,
+        )],
+        "/",
+    ))
+    .unwrap();
+    let d = bk.decorate_deny(Deny::new(DenyCode::UnknownAppKey, "x"));
+    assert!(
+        d.headers
+            .contains(&("X-Bkapi-Error-Code".into(), "1640001".into()))
+    );
+    assert!(d.headers.contains(&(
+        "X-Bkapi-Error-Message".into(),
+        "Parameters error [reason=\"app not found\"]".into()
+    )));
+    let d = bk.decorate_deny(Deny::new(DenyCode::NoGrant, "x"));
+    assert!(
+        d.headers
+            .contains(&("X-Bkapi-Error-Code".into(), "1640301".into()))
+    );
+
+    let r = req("GET", "https://svc.us-east-1.example.com/", &[], None);
+    let signed = sign(&r, &opts(SchemeKind::SigV4, "AK")).unwrap();
+    let aws = detect(&received(&r, &signed)).unwrap();
+    let d = aws.decorate_deny(Deny::new(DenyCode::UnknownAppKey, "x"));
+    assert!(d.headers.contains(&(
+        "x-amzn-ErrorType".into(),
+        "UnrecognizedClientException".into()
+    )));
+
+    let signed = sign(&r, &opts(SchemeKind::Rfc9421, "kid")).unwrap();
+    let rfc = detect(&received(&r, &signed)).unwrap();
+    let d = rfc.decorate_deny(Deny::new(DenyCode::TimestampExpired, "x"));
+    assert!(
+        d.headers
+            .iter()
+            .any(|(n, v)| n == "WWW-Authenticate" && v.starts_with("Signature"))
+    );
+    assert!(
+        rfc.decorate_deny(Deny::new(DenyCode::NoGrant, "x"))
+            .headers
+            .is_empty()
+    );
+
+    let signed = sign(
+        &r,
+        &SignOptions::new(SchemeKind::AppCode, "", b"code", NOW, ""),
+    )
+    .unwrap();
+    let ac = detect(&received(&r, &signed)).unwrap();
+    let d = ac.decorate_deny(Deny::new(DenyCode::UnknownAppCode, "x"));
+    assert!(
+        d.headers
+            .contains(&("X-Ca-Error-Code".into(), "A401AC".into()))
+    );
+}
+
+#[test]
+fn signer_honours_an_explicit_host() {
+    let r = req(
+        "GET",
+        "http://127.0.0.1:8080/p",
+        &[("Host", "api.example.com")],
+        None,
+    );
+    let mut o = opts(SchemeKind::SigV4, "AK");
+    o.region = Some("us-east-1");
+    o.service = Some("execute-api");
+    let signed = sign(&r, &o).unwrap();
+    let mut v = received(&r, &signed);
+    v.host = "api.example.com".into();
+    let c = detect(&v).unwrap();
+    c.verify(&v, &cfg(), &api(), SECRET).unwrap();
+    assert!(sign(&r, &opts(SchemeKind::Aliyun, " ")).is_err());
+}
+
+#[test]
+fn sigv4_unsorted_signed_headers_list() {
+    let key = sigv4::signing_key(SECRET, "20231114", "us-east-1", "svc").unwrap();
+    let scope = sigv4::scope("20231114", "us-east-1", "svc");
+    let v = headers_view(&[("X-Amz-Date", "20231114T221320Z")], "/p");
+    let sorted = vec!["host".to_owned(), "x-amz-date".to_owned()];
+    let creq = sigv4::canonical_request(&v, "/p", "", &sorted, sigv4::EMPTY_SHA256);
+    let sig = sigv4::signature_hex(
+        &key,
+        &sigv4::string_to_sign("20231114T221320Z", &scope, &creq),
+    )
+    .unwrap();
+    let mut t = v.clone();
+    t.headers.push(
+        "authorization",
+        format!(
+            "AWS4-HMAC-SHA256 Credential=AK/{scope}, SignedHeaders=x-amz-date;host, Signature={sig}"
+        ),
+    );
+    detect(&t)
+        .unwrap()
+        .verify(&t, &cfg(), &api(), SECRET)
+        .unwrap();
+}
