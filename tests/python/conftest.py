@@ -141,3 +141,257 @@ def keygate():
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait()
+
+
+# === shared by the client and check tests: the admin client generated from proto/ ===
+
+RPC_TIMEOUT_S = 10
+TOOL_TIMEOUT_S = 60
+
+
+@pytest.fixture(scope="session")
+def generated(tmp_path_factory):
+    """Generates the Python client from proto/ with grpc_tools.protoc and imports it:
+    (resources_pb2, service_pb2, service_pb2_grpc)."""
+    import importlib
+
+    need_module("grpc", "grpcio")
+    need_module("grpc_tools", "grpcio-tools")
+    out = tmp_path_factory.mktemp("generated")
+    cmd = [
+        sys.executable, "-m", "grpc_tools.protoc",
+        f"-I{PROTO_DIR}",
+        f"--python_out={out}",
+        f"--grpc_python_out={out}",
+        "keygate/admin/v1/resources.proto",
+        "keygate/admin/v1/service.proto",
+    ]
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=TOOL_TIMEOUT_S)
+    assert r.returncode == 0, f"protoc failed:\n{r.stdout}\n{r.stderr}"
+    sys.path.insert(0, str(out))
+    try:
+        resources = importlib.import_module("keygate.admin.v1.resources_pb2")
+        service = importlib.import_module("keygate.admin.v1.service_pb2")
+        service_grpc = importlib.import_module("keygate.admin.v1.service_pb2_grpc")
+    finally:
+        sys.path.remove(str(out))
+    return resources, service, service_grpc
+
+
+class Admin:
+    """The generated admin client with the token and a timeout on every call:
+    `admin.CreateApp(admin.svc.CreateAppRequest(...))`. `admin.res` holds the resource
+    messages, `admin.svc` the request messages."""
+
+    def __init__(self, stub, resources, service, auth):
+        self._stub = stub
+        self._auth = auth
+        self.res = resources
+        self.svc = service
+
+    def __getattr__(self, rpc: str):
+        method = getattr(self._stub, rpc)
+        return lambda request: method(request, metadata=self._auth, timeout=RPC_TIMEOUT_S)
+
+
+@pytest.fixture(scope="session")
+def admin(keygate, generated):
+    import grpc
+
+    resources, service, service_grpc = generated
+    with grpc.insecure_channel(keygate.admin) as channel:
+        yield Admin(service_grpc.AdminStub(channel), resources, service, keygate.auth)
+
+
+# === the Envoy Check front door, driven with the envoy-data-plane client ===
+
+GRPC_OK = 0
+GRPC_INVALID_ARGUMENT = 3
+GRPC_PERMISSION_DENIED = 7
+GRPC_UNAUTHENTICATED = 16
+
+
+class Checker:
+    """Sends `envoy.service.auth.v3.Authorization/Check` with envoy-data-plane's
+    grpclib stub (it takes a deadline; the sync stub cannot)."""
+
+    def __init__(self, addr: str):
+        host, port = addr.rsplit(":", 1)
+        self.host, self.port = host, int(port)
+
+    def __call__(
+        self,
+        method: str,
+        target: str,
+        headers: dict[str, str],
+        *,
+        authority: str = "api.example.com",
+        body: bytes | None = None,
+        context_extensions: dict[str, str] | None = None,
+        pack_as_bytes: bool = True,
+        partial: bool = False,
+    ):
+        """Asks keygate about one request as Envoy would describe it: lower-case header
+        keys, the pseudo-headers, the raw path with its query, and (when `body` is given)
+        the body in raw_body (or, without `pack_as_bytes`, in the string field `body`)
+        with `x-envoy-auth-partial-body` set to `partial`."""
+        import asyncio
+
+        from envoy_data_plane.envoy.service.auth.v3 import (
+            AttributeContext,
+            AttributeContextHttpRequest,
+            AttributeContextRequest,
+            AuthorizationAsyncStub,
+            CheckRequest,
+        )
+        from grpclib.client import Channel
+
+        hdrs = {k.lower(): v for k, v in headers.items()}
+        hdrs.update({":authority": authority, ":method": method, ":path": target, ":scheme": "http"})
+        if body is not None:
+            hdrs["x-envoy-auth-partial-body"] = "true" if partial else "false"
+            hdrs.setdefault("content-length", str(len(body)))
+        http = AttributeContextHttpRequest(
+            method=method,
+            path=target,
+            host=authority,
+            scheme="http",
+            protocol="HTTP/1.1",
+            headers=hdrs,
+            raw_body=(body or b"") if pack_as_bytes else b"",
+            body="" if pack_as_bytes or body is None else body.decode(),
+        )
+        req = CheckRequest(
+            attributes=AttributeContext(
+                request=AttributeContextRequest(http=http),
+                context_extensions=context_extensions or {},
+            )
+        )
+
+        async def call():
+            async with Channel(self.host, self.port) as ch:
+                return await AuthorizationAsyncStub(ch).check(req, timeout=RPC_TIMEOUT_S)
+
+        return asyncio.run(call())
+
+
+@pytest.fixture(scope="session")
+def check(keygate):
+    need_module("envoy_data_plane", "envoy-data-plane")
+    need_module("grpclib", "grpclib")
+    return Checker(keygate.check)
+
+
+def header_values(options) -> dict[str, str]:
+    """HeaderValueOption list → {lower-case name: value}."""
+    return {o.header.key.lower(): o.header.value for o in options}
+
+
+def assert_allowed(resp):
+    """An allow: gRPC OK and an ok_response; returns the ok_response."""
+    # `status` must be present on the wire (an unset status is an allow by accident).
+    assert resp.status is not None, f"status left unset: {resp}"
+    code = resp.status.code
+    denied = resp.denied_response
+    assert code == GRPC_OK and resp.ok_response is not None, (
+        f"expected an allow, got status {code} {resp.status.message!r}; "
+        f"headers {header_values(denied.headers) if denied else None}; "
+        f"body {denied.body if denied else None}"
+    )
+    return resp.ok_response
+
+
+def assert_denied(resp, code: str, http: int, grpc_code: int) -> dict[str, str]:
+    """A deny with the stable `code` on every channel: the gRPC status, the HTTP status,
+    the x-keygate-error header and the JSON body. Returns the deny headers."""
+    import json as _json
+
+    assert resp.ok_response is None, f"expected {code}, got an allow: {resp.ok_response}"
+    denied = resp.denied_response
+    assert denied is not None and resp.status is not None, resp
+    headers = header_values(denied.headers)
+    got = (resp.status.code, int(denied.status.code), headers.get("x-keygate-error"))
+    assert got == (grpc_code, http, code), (
+        f"expected ({grpc_code}, {http}, {code}), got {got}: {resp.status.message!r} {headers}"
+    )
+    assert resp.status.message.startswith(f"{code}: "), resp.status.message
+    body = _json.loads(denied.body)
+    assert body["code"] == code, body
+    assert body["request_id"] == headers["x-keygate-request-id"], (body, headers)
+    return headers
+
+
+# === building scenarios through the admin API ===
+
+
+def unique(prefix: str) -> str:
+    import uuid
+
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+def timestamp_ms(ms: int):
+    from google.protobuf.timestamp_pb2 import Timestamp
+
+    t = Timestamp()
+    t.FromMilliseconds(ms)
+    return t
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def create_api(admin: Admin, path: str, **fields):
+    """An API with a unique name (owner "e2e") on `path`; `fields` as in the Api message."""
+    return admin.CreateApi(
+        admin.svc.CreateApiRequest(
+            api=admin.res.Api(name=unique("api"), owner="e2e", path=path, **fields)
+        )
+    )
+
+
+@dataclass
+class Caller:
+    app: object
+    key: object
+    grant: object | None
+
+    @property
+    def app_key(self) -> str:
+        return self.key.app_key
+
+    @property
+    def secret(self) -> str:
+        return self.key.app_secret
+
+
+def create_caller(
+    admin: Admin,
+    api=None,
+    *,
+    stages=("RELEASE",),
+    grant_expires_ms: int | None = None,
+    extend_info: str = "",
+) -> Caller:
+    """A new app (with its default key pair) and, when `api` is given, a grant on it."""
+    created = admin.CreateApp(
+        admin.svc.CreateAppRequest(
+            app=admin.res.App(name=unique("app"), owner="e2e", extend_info=extend_info)
+        )
+    )
+    grant = None
+    if api is not None:
+        g = admin.res.Grant(app_id=created.app.id, api_id=api.id, stages=list(stages))
+        if grant_expires_ms is not None:
+            g.expires_at.CopyFrom(timestamp_ms(grant_expires_ms))
+        grant = admin.CreateGrant(admin.svc.CreateGrantRequest(grant=g))
+    return Caller(app=created.app, key=created.key_pair, grant=grant)
+
+
+def pytest_configure(config):
+    # envoy-data-plane 2.2.0's generated code trips a pydantic 2.12 deprecation on import.
+    config.addinivalue_line(
+        "filterwarnings",
+        "ignore:Using `@model_validator` with mode='after' on a classmethod:DeprecationWarning",
+    )

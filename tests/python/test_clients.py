@@ -5,51 +5,15 @@ the server really serves, and that the admin API stays off the check listener.""
 
 from __future__ import annotations
 
-import importlib
 import json
 import subprocess
-import sys
-import uuid
 
 import pytest
 
-from conftest import PROTO_DIR, ROOT, need_module, tool
-
-RPC_TIMEOUT_S = 10
-TOOL_TIMEOUT_S = 60
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+from conftest import PROTO_DIR, RPC_TIMEOUT_S, TOOL_TIMEOUT_S, tool, unique
 
 
 # === a client generated from proto/ ===
-
-
-@pytest.fixture(scope="session")
-def generated(tmp_path_factory):
-    """Generates the Python client from proto/ with grpc_tools.protoc and imports it."""
-    need_module("grpc", "grpcio")
-    need_module("grpc_tools", "grpcio-tools")
-    out = tmp_path_factory.mktemp("generated")
-    cmd = [
-        sys.executable, "-m", "grpc_tools.protoc",
-        f"-I{PROTO_DIR}",
-        f"--python_out={out}",
-        f"--grpc_python_out={out}",
-        "keygate/admin/v1/resources.proto",
-        "keygate/admin/v1/service.proto",
-    ]
-    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=TOOL_TIMEOUT_S)
-    assert r.returncode == 0, f"protoc failed:\n{r.stdout}\n{r.stderr}"
-    sys.path.insert(0, str(out))
-    try:
-        resources = importlib.import_module("keygate.admin.v1.resources_pb2")
-        service = importlib.import_module("keygate.admin.v1.service_pb2")
-        service_grpc = importlib.import_module("keygate.admin.v1.service_pb2_grpc")
-    finally:
-        sys.path.remove(str(out))
-    return resources, service, service_grpc
 
 
 @pytest.fixture
