@@ -68,10 +68,18 @@ step() {
 }
 step fmt cargo fmt --all -- --check
 step clippy cargo clippy --all-targets -- -D warnings
-step test cargo test
+# Keep cargo's output for the total below, and show it as it runs.
+test_log=$(mktemp)
+trap 'rm -f "$test_log"' EXIT
+run_tests() { cargo test 2>&1 | tee "$test_log"; return "${PIPESTATUS[0]}"; }
+step test run_tests
 
 if ((${#failed[@]})); then
     echo "test.sh: FAILED: ${failed[*]}" >&2
     exit 1
 fi
 say "all checks passed"
+# One closing line with the totals of every test binary (cargo's own last line is the
+# doc-test run, which has no tests).
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed;?$/) p += $(i-1); if ($i ~ /^failed;?$/) f += $(i-1) } }
+     END { printf "keygate: %d passed, %d failed\n", p, f }' "$test_log"
