@@ -362,6 +362,10 @@ fn write_ready_file(
 
 /// Starts everything with the system clock: what `keygate serve` does.
 pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), ServeError> {
+    // A stale ready file from an earlier run would hand a waiting script old addresses.
+    if let Some(p) = &config.ready_file {
+        let _ = std::fs::remove_file(p);
+    }
     let listeners = Listeners::bind(&config).await?;
     let shared = Shared::open(config, Arc::new(SystemClock))?;
     run(shared, listeners, shutdown).await
