@@ -93,9 +93,17 @@ fn abort<T>(e: StoreError) -> TxResult<T> {
     Err(ConflictableTransactionError::Abort(e))
 }
 
+/// The audit id and time of one write, taken under the writer lock so that audit ids
+/// follow commit order (a reader paging the log by id never skips an event).
+pub(crate) struct Stamp {
+    pub(crate) audit_id: u64,
+    pub(crate) now_ms: i64,
+}
+
 /// The transactional view of every tree, handed to write closures.
 pub(crate) struct Tx<'a> {
     trees: &'a [TransactionalTree],
+    pub(crate) stamp: &'a Stamp,
 }
 
 impl Tx<'_> {
@@ -198,10 +206,20 @@ impl Store {
     ) -> Result<T, StoreError> {
         let out = {
             let _writer = self.write_lock.lock().await;
+            let stamp = Stamp {
+                audit_id: self.db.generate_id()?,
+                now_ms: self.now_ms(),
+            };
             let prepared = prepare()?;
-            self.trees
-                .as_slice()
-                .transaction(|trees| f(&Tx { trees }, &prepared))?
+            self.trees.as_slice().transaction(|trees| {
+                f(
+                    &Tx {
+                        trees,
+                        stamp: &stamp,
+                    },
+                    &prepared,
+                )
+            })?
         };
         self.db.flush_async().await?;
         Ok(out)

@@ -127,11 +127,10 @@ pub fn generate_app_code() -> Result<String, StoreError> {
 
 // === transaction helpers ===
 
-#[allow(clippy::too_many_arguments)] // one field each of the audit record
+/// Appends the audit record of the write in progress. Its id and time come from the
+/// transaction's stamp, taken under the writer lock, so ids follow commit order.
 fn audit(
     tx: &Tx<'_>,
-    id: u64,
-    now: i64,
     actor: &str,
     action: &str,
     rtype: &str,
@@ -139,15 +138,15 @@ fn audit(
     summary: String,
 ) -> TxResult<()> {
     let rec = AuditRecord {
-        id,
-        time_ms: now,
+        id: tx.stamp.audit_id,
+        time_ms: tx.stamp.now_ms,
         actor: actor.to_owned(),
         action: action.to_owned(),
         resource_type: rtype.to_owned(),
         resource_id: rid.to_owned(),
         summary,
     };
-    tx.put(Tree::Audit, &id.to_be_bytes(), &rec)
+    tx.put(Tree::Audit, &tx.stamp.audit_id.to_be_bytes(), &rec)
 }
 
 fn require<M: prost::Message + Default>(
@@ -160,6 +159,32 @@ fn require<M: prost::Message + Default>(
         Some(r) => Ok(r),
         None => abort(StoreError::not_found(kind, id)),
     }
+}
+
+/// Renames an owner-scoped entity: moves its unique-name entry in `names` (refusing a
+/// name the owner already uses) and updates `current`.
+fn rename_tx(
+    tx: &Tx<'_>,
+    names: Tree,
+    kind: &str,
+    id: &str,
+    owner: &str,
+    current: &mut String,
+    new: &str,
+) -> TxResult<()> {
+    if *current == new {
+        return Ok(());
+    }
+    let new_key = join(&[owner, new]);
+    if tx.exists(names, &new_key)? {
+        return abort(StoreError::AlreadyExists(format!(
+            "{kind}.name '{new}' already exists for owner '{owner}'"
+        )));
+    }
+    tx.del(names, &join(&[owner, current]))?;
+    tx.set(names, &new_key, id.as_bytes())?;
+    *current = new.to_owned();
+    Ok(())
 }
 
 fn route_keys(api: &Api) -> Result<Vec<Vec<u8>>, StoreError> {
@@ -319,7 +344,6 @@ impl Store {
         let app_rec = app_to_record(&self.sealer, &app)?;
         let key_rec = key_to_record(&self.sealer, &key)?;
         let fp = self.app_code_fingerprint(code.expose());
-        let audit_id = self.db.generate_id()?;
         let name_key = join(&[&app.owner, &app.name]);
         self.write(
             || Ok(()),
@@ -353,8 +377,6 @@ impl Store {
                 tx.set(Tree::KeysByApp, &join(&[&id, &key.app_key]), b"")?;
                 audit(
                     tx,
-                    audit_id,
-                    now,
                     actor,
                     "CreateApp",
                     "app",
@@ -406,26 +428,13 @@ impl Store {
         id: &str,
         patch: AppPatch,
     ) -> Result<(App, Vec<Change>), StoreError> {
-        let now = self.now_ms();
-        let audit_id = self.db.generate_id()?;
         let rec = self
             .write(
                 || Ok(()),
                 |tx, ()| {
                     let mut r: AppRecord = require(tx, Tree::Apps, "app", id)?;
-                    if let Some(name) = &patch.name
-                        && *name != r.name
-                    {
-                        let new_key = join(&[&r.owner, name]);
-                        if tx.exists(Tree::AppNames, &new_key)? {
-                            return abort(StoreError::AlreadyExists(format!(
-                                "App.name '{name}' already exists for owner '{}'",
-                                r.owner
-                            )));
-                        }
-                        tx.del(Tree::AppNames, &join(&[&r.owner, &r.name]))?;
-                        tx.set(Tree::AppNames, &new_key, id.as_bytes())?;
-                        r.name = name.clone();
+                    if let Some(name) = &patch.name {
+                        rename_tx(tx, Tree::AppNames, "App", id, &r.owner, &mut r.name, name)?;
                     }
                     if let Some(d) = &patch.description {
                         r.description = d.clone();
@@ -439,7 +448,7 @@ impl Store {
                     if let Some(e) = patch.enabled {
                         r.enabled = e;
                     }
-                    r.update_ms = now;
+                    r.update_ms = tx.stamp.now_ms;
                     tx.put(Tree::Apps, id.as_bytes(), &r)?;
                     let summary = changed(&[
                         ("name", patch.name.is_some()),
@@ -452,7 +461,7 @@ impl Store {
                         Some(e) if action != "UpdateApp" => format!("enabled={e}"),
                         _ => summary,
                     };
-                    audit(tx, audit_id, now, actor, action, "app", id, summary)?;
+                    audit(tx, actor, action, "app", id, summary)?;
                     Ok(r)
                 },
             )
@@ -469,7 +478,6 @@ impl Store {
         id: &str,
         code: Option<String>,
     ) -> Result<(App, Vec<Change>), StoreError> {
-        let now = self.now_ms();
         let code = Secret::new(match code {
             Some(c) => c,
             None => generate_app_code()?,
@@ -478,7 +486,6 @@ impl Store {
             .sealer
             .seal_secret(&code, &super::seal::app_code_aad(id))?;
         let fp = self.app_code_fingerprint(code.expose());
-        let audit_id = self.db.generate_id()?;
         let rec = self
             .write(
                 || Ok(()),
@@ -494,12 +501,10 @@ impl Store {
                     }
                     tx.set(Tree::AppCodes, &fp, id.as_bytes())?;
                     r.sealed_app_code = sealed.clone();
-                    r.update_ms = now;
+                    r.update_ms = tx.stamp.now_ms;
                     tx.put(Tree::Apps, id.as_bytes(), &r)?;
                     audit(
                         tx,
-                        audit_id,
-                        now,
                         actor,
                         "ResetAppCode",
                         "app",
@@ -528,8 +533,6 @@ impl Store {
 
     /// Deletes an app with its key pairs and grants.
     pub async fn delete_app(&self, actor: &str, id: &str) -> Result<Vec<Change>, StoreError> {
-        let now = self.now_ms();
-        let audit_id = self.db.generate_id()?;
         let (keys, grants) = self
             .write(
                 || {
@@ -556,8 +559,6 @@ impl Store {
                     }
                     audit(
                         tx,
-                        audit_id,
-                        now,
                         actor,
                         "DeleteApp",
                         "app",
@@ -613,7 +614,6 @@ impl Store {
             update_ms: now,
         };
         let rec = key_to_record(&self.sealer, &key)?;
-        let audit_id = self.db.generate_id()?;
         self.write(
             || Ok(()),
             |tx, ()| {
@@ -630,8 +630,6 @@ impl Store {
                 tx.set(Tree::KeysByApp, &join(&[&key.app_id, &key.app_key]), b"")?;
                 audit(
                     tx,
-                    audit_id,
-                    now,
                     actor,
                     "CreateKeyPair",
                     "key_pair",
@@ -671,8 +669,6 @@ impl Store {
         app_key: &str,
         patch: KeyPatch,
     ) -> Result<(KeyPair, Vec<Change>), StoreError> {
-        let now = self.now_ms();
-        let audit_id = self.db.generate_id()?;
         let rec = self
             .write(
                 || Ok(()),
@@ -684,7 +680,7 @@ impl Store {
                     if let Some(e) = patch.enabled {
                         r.enabled = e;
                     }
-                    r.update_ms = now;
+                    r.update_ms = tx.stamp.now_ms;
                     tx.put(Tree::Keys, app_key.as_bytes(), &r)?;
                     let summary = match (patch.enabled, patch.expires_ms) {
                         (Some(e), None) => format!("enabled={e}"),
@@ -693,9 +689,7 @@ impl Store {
                             ("enabled", patch.enabled.is_some()),
                         ]),
                     };
-                    audit(
-                        tx, audit_id, now, actor, action, "key_pair", app_key, summary,
-                    )?;
+                    audit(tx, actor, action, "key_pair", app_key, summary)?;
                     Ok(r)
                 },
             )
@@ -714,12 +708,10 @@ impl Store {
         grace_ms: i64,
         new_secret: Option<String>,
     ) -> Result<(KeyPair, Vec<Change>), StoreError> {
-        let now = self.now_ms();
         let secret = Secret::new(match new_secret {
             Some(s) => s,
             None => generate_secret()?,
         });
-        let audit_id = self.db.generate_id()?;
         let key = self
             .write(
                 || Ok(()),
@@ -728,16 +720,14 @@ impl Store {
                     let mut k = key_from_record(&self.sealer, r).map_err(ConflictAbort::from)?;
                     k.previous = (grace_ms > 0).then(|| PreviousSecret {
                         secret: k.secret.clone(),
-                        until_ms: now.saturating_add(grace_ms),
+                        until_ms: tx.stamp.now_ms.saturating_add(grace_ms),
                     });
                     k.secret = secret.clone();
-                    k.update_ms = now;
+                    k.update_ms = tx.stamp.now_ms;
                     let rec = key_to_record(&self.sealer, &k).map_err(ConflictAbort::from)?;
                     tx.put(Tree::Keys, app_key.as_bytes(), &rec)?;
                     audit(
                         tx,
-                        audit_id,
-                        now,
                         actor,
                         "ResetKeyPairSecret",
                         "key_pair",
@@ -752,8 +742,6 @@ impl Store {
     }
 
     pub async fn delete_key(&self, actor: &str, app_key: &str) -> Result<Vec<Change>, StoreError> {
-        let now = self.now_ms();
-        let audit_id = self.db.generate_id()?;
         self.write(|| Ok(()), |tx, ()| {
             let r: KeyRecord = require(tx, Tree::Keys, "key pair", app_key)?;
             if r.is_default {
@@ -763,7 +751,7 @@ impl Store {
             }
             tx.del(Tree::Keys, app_key.as_bytes())?;
             tx.del(Tree::KeysByApp, &join(&[&r.app_id, app_key]))?;
-            audit(tx, audit_id, now, actor, "DeleteKeyPair", "key_pair", app_key, format!("app={}", r.app_id))
+            audit(tx, actor, "DeleteKeyPair", "key_pair", app_key, format!("app={}", r.app_id))
         })
         .await?;
         Ok(vec![Change::Key(app_key.to_owned())])
@@ -789,7 +777,6 @@ impl Store {
         };
         let rec = group_to_record(&g);
         let name_key = join(&[&g.owner, &g.name]);
-        let audit_id = self.db.generate_id()?;
         self.write(
             || Ok(()),
             |tx, ()| {
@@ -803,8 +790,6 @@ impl Store {
                 tx.set(Tree::GroupNames, &name_key, g.id.as_bytes())?;
                 audit(
                     tx,
-                    audit_id,
-                    now,
                     actor,
                     "CreateGroup",
                     "group",
@@ -843,36 +828,29 @@ impl Store {
         id: &str,
         patch: GroupPatch,
     ) -> Result<(Group, Vec<Change>), StoreError> {
-        let now = self.now_ms();
-        let audit_id = self.db.generate_id()?;
         let rec = self
             .write(
                 || Ok(()),
                 |tx, ()| {
                     let mut r: GroupRecord = require(tx, Tree::Groups, "group", id)?;
-                    if let Some(name) = &patch.name
-                        && *name != r.name
-                    {
-                        let new_key = join(&[&r.owner, name]);
-                        if tx.exists(Tree::GroupNames, &new_key)? {
-                            return abort(StoreError::AlreadyExists(format!(
-                                "Group.name '{name}' already exists for owner '{}'",
-                                r.owner
-                            )));
-                        }
-                        tx.del(Tree::GroupNames, &join(&[&r.owner, &r.name]))?;
-                        tx.set(Tree::GroupNames, &new_key, id.as_bytes())?;
-                        r.name = name.clone();
+                    if let Some(name) = &patch.name {
+                        rename_tx(
+                            tx,
+                            Tree::GroupNames,
+                            "Group",
+                            id,
+                            &r.owner,
+                            &mut r.name,
+                            name,
+                        )?;
                     }
                     if let Some(d) = &patch.description {
                         r.description = d.clone();
                     }
-                    r.update_ms = now;
+                    r.update_ms = tx.stamp.now_ms;
                     tx.put(Tree::Groups, id.as_bytes(), &r)?;
                     audit(
                         tx,
-                        audit_id,
-                        now,
                         actor,
                         "UpdateGroup",
                         "group",
@@ -891,8 +869,6 @@ impl Store {
 
     /// Deletes a group and the grants on it; refused while APIs still belong to it.
     pub async fn delete_group(&self, actor: &str, id: &str) -> Result<Vec<Change>, StoreError> {
-        let now = self.now_ms();
-        let audit_id = self.db.generate_id()?;
         let grants = self
             .write(
                 || {
@@ -918,8 +894,6 @@ impl Store {
                     }
                     audit(
                         tx,
-                        audit_id,
-                        now,
                         actor,
                         "DeleteGroup",
                         "group",
@@ -988,15 +962,12 @@ impl Store {
         api.create_ms = now;
         api.update_ms = now;
         route_keys(&api)?;
-        let audit_id = self.db.generate_id()?;
         self.write(
             || Ok(()),
             |tx, ()| {
                 Self::put_api_tx(tx, &api, None)?;
                 audit(
                     tx,
-                    audit_id,
-                    now,
                     actor,
                     "CreateApi",
                     "api",
@@ -1047,8 +1018,6 @@ impl Store {
         fields: &str,
         patch: ApiPatch,
     ) -> Result<(Api, Vec<Change>), StoreError> {
-        let now = self.now_ms();
-        let audit_id = self.db.generate_id()?;
         let api = self
             .write(
                 || Ok(()),
@@ -1059,12 +1028,10 @@ impl Store {
                     api.id = old.id.clone();
                     api.owner = old.owner.clone();
                     api.create_ms = old.create_ms;
-                    api.update_ms = now;
+                    api.update_ms = tx.stamp.now_ms;
                     Self::put_api_tx(tx, &api, Some(&old))?;
                     audit(
                         tx,
-                        audit_id,
-                        now,
                         actor,
                         "UpdateApi",
                         "api",
@@ -1080,8 +1047,6 @@ impl Store {
 
     /// Deletes an API and the grants on it.
     pub async fn delete_api(&self, actor: &str, id: &str) -> Result<Vec<Change>, StoreError> {
-        let now = self.now_ms();
-        let audit_id = self.db.generate_id()?;
         let grants = self
             .write(
                 || self.scan_ids(Tree::GrantsByTarget, id),
@@ -1102,8 +1067,6 @@ impl Store {
                     }
                     audit(
                         tx,
-                        audit_id,
-                        now,
                         actor,
                         "DeleteApi",
                         "api",
@@ -1131,7 +1094,6 @@ impl Store {
         grant.created_by = actor.to_owned();
         grant.create_ms = now;
         let rec = grant_to_record(&grant);
-        let audit_id = self.db.generate_id()?;
         self.write(
             || Ok(()),
             |tx, ()| {
@@ -1151,8 +1113,6 @@ impl Store {
                 tx.set(Tree::GrantsByTarget, &join(&[target, &grant.id]), b"")?;
                 audit(
                     tx,
-                    audit_id,
-                    now,
                     actor,
                     "CreateGrant",
                     "grant",
@@ -1199,8 +1159,6 @@ impl Store {
     }
 
     pub async fn delete_grant(&self, actor: &str, id: &str) -> Result<Vec<Change>, StoreError> {
-        let now = self.now_ms();
-        let audit_id = self.db.generate_id()?;
         self.write(
             || Ok(()),
             |tx, ()| {
@@ -1208,8 +1166,6 @@ impl Store {
                 delete_grant_tx(tx, &r)?;
                 audit(
                     tx,
-                    audit_id,
-                    now,
                     actor,
                     "DeleteGrant",
                     "grant",
