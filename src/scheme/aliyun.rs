@@ -361,30 +361,16 @@ impl AliyunCredential {
     }
 
     pub(crate) fn check_body(&self, view: &RequestView) -> Result<BodyCheck, Deny> {
-        let md5 = view.headers.get("content-md5");
-        let form = canonical::is_form(view);
-        if md5.is_none() && !form {
-            return Ok(BodyCheck::NotCovered);
-        }
-        let Some(body) = view.body.as_deref() else {
-            return Ok(BodyCheck::NotAvailable);
+        // RFC 1864: Base64 of the raw digest.
+        let matches = |claimed: &str, body: &[u8]| {
+            canonical::b64_decode(claimed)
+                .is_some_and(|c| canonical::ct_eq(&c, &canonical::md5(body)))
         };
-        if view.body_partial {
-            return Err(deny(
-                DenyCode::BodyIncomplete,
-                "body was cut by the proxy; cannot check it",
-            ));
-        }
-        if let Some(claimed) = md5 {
-            let ok = canonical::b64_decode(claimed)
-                .is_some_and(|c| canonical::ct_eq(&c, &canonical::md5(body)));
-            if !ok {
-                return Err(deny(DenyCode::BodyDigestMismatch, "Invalid Content-MD5")
-                    .with_header("X-Ca-Error-Code", "I400BD")
-                    .with_header("X-Ca-Error-Message", "Invalid Content-MD5"));
-            }
-        }
-        Ok(BodyCheck::Verified)
+        canonical::check_content_md5(view, matches, || {
+            deny(DenyCode::BodyDigestMismatch, "Invalid Content-MD5")
+                .with_header("X-Ca-Error-Code", "I400BD")
+                .with_header("X-Ca-Error-Message", "Invalid Content-MD5")
+        })
     }
 
     pub(crate) fn headers_to_remove(&self) -> &'static [&'static str] {

@@ -335,6 +335,37 @@ pub fn header_joined<'a>(view: &'a RequestView, name: &str, sep: &str) -> Option
 }
 
 /// `Content-Type` says the body is an URL-encoded form (case-insensitive prefix).
+/// The body check shared by the schemes that cover the body with `Content-MD5` or by
+/// signing form fields (aliyun, tencent): not covered, not available to check, cut by
+/// the proxy, or checked with the scheme's own `matches` (its accepted encodings), a
+/// mismatch answered with the scheme's own `mismatch` deny.
+pub fn check_content_md5(
+    view: &RequestView,
+    matches: impl Fn(&str, &[u8]) -> bool,
+    mismatch: impl FnOnce() -> crate::decide::Deny,
+) -> Result<crate::scheme::BodyCheck, crate::decide::Deny> {
+    use crate::scheme::BodyCheck;
+    let md5 = view.headers.get("content-md5");
+    if md5.is_none() && !is_form(view) {
+        return Ok(BodyCheck::NotCovered);
+    }
+    let Some(body) = view.body.as_deref() else {
+        return Ok(BodyCheck::NotAvailable);
+    };
+    if view.body_partial {
+        return Err(crate::scheme::deny(
+            crate::decide::DenyCode::BodyIncomplete,
+            "body was cut by the proxy; cannot check it",
+        ));
+    }
+    if let Some(claimed) = md5
+        && !matches(claimed, body)
+    {
+        return Err(mismatch());
+    }
+    Ok(BodyCheck::Verified)
+}
+
 pub fn is_form(view: &RequestView) -> bool {
     view.headers.get("content-type").is_some_and(|ct| {
         ct.trim_start()

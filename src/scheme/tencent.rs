@@ -253,29 +253,12 @@ impl TencentCredential {
     }
 
     pub(crate) fn check_body(&self, view: &RequestView) -> Result<BodyCheck, Deny> {
-        let md5 = view.headers.get("content-md5");
-        let form = canonical::is_form(view);
-        if md5.is_none() && !form {
-            return Ok(BodyCheck::NotCovered);
-        }
-        let Some(body) = view.body.as_deref() else {
-            return Ok(BodyCheck::NotAvailable);
-        };
-        if view.body_partial {
-            return Err(deny(
-                DenyCode::BodyIncomplete,
-                "body was cut by the proxy; cannot check it",
-            ));
-        }
-        if let Some(claimed) = md5
-            && !content_md5_matches(claimed, body)
-        {
-            return Err(deny(
+        canonical::check_content_md5(view, content_md5_matches, || {
+            deny(
                 DenyCode::BodyDigestMismatch,
                 "Content-MD5 does not match the body",
-            ));
-        }
-        Ok(BodyCheck::Verified)
+            )
+        })
     }
 }
 
