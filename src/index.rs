@@ -100,9 +100,12 @@ impl Snapshot {
         }
     }
 
-    // === mutation (refresh and load only) ===
+    // === building ===
+    //
+    // Public so a snapshot can be built without a store (benchmarks, tools). The live
+    // index hands out read guards only, so this cannot change what checks see.
 
-    pub(crate) fn put_app(&mut self, app: App) {
+    pub fn put_app(&mut self, app: App) {
         if let Some(code) = &app.app_code {
             self.app_codes
                 .insert(code_hash(code.expose()), app.id.clone());
@@ -118,7 +121,7 @@ impl Snapshot {
         }
     }
 
-    pub(crate) fn put_key(&mut self, key: KeyPair) {
+    pub fn put_key(&mut self, key: KeyPair) {
         self.keys_by_app
             .entry(key.app_id.clone())
             .or_default()
@@ -137,7 +140,7 @@ impl Snapshot {
         }
     }
 
-    pub(crate) fn put_api(&mut self, api: Api) {
+    pub fn put_api(&mut self, api: Api) {
         // The store validated the template; an invalid one here means a corrupt record,
         // and an API the router cannot match simply denies (ApiNotFound).
         if let Ok(t) = Template::parse(&api.path) {
@@ -159,7 +162,7 @@ impl Snapshot {
         }
     }
 
-    pub(crate) fn put_grant(&mut self, grant: Grant) {
+    pub fn put_grant(&mut self, grant: Grant) {
         let grant = Arc::new(grant);
         self.grants_by_app
             .entry(grant.app_id.clone())
