@@ -98,6 +98,17 @@ fn main() -> ExitCode {
     }
 }
 
+/// Stops `run` on SIGINT or SIGTERM by dropping it, so the servers it started are
+/// killed (their handles kill on drop) instead of outliving the bench.
+async fn interruptible(
+    run: impl std::future::Future<Output = error::Result<()>>,
+) -> error::Result<()> {
+    tokio::select! {
+        r = run => r,
+        () = keygate::server::shutdown_signal() => error::fail("interrupted"),
+    }
+}
+
 fn runtime() -> error::Result<tokio::runtime::Runtime> {
     use error::Context;
     tokio::runtime::Runtime::new().ctx("start the runtime")

@@ -284,6 +284,11 @@ pub async fn run(addr: SocketAddr, plan: Plan, pool: Vec<Signed>, label: &str) -
     let window = Instant::now()
         .min(run.end)
         .saturating_duration_since(run.measure_from);
+    if window.is_zero() {
+        return fail(format!(
+            "{label}: the signed requests ran out before the measured window began; raise --max-requests"
+        ));
+    }
     let first_problem = run.first_problem.lock().await.clone();
     Ok(Outcome {
         answered: run.answered.load(Ordering::Relaxed),
