@@ -3,6 +3,8 @@
 //! checks that keygate allowed the signed requests (none denied, no errors) and that
 //! the report was written. Nothing here is timed: speed lives in BENCHMARKS.md.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::process::Command;
 
 #[test]
