@@ -85,9 +85,13 @@ fn main() -> ExitCode {
                 Ok(())
             })
         }),
-        Command::Load(args) => runtime().and_then(|rt| rt.block_on(scenario::run(*args))),
+        Command::Load(args) => {
+            runtime().and_then(|rt| rt.block_on(interruptible(scenario::run(*args))))
+        }
         Command::Startup(args) => startup::run(&args),
-        Command::AdminWrites(args) => runtime().and_then(|rt| rt.block_on(admin_writes::run(args))),
+        Command::AdminWrites(args) => {
+            runtime().and_then(|rt| rt.block_on(interruptible(admin_writes::run(args))))
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
