@@ -17,10 +17,12 @@ fn lookups(c: &mut Criterion) {
     let mut g = c.benchmark_group("index/lookup");
     g.measurement_time(Duration::from_secs(3));
     for n in [10, 10_000, 1_000_000] {
-        let snap = snapshot(n);
+        // Built only when this bench is selected (criterion calls the closure then).
+        let snap = std::cell::OnceCell::new();
         let mut picker = Picker::new(n as u64);
         let mut item = 0u64;
         g.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, &n| {
+            let snap = snap.get_or_init(|| snapshot(n));
             b.iter_batched(
                 || {
                     item += 1;
