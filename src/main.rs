@@ -20,9 +20,9 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the service: check (gRPC), http and admin (gRPC) listeners.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Sign a request the way a caller would: print the headers to add, or a curl line.
-    Sign(keygate::sign::SignArgs),
+    Sign(Box<keygate::sign::SignArgs>),
 }
 
 fn init_logging() {

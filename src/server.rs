@@ -8,7 +8,10 @@
 pub mod admin;
 pub mod check;
 pub mod http;
+pub mod limits;
 pub mod render;
+pub mod shed;
+pub mod tls;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -50,6 +53,8 @@ pub enum ServeError {
         listener: &'static str,
         message: String,
     },
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
     #[error("cannot write ready file {path}: {source}")]
     ReadyFile {
         path: PathBuf,
@@ -148,17 +153,21 @@ impl Shared {
     }
 
     /// Runs the pipeline for one request from any front door, logs and counts it.
+    /// A request over a size limit is denied before any scheme looks at it.
     pub fn decide(&self, view: &RequestView, request_id: &str) -> Decision {
         let started = std::time::Instant::now();
-        let decision = {
-            let snapshot = self.index.read();
-            decide(
-                view,
-                &snapshot,
-                &self.replay,
-                self.clock.now_ms(),
-                &self.decide_config,
-            )
+        let decision = match limits::check(view, &self.config.limits) {
+            Some(deny) => Decision::Deny(deny),
+            None => {
+                let snapshot = self.index.read();
+                decide(
+                    view,
+                    &snapshot,
+                    &self.replay,
+                    self.clock.now_ms(),
+                    &self.decide_config,
+                )
+            }
         };
         let elapsed_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
         match &decision {
@@ -208,6 +217,18 @@ pub async fn run(
 ) -> Result<(), ServeError> {
     let shared = Arc::new(shared);
     let cfg = &shared.config;
+    let limits = cfg.limits;
+    let tls = match &cfg.tls {
+        Some(files) => {
+            let t = tls::TlsSetup::load(
+                files,
+                Duration::from_secs(limits.tls_handshake_timeout_secs),
+            )?;
+            tracing::info!(cert = %files.cert.display(), admin_client_certificates = if t.admin_mtls { "required" } else { "not required" }, "TLS on every listener");
+            Some(t)
+        }
+        None => None,
+    };
     let (admin_token, token_path) = cfg.admin_token(std::env::var("KEYGATE_ADMIN_TOKEN").ok())?;
     match &token_path {
         Some(p) => {
@@ -236,17 +257,32 @@ pub async fn run(
         auth,
     );
     let (refl_v1, refl_v1alpha) = reflection(&[pb::ADMIN_DESCRIPTOR_SET])?;
-    let admin_task = tokio::spawn(
-        Server::builder()
-            .add_service(admin_health_svc)
-            .add_service(refl_v1)
-            .add_service(refl_v1alpha)
-            .add_service(admin_svc)
-            .serve_with_incoming_shutdown(
-                TcpListenerStream::new(listeners.admin),
+    let admin_router = Server::builder()
+        .timeout(Duration::from_secs(limits.admin_timeout_secs))
+        .add_service(admin_health_svc)
+        .add_service(refl_v1)
+        .add_service(refl_v1alpha)
+        .add_service(admin_svc);
+    let admin_task = match &tls {
+        Some(t) => tokio::spawn(
+            admin_router.serve_with_incoming_shutdown(
+                tls::TlsIncoming::new(
+                    listeners.admin,
+                    "admin",
+                    t.admin.clone(),
+                    t.handshake_timeout,
+                    // With mTLS a refused client certificate is a failed admin login.
+                    t.admin_mtls
+                        .then(|| shared.metrics.admin_auth_failures.clone()),
+                ),
                 stopped(stop_rx.clone()),
             ),
-    );
+        ),
+        None => tokio::spawn(admin_router.serve_with_incoming_shutdown(
+            TcpListenerStream::new(listeners.admin),
+            stopped(stop_rx.clone()),
+        )),
+    };
 
     // --- check listener: Envoy ext_authz, health, reflection; nothing else ---
     let (check_health, check_health_svc) = tonic_health::server::health_reporter();
@@ -260,23 +296,42 @@ pub async fn run(
             tonic_health::ServingStatus::Serving,
         )
         .await;
-    let check_svc =
+    let check_svc = shed::Shed::new(
         envoy_types::pb::envoy::service::auth::v3::authorization_server::AuthorizationServer::new(
             check::CheckService::new(shared.clone()),
-        );
-    let check_task = tokio::spawn(
-        Server::builder()
-            .add_service(check_svc)
-            .add_service(check_health_svc)
-            .add_service(crefl_v1)
-            .add_service(crefl_v1alpha)
-            .serve_with_incoming_shutdown(
-                TcpListenerStream::new(listeners.check),
-                stopped(stop_rx.clone()),
-            ),
+        )
+        .max_decoding_message_size(limits.check_max_message_bytes),
+        shed::InFlight::new(limits.check_max_in_flight),
     );
+    let check_router = Server::builder()
+        .timeout(Duration::from_millis(limits.check_timeout_ms))
+        .add_service(check_svc)
+        .add_service(check_health_svc)
+        .add_service(crefl_v1)
+        .add_service(crefl_v1alpha);
+    let check_task = match &tls {
+        Some(t) => tokio::spawn(check_router.serve_with_incoming_shutdown(
+            tls::TlsIncoming::new(
+                listeners.check,
+                "check",
+                t.check.clone(),
+                t.handshake_timeout,
+                None,
+            ),
+            stopped(stop_rx.clone()),
+        )),
+        None => tokio::spawn(check_router.serve_with_incoming_shutdown(
+            TcpListenerStream::new(listeners.check),
+            stopped(stop_rx.clone()),
+        )),
+    };
 
     // --- http listener ---
+    if tls.is_some() {
+        // The HTTP front door takes a plain TcpListener until it accepts a
+        // `tls::HttpListener` (built with `tls::HttpListener::new(listener, tls.as_ref())`).
+        tracing::error!("TLS is configured but the http listener still serves plaintext");
+    }
     let http_task = tokio::spawn(http::serve(
         listeners.http,
         shared.clone(),
