@@ -111,6 +111,30 @@ pub struct ServeArgs {
     pub tls_handshake_timeout_secs: Option<u64>,
 }
 
+/// `keygate rotate-master-key` options.
+#[derive(clap::Args, Debug, Default, Clone)]
+pub struct RotateArgs {
+    /// The data dir of the store to re-encrypt (the service must be stopped).
+    #[arg(long, env = "KEYGATE_DATA_DIR", default_value = "keygate-data")]
+    pub data_dir: PathBuf,
+    /// The current master key file, if not `<data_dir>/master.key`. The new key is
+    /// written to this same path once the store is re-encrypted.
+    #[arg(long, env = "KEYGATE_MASTER_KEY_FILE")]
+    pub master_key_file: Option<PathBuf>,
+    /// Take the new key (64 hex characters) from this file instead of generating one.
+    #[arg(long)]
+    pub new_key_file: Option<PathBuf>,
+}
+
+impl RotateArgs {
+    /// Where the service reads the master key from (and where the new one goes).
+    pub fn key_path(&self) -> PathBuf {
+        self.master_key_file
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("master.key"))
+    }
+}
+
 /// The file's shape: the same names as the flags.
 #[derive(Deserialize, Debug, Default)]
 #[serde(default, deny_unknown_fields)]
@@ -447,15 +471,7 @@ impl Config {
                 .map_err(|e| ConfigError::Invalid(format!("no randomness: {e}")))?;
             write_private(&path, &format!("{}\n", hex::encode(&raw[..])))?;
         }
-        let text = read_secret_file(&path, "cannot read master key file")?;
-        let mut key = Zeroizing::new([0u8; MASTER_KEY_LEN]);
-        hex::decode_to_slice(text.trim(), &mut key[..]).map_err(|_| {
-            ConfigError::Invalid(format!(
-                "master key file {} must hold 64 hex characters",
-                path.display()
-            ))
-        })?;
-        Ok((key, path))
+        Ok((read_master_key_file(&path)?, path))
     }
 
     /// Creates the data dir (0700) or fails with a message naming it.
@@ -503,6 +519,47 @@ fn tls_files(args: &ServeArgs, file: &FileConfig) -> Result<Option<TlsFiles>, Co
         (None, Some(_)) => Err(ConfigError::Invalid(
             "tls_key is set but tls_cert is not".into(),
         )),
+    }
+}
+
+/// Reads a master key file: 64 hex characters (surrounding whitespace ignored).
+pub fn read_master_key_file(path: &Path) -> Result<Zeroizing<[u8; MASTER_KEY_LEN]>, ConfigError> {
+    let text = read_secret_file(path, "cannot read master key file")?;
+    let mut key = Zeroizing::new([0u8; MASTER_KEY_LEN]);
+    hex::decode_to_slice(text.trim(), &mut key[..]).map_err(|_| {
+        ConfigError::Invalid(format!(
+            "master key file {} must hold 64 hex characters",
+            path.display()
+        ))
+    })?;
+    Ok(key)
+}
+
+/// Writes `key` to `path` (mode 0600) so that a reader sees the old file or the whole
+/// new one, never a mix, and the result survives a crash: a private temp file beside
+/// it, fsync, rename over, fsync of the directory.
+pub fn replace_master_key_file(path: &Path, key: &[u8; MASTER_KEY_LEN]) -> Result<(), ConfigError> {
+    let io = |source| ConfigError::Io {
+        what: "cannot write master key file",
+        path: path.to_owned(),
+        source,
+    };
+    let tmp = path.with_extension("key.tmp");
+    // A temp file left by an interrupted run holds nothing the store depends on.
+    match fs::remove_file(&tmp) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io(e)),
+    }
+    write_private(&tmp, &format!("{}\n", hex::encode(&key[..])))?;
+    fs::rename(&tmp, path).map_err(io)?;
+    sync_parent(path).map_err(io)
+}
+
+fn sync_parent(path: &Path) -> std::io::Result<()> {
+    match path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        Some(dir) => fs::File::open(dir)?.sync_all(),
+        None => fs::File::open(".")?.sync_all(),
     }
 }
 

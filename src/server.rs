@@ -46,6 +46,10 @@ pub enum ServeError {
     },
     #[error("store in {dir}: {source}")]
     Store { dir: PathBuf, source: StoreError },
+    #[error(
+        "store in {dir}: a master-key rotation was interrupted (the staged key {staged} exists); run `keygate rotate-master-key` with the same data dir and key file to finish it"
+    )]
+    InterruptedRotation { dir: PathBuf, staged: PathBuf },
     #[error("reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
     #[error("{listener} listener failed: {message}")]
@@ -116,9 +120,16 @@ impl Shared {
         tracing::info!(master_key_file = %key_path.display(), "master key loaded");
         let db_dir = config.data_dir.join("db");
         let store = Store::open(&db_dir, &master_key, clock.clone()).map_err(|source| {
-            ServeError::Store {
-                dir: db_dir.clone(),
-                source,
+            let staged = crate::store::rotate::staged_path(&key_path);
+            match source {
+                StoreError::WrongMasterKey if staged.exists() => ServeError::InterruptedRotation {
+                    dir: db_dir.clone(),
+                    staged,
+                },
+                source => ServeError::Store {
+                    dir: db_dir.clone(),
+                    source,
+                },
             }
         })?;
         let started = std::time::Instant::now();

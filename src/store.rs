@@ -7,6 +7,7 @@
 //! engine can be replaced (garage dropped sled later; etcd may come).
 
 pub mod codec;
+pub mod rotate;
 pub mod schema;
 pub mod seal;
 

@@ -405,11 +405,14 @@ pub struct Granted {
     pub app_id: String,
     pub app_key: String,
     pub app_secret: String,
+    /// The AppCode CreateApp generated.
+    pub app_code: String,
     /// Requests under this prefix hit the granted API.
     pub prefix: String,
 }
 
-/// Creates an app, an API on `/<name>/{*rest}` and a grant of the API to the app.
+/// Creates an app, an API on `/<name>/{*rest}` (every signature scheme and APPCODE)
+/// and a grant of the API to the app.
 pub async fn grant_app<T>(c: &mut AdminClient<T>, name: &str) -> Granted
 where
     T: tonic::client::GrpcService<tonic::body::Body>,
@@ -437,6 +440,10 @@ where
                 name: format!("{name}-api"),
                 owner: "sec".into(),
                 path: format!("/{name}/{{*rest}}"),
+                auth_schemes: vec![
+                    pb::AuthScheme::Aliyun as i32,
+                    pb::AuthScheme::Appcode as i32,
+                ],
                 ..Default::default()
             }),
         })
@@ -453,6 +460,7 @@ where
     .await
     .expect("CreateGrant");
     Granted {
+        app_code: app.app_code,
         app_id: app.id,
         app_key: key.app_key,
         app_secret: key.app_secret,
@@ -562,4 +570,13 @@ pub async fn check_client(
     addr: SocketAddr,
 ) -> authz::authorization_client::AuthorizationClient<Channel> {
     authz::authorization_client::AuthorizationClient::new(channel(addr).await)
+}
+
+/// A CheckRequest for `GET <prefix>rest` carrying the app's AppCode.
+pub fn appcode_check(g: &Granted, code: &str, rest: &str) -> authz::CheckRequest {
+    check_request(
+        "GET",
+        &format!("http://api.example.com{}{rest}", g.prefix),
+        &[("authorization".into(), format!("APPCODE {code}"))],
+    )
 }
