@@ -267,6 +267,25 @@ pub async fn run(
         admin::AdminService::new(shared.store.clone(), shared.index.clone()),
         auth,
     );
+    // The admin service reports NOT_SERVING while the store refuses writes.
+    let degraded_watch = {
+        let mut degraded = shared.store.degraded();
+        let health = admin_health.clone();
+        tokio::spawn(async move {
+            while degraded.changed().await.is_ok() {
+                let now = *degraded.borrow_and_update();
+                if now {
+                    health
+                        .set_not_serving::<pb::admin::admin_server::AdminServer<admin::AdminService>>()
+                        .await;
+                } else {
+                    health
+                        .set_serving::<pb::admin::admin_server::AdminServer<admin::AdminService>>()
+                        .await;
+                }
+            }
+        })
+    };
     let (refl_v1, refl_v1alpha) = reflection(&[pb::ADMIN_DESCRIPTOR_SET])?;
     let admin_router = Server::builder()
         .timeout(Duration::from_secs(limits.admin_timeout_secs))
@@ -356,6 +375,7 @@ pub async fn run(
     }
 
     shutdown.await;
+    degraded_watch.abort();
     tracing::info!("shutting down: health NOT_SERVING, draining in-flight calls");
     admin_health
         .set_service_status("", tonic_health::ServingStatus::NotServing)
