@@ -1,8 +1,10 @@
 //! The three listeners (check, http, admin), the services on each, and shutdown.
 //!
 //! Owns: binding (with errors that name the listener and address), which service is
-//! reachable on which port (admin operations only on the admin listener), health and
-//! reflection, and the shutdown sequence: health NOT_SERVING -> stop accepting ->
+//! reachable on which port (admin operations only on the admin listener), TLS on each
+//! listener (`tls`), the check listener's bounds (size `limits`, load shedding in
+//! `shed`, message size, call timeouts), health and reflection (the admin service is
+//! NOT_SERVING while the store refuses writes), and the shutdown sequence: health NOT_SERVING -> stop accepting ->
 //! in-flight calls finish (bounded by the grace period) -> store flushed.
 
 pub mod admin;
