@@ -7,6 +7,7 @@
 //! engine can be replaced (garage dropped sled later; etcd may come).
 
 pub mod codec;
+pub mod rotate;
 pub mod schema;
 pub mod seal;
 
@@ -156,6 +157,10 @@ pub struct Store {
     clock: Arc<dyn Clock>,
     /// Serialises writers (see `write`).
     write_lock: tokio::sync::Mutex<()>,
+    /// True while the storage engine refuses writes (disk full, I/O error): set by a
+    /// write that failed in sled, cleared by one that succeeded. Reads and the
+    /// in-memory index are unaffected.
+    degraded: tokio::sync::watch::Sender<bool>,
 }
 
 impl Store {
@@ -182,6 +187,7 @@ impl Store {
             sealer,
             clock,
             write_lock: tokio::sync::Mutex::new(()),
+            degraded: tokio::sync::watch::Sender::new(false),
         })
     }
 
@@ -200,6 +206,33 @@ impl Store {
     /// The lock makes `prepare`'s reads consistent with the transaction. The flush runs
     /// after the lock is released, so concurrent writers share one flush (group commit).
     async fn write<P, T>(
+        &self,
+        prepare: impl FnOnce() -> Result<P, StoreError>,
+        f: impl Fn(&Tx<'_>, &P) -> TxResult<T>,
+    ) -> Result<T, StoreError> {
+        let result = self.write_and_flush(prepare, f).await;
+        match &result {
+            Err(StoreError::Db(e)) => {
+                let was_degraded = self.degraded.send_replace(true);
+                if !was_degraded {
+                    tracing::error!(error = %e, "store degraded: writes fail; checks keep serving from memory");
+                }
+            }
+            Ok(_) if *self.degraded.borrow() => {
+                self.degraded.send_replace(false);
+                tracing::info!("store recovered: a write succeeded");
+            }
+            _ => {}
+        }
+        result
+    }
+
+    /// Whether writes currently fail in the storage engine, and its changes.
+    pub fn degraded(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.degraded.subscribe()
+    }
+
+    async fn write_and_flush<P, T>(
         &self,
         prepare: impl FnOnce() -> Result<P, StoreError>,
         f: impl Fn(&Tx<'_>, &P) -> TxResult<T>,

@@ -125,7 +125,7 @@ fn http_example_is_valid_and_matches_the_http_front_door() {
     let max = authz["with_request_body"]["max_request_bytes"]
         .as_u64()
         .unwrap();
-    assert!(max as usize <= keygate::server::envoy_http::MAX_BODY_BYTES);
+    assert!(max as usize <= keygate::config::Limits::default().max_request_body_bytes);
     assert_eq!(authz["with_request_body"]["allow_partial_message"], false);
     let cluster = svc["server_uri"]["cluster"].as_str().unwrap();
     // keygate's default http listener.
