@@ -20,9 +20,11 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the service: check (gRPC), http and admin (gRPC) listeners.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Sign a request the way a caller would: print the headers to add, or a curl line.
-    Sign(keygate::sign::SignArgs),
+    Sign(Box<keygate::sign::SignArgs>),
+    /// Re-encrypt every stored secret under a new master key (service stopped).
+    RotateMasterKey(keygate::config::RotateArgs),
 }
 
 fn init_logging() {
@@ -42,6 +44,26 @@ fn main() -> ExitCode {
         Command::Sign(args) => match keygate::sign::run(&args) {
             Ok(out) => {
                 print!("{out}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(&e),
+        },
+        Command::RotateMasterKey(args) => match keygate::store::rotate::rotate(&args) {
+            Ok(keygate::store::rotate::Rotation::Done { resealed, key_file }) => {
+                println!(
+                    "re-encrypted {} key pairs ({} previous secrets) and {} AppCodes; the new master key is in {}",
+                    resealed.key_pairs,
+                    resealed.previous_secrets,
+                    resealed.app_codes,
+                    key_file.display()
+                );
+                ExitCode::SUCCESS
+            }
+            Ok(keygate::store::rotate::Rotation::Resumed { key_file }) => {
+                println!(
+                    "finished an interrupted rotation; the new master key is in {}",
+                    key_file.display()
+                );
                 ExitCode::SUCCESS
             }
             Err(e) => fail(&e),

@@ -1,16 +1,21 @@
 //! The three listeners (check, http, admin), the services on each, and shutdown.
 //!
 //! Owns: binding (with errors that name the listener and address), which service is
-//! reachable on which port (admin operations only on the admin listener), health and
-//! reflection, and the shutdown sequence: health NOT_SERVING -> stop accepting ->
+//! reachable on which port (admin operations only on the admin listener), TLS on each
+//! listener (`tls`), the check listener's bounds (size `limits`, load shedding in
+//! `shed`, message size, call timeouts), health and reflection (the admin service is
+//! NOT_SERVING while the store refuses writes), and the shutdown sequence: health NOT_SERVING -> stop accepting ->
 //! in-flight calls finish (bounded by the grace period) -> store flushed.
 
 pub mod admin;
 pub mod check;
 pub mod envoy_http;
 pub mod http;
+pub mod limits;
 pub mod nginx;
 pub mod render;
+pub mod shed;
+pub mod tls;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -20,7 +25,6 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::Server;
 
 use crate::clock::{Clock, SystemClock};
@@ -45,6 +49,10 @@ pub enum ServeError {
     },
     #[error("store in {dir}: {source}")]
     Store { dir: PathBuf, source: StoreError },
+    #[error(
+        "store in {dir}: a master-key rotation was interrupted (the staged key {staged} exists); run `keygate rotate-master-key` with the same data dir and key file to finish it"
+    )]
+    InterruptedRotation { dir: PathBuf, staged: PathBuf },
     #[error("reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
     #[error("{listener} listener failed: {message}")]
@@ -52,6 +60,8 @@ pub enum ServeError {
         listener: &'static str,
         message: String,
     },
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
     #[error("cannot write ready file {path}: {source}")]
     ReadyFile {
         path: PathBuf,
@@ -113,9 +123,16 @@ impl Shared {
         tracing::info!(master_key_file = %key_path.display(), "master key loaded");
         let db_dir = config.data_dir.join("db");
         let store = Store::open(&db_dir, &master_key, clock.clone()).map_err(|source| {
-            ServeError::Store {
-                dir: db_dir.clone(),
-                source,
+            let staged = crate::store::rotate::staged_path(&key_path);
+            match source {
+                StoreError::WrongMasterKey if staged.exists() => ServeError::InterruptedRotation {
+                    dir: db_dir.clone(),
+                    staged,
+                },
+                source => ServeError::Store {
+                    dir: db_dir.clone(),
+                    source,
+                },
             }
         })?;
         let started = std::time::Instant::now();
@@ -150,17 +167,21 @@ impl Shared {
     }
 
     /// Runs the pipeline for one request from any front door, logs and counts it.
+    /// A request over a size limit is denied before any scheme looks at it.
     pub fn decide(&self, view: &RequestView, request_id: &str) -> Decision {
         let started = std::time::Instant::now();
-        let decision = {
-            let snapshot = self.index.read();
-            decide(
-                view,
-                &snapshot,
-                &self.replay,
-                self.clock.now_ms(),
-                &self.decide_config,
-            )
+        let decision = match limits::check(view, &self.config.limits) {
+            Some(deny) => Decision::Deny(deny),
+            None => {
+                let snapshot = self.index.read();
+                decide(
+                    view,
+                    &snapshot,
+                    &self.replay,
+                    self.clock.now_ms(),
+                    &self.decide_config,
+                )
+            }
         };
         let elapsed_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
         match &decision {
@@ -202,6 +223,14 @@ fn reflection(
     Ok((v1.build_v1()?, v1alpha.build_v1alpha()?))
 }
 
+/// Accepted connections with Nagle's algorithm off: a gRPC answer is written as
+/// HEADERS then DATA then trailers, and with Nagle on the later small writes wait for
+/// the client's delayed ACK (about 40 ms per call). tonic sets this only on sockets
+/// it binds itself.
+fn nodelay(listener: TcpListener) -> tonic::transport::server::TcpIncoming {
+    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true))
+}
+
 /// Runs the service until `shutdown` resolves, then drains and flushes.
 pub async fn run(
     shared: Shared,
@@ -210,6 +239,18 @@ pub async fn run(
 ) -> Result<(), ServeError> {
     let shared = Arc::new(shared);
     let cfg = &shared.config;
+    let limits = cfg.limits;
+    let tls = match &cfg.tls {
+        Some(files) => {
+            let t = tls::TlsSetup::load(
+                files,
+                Duration::from_secs(limits.tls_handshake_timeout_secs),
+            )?;
+            tracing::info!(cert = %files.cert.display(), admin_client_certificates = if t.admin_mtls { "required" } else { "not required" }, "TLS on every listener");
+            Some(t)
+        }
+        None => None,
+    };
     let (admin_token, token_path) = cfg.admin_token(std::env::var("KEYGATE_ADMIN_TOKEN").ok())?;
     match &token_path {
         Some(p) => {
@@ -241,18 +282,52 @@ pub async fn run(
         ),
         auth,
     );
+    // The admin service reports NOT_SERVING while the store refuses writes.
+    let degraded_watch = {
+        let mut degraded = shared.store.degraded();
+        let health = admin_health.clone();
+        tokio::spawn(async move {
+            while degraded.changed().await.is_ok() {
+                let now = *degraded.borrow_and_update();
+                if now {
+                    health
+                        .set_not_serving::<pb::admin::admin_server::AdminServer<admin::AdminService>>()
+                        .await;
+                } else {
+                    health
+                        .set_serving::<pb::admin::admin_server::AdminServer<admin::AdminService>>()
+                        .await;
+                }
+            }
+        })
+    };
     let (refl_v1, refl_v1alpha) = reflection(&[pb::ADMIN_DESCRIPTOR_SET])?;
-    let admin_task = tokio::spawn(
-        Server::builder()
-            .add_service(admin_health_svc)
-            .add_service(refl_v1)
-            .add_service(refl_v1alpha)
-            .add_service(admin_svc)
-            .serve_with_incoming_shutdown(
-                TcpListenerStream::new(listeners.admin),
+    let admin_router = Server::builder()
+        .timeout(Duration::from_secs(limits.admin_timeout_secs))
+        .add_service(admin_health_svc)
+        .add_service(refl_v1)
+        .add_service(refl_v1alpha)
+        .add_service(admin_svc);
+    let admin_task = match &tls {
+        Some(t) => tokio::spawn(
+            admin_router.serve_with_incoming_shutdown(
+                tls::TlsIncoming::new(
+                    listeners.admin,
+                    "admin",
+                    t.admin.clone(),
+                    t.handshake_timeout,
+                    // With mTLS a refused client certificate is a failed admin login.
+                    t.admin_mtls
+                        .then(|| shared.metrics.admin_auth_failures.clone()),
+                ),
                 stopped(stop_rx.clone()),
             ),
-    );
+        ),
+        None => tokio::spawn(
+            admin_router
+                .serve_with_incoming_shutdown(nodelay(listeners.admin), stopped(stop_rx.clone())),
+        ),
+    };
 
     // --- check listener: Envoy ext_authz, health, reflection; nothing else ---
     let (check_health, check_health_svc) = tonic_health::server::health_reporter();
@@ -266,25 +341,39 @@ pub async fn run(
             tonic_health::ServingStatus::Serving,
         )
         .await;
-    let check_svc =
+    let check_svc = shed::Shed::new(
         envoy_types::pb::envoy::service::auth::v3::authorization_server::AuthorizationServer::new(
             check::CheckService::new(shared.clone()),
-        );
-    let check_task = tokio::spawn(
-        Server::builder()
-            .add_service(check_svc)
-            .add_service(check_health_svc)
-            .add_service(crefl_v1)
-            .add_service(crefl_v1alpha)
-            .serve_with_incoming_shutdown(
-                TcpListenerStream::new(listeners.check),
-                stopped(stop_rx.clone()),
-            ),
+        )
+        .max_decoding_message_size(limits.check_max_message_bytes),
+        shed::InFlight::new(limits.check_max_in_flight),
     );
+    let check_router = Server::builder()
+        .timeout(Duration::from_millis(limits.check_timeout_ms))
+        .add_service(check_svc)
+        .add_service(check_health_svc)
+        .add_service(crefl_v1)
+        .add_service(crefl_v1alpha);
+    let check_task = match &tls {
+        Some(t) => tokio::spawn(check_router.serve_with_incoming_shutdown(
+            tls::TlsIncoming::new(
+                listeners.check,
+                "check",
+                t.check.clone(),
+                t.handshake_timeout,
+                None,
+            ),
+            stopped(stop_rx.clone()),
+        )),
+        None => tokio::spawn(
+            check_router
+                .serve_with_incoming_shutdown(nodelay(listeners.check), stopped(stop_rx.clone())),
+        ),
+    };
 
     // --- http listener ---
     let http_task = tokio::spawn(http::serve(
-        listeners.http,
+        tls::HttpListener::new(listeners.http, tls.as_ref()),
         shared.clone(),
         stopped(stop_rx.clone()),
     ));
@@ -296,6 +385,7 @@ pub async fn run(
     }
 
     shutdown.await;
+    degraded_watch.abort();
     tracing::info!("shutting down: health NOT_SERVING, draining in-flight calls");
     admin_health
         .set_service_status("", tonic_health::ServingStatus::NotServing)

@@ -7,6 +7,7 @@
 //! engine can be replaced (garage dropped sled later; etcd may come).
 
 pub mod codec;
+pub mod rotate;
 pub mod schema;
 pub mod seal;
 
@@ -157,6 +158,10 @@ pub struct Store {
     clock: Arc<dyn Clock>,
     /// Serialises writers (see `write`).
     write_lock: tokio::sync::Mutex<()>,
+    /// True while the storage engine refuses writes (disk full, I/O error): set by a
+    /// write that failed in sled, cleared by one that succeeded. Reads and the
+    /// in-memory index are unaffected.
+    degraded: tokio::sync::watch::Sender<bool>,
     /// Whether each write is flushed before it returns. Only an offline bulk import
     /// (`open_for_import`) turns this off, and then flushes once at the end.
     durable_writes: bool,
@@ -211,6 +216,7 @@ impl Store {
             sealer,
             clock,
             write_lock: tokio::sync::Mutex::new(()),
+            degraded: tokio::sync::watch::Sender::new(false),
             durable_writes,
         })
     }
@@ -232,6 +238,33 @@ impl Store {
     /// share the next one (group commit, see `commit`): one fsync for many writes, and
     /// no write acknowledged before a flush that covers it.
     async fn write<P, T>(
+        &self,
+        prepare: impl FnOnce() -> Result<P, StoreError>,
+        f: impl Fn(&Tx<'_>, &P) -> TxResult<T>,
+    ) -> Result<T, StoreError> {
+        let result = self.write_and_flush(prepare, f).await;
+        match &result {
+            Err(StoreError::Db(e)) => {
+                let was_degraded = self.degraded.send_replace(true);
+                if !was_degraded {
+                    tracing::error!(error = %e, "store degraded: writes fail; checks keep serving from memory");
+                }
+            }
+            Ok(_) if *self.degraded.borrow() => {
+                self.degraded.send_replace(false);
+                tracing::info!("store recovered: a write succeeded");
+            }
+            _ => {}
+        }
+        result
+    }
+
+    /// Whether writes currently fail in the storage engine, and its changes.
+    pub fn degraded(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.degraded.subscribe()
+    }
+
+    async fn write_and_flush<P, T>(
         &self,
         prepare: impl FnOnce() -> Result<P, StoreError>,
         f: impl Fn(&Tx<'_>, &P) -> TxResult<T>,

@@ -227,7 +227,7 @@ async fn envoy_http_denies_carry_status_code_and_body() {
     resp.assert_deny(401, "MissingCredential");
 
     // More body than the door accepts: a deny with a code, not a dropped connection.
-    let big = vec![b'a'; keygate::server::envoy_http::MAX_BODY_BYTES + 1];
+    let big = vec![b'a'; keygate::config::Limits::default().max_request_body_bytes + 1];
     let (target, headers) = f.signed(
         SchemeKind::Aliyun,
         "POST",

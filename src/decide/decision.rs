@@ -37,6 +37,8 @@ pub enum DenyCode {
     /// The body was cut by the proxy's buffer limit, so a body signature cannot be checked.
     BodyIncomplete,
     BodyTooLarge,
+    /// Too many request headers, or too many header bytes (path and query included).
+    HeadersTooLarge,
     ApiNotFound,
     NoGrant,
     GrantExpired,
@@ -54,7 +56,7 @@ pub struct DenyStatus {
 }
 
 impl DenyCode {
-    pub const ALL: [DenyCode; 24] = [
+    pub const ALL: [DenyCode; 25] = [
         DenyCode::MissingCredential,
         DenyCode::Malformed,
         DenyCode::SchemeNotAllowed,
@@ -74,6 +76,7 @@ impl DenyCode {
         DenyCode::BodyDigestMissing,
         DenyCode::BodyIncomplete,
         DenyCode::BodyTooLarge,
+        DenyCode::HeadersTooLarge,
         DenyCode::ApiNotFound,
         DenyCode::NoGrant,
         DenyCode::GrantExpired,
@@ -102,6 +105,7 @@ impl DenyCode {
             DenyCode::BodyDigestMissing => "BodyDigestMissing",
             DenyCode::BodyIncomplete => "BodyIncomplete",
             DenyCode::BodyTooLarge => "BodyTooLarge",
+            DenyCode::HeadersTooLarge => "HeadersTooLarge",
             DenyCode::ApiNotFound => "ApiNotFound",
             DenyCode::NoGrant => "NoGrant",
             DenyCode::GrantExpired => "GrantExpired",
@@ -139,6 +143,7 @@ impl DenyCode {
             | DenyCode::BodyDigestMissing
             | DenyCode::BodyIncomplete => (400, Code::InvalidArgument),
             DenyCode::BodyTooLarge => (413, Code::InvalidArgument),
+            DenyCode::HeadersTooLarge => (431, Code::InvalidArgument),
             DenyCode::ReplayCacheFull | DenyCode::Overloaded => (503, Code::ResourceExhausted),
             DenyCode::Internal => (503, Code::Unavailable),
         };

@@ -425,6 +425,7 @@ pub(crate) fn vendor_error(code: DenyCode) -> Option<(&'static str, &'static str
             ("I400BD", "Invalid Content-MD5")
         }
         DenyCode::BodyIncomplete | DenyCode::BodyTooLarge => ("I413RL", "Request body too Large"),
+        DenyCode::HeadersTooLarge => ("I400HD", "Invalid Header"),
         DenyCode::SchemeNotAllowed => ("A403PR", "Unsupported Authorization Type"),
         DenyCode::ApiNotFound => ("I404NF", "API not found"),
         DenyCode::NoGrant => ("A403UC", "Unauthorized Consumer"),

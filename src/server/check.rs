@@ -24,9 +24,9 @@ use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
 use envoy_types::pb::google::rpc;
 use tonic::{Request, Response, Status};
 
-use super::Shared;
 use super::render;
-use crate::decide::{Allow, Decision, Deny};
+use super::{Shared, shed};
+use crate::decide::{Allow, Decision, Deny, DenyCode};
 use crate::request::{Headers, RequestView};
 
 pub struct CheckService {
@@ -218,9 +218,47 @@ fn deny_response(d: &Deny, request_id: &str) -> CheckResponse {
     }
 }
 
+/// The answer to a call that arrived while the listener was at its in-flight limit:
+/// a deny (never an RPC error, which `failure_mode_allow` could turn into an allow),
+/// produced without translating the request or running the pipeline.
+fn overloaded(shared: &Shared, req: &CheckRequest, limit: usize) -> CheckResponse {
+    let deny = Deny::new(
+        DenyCode::Overloaded,
+        format!("the check listener is at its limit of {limit} calls in progress"),
+    );
+    let sent_id = req
+        .attributes
+        .as_ref()
+        .and_then(|a| a.request.as_ref())
+        .and_then(|r| r.http.as_ref())
+        .and_then(|h| h.headers.get("x-request-id"))
+        .cloned();
+    let mut view = RequestView::default();
+    if let Some(id) = sent_id {
+        view.headers.push("x-request-id", id);
+    }
+    let request_id = render::request_id(&view);
+    tracing::debug!(
+        request_id,
+        result = "deny",
+        code = DenyCode::Overloaded.as_str(),
+        "check shed"
+    );
+    let response = deny_response(&deny, &request_id);
+    shared.metrics.record(&Decision::Deny(deny), None, 0);
+    response
+}
+
 #[tonic::async_trait]
 impl Authorization for CheckService {
     async fn check(&self, req: Request<CheckRequest>) -> Result<Response<CheckResponse>, Status> {
+        if let Some(o) = req.extensions().get::<shed::Overloaded>() {
+            return Ok(Response::new(overloaded(
+                &self.shared,
+                req.get_ref(),
+                o.limit,
+            )));
+        }
         let view = view_from_envoy(req.get_ref());
         let request_id = render::request_id(&view);
         let decision = self.shared.decide(&view, &request_id);

@@ -29,8 +29,6 @@ use crate::decide::{Decision, Deny, DenyCode};
 use crate::request::RequestView;
 
 pub const PREFIX: &str = "/envoy";
-/// Most body bytes accepted from Envoy; match `with_request_body.max_request_bytes`.
-pub const MAX_BODY_BYTES: usize = 4 << 20;
 
 /// True for `/envoy` and `/envoy/...`.
 pub fn matches(path: &str) -> bool {
@@ -88,18 +86,26 @@ fn status_for(d: &Deny) -> u16 {
     }
 }
 
+/// A deny as this door answers it.
+pub fn deny(d: &Deny, request_id: &str) -> Response {
+    deny_response(d, request_id, status_for(d))
+}
+
 pub async fn check(shared: &Shared, req: Request) -> Response {
     let mut view = view_from_envoy_http(&req);
     let request_id = render::request_id(&view);
-    let body = match axum::body::to_bytes(req.into_body(), MAX_BODY_BYTES).await {
+    // Read no more than the limit (`--max-request-body-bytes`; set Envoy's
+    // `max_request_bytes` at or below it): a bigger body is a deny, never buffered.
+    let max = shared.config.limits.max_request_body_bytes;
+    let body = match axum::body::to_bytes(req.into_body(), max).await {
         Ok(b) => b.to_vec(),
         Err(_) => {
             let d = Deny::new(
                 DenyCode::BodyTooLarge,
-                format!("the body Envoy sent is larger than {MAX_BODY_BYTES} bytes"),
+                format!("the body is larger than the {max} bytes keygate accepts"),
             );
             count_front_door_deny(shared, &d);
-            return deny_response(&d, &request_id, status_for(&d));
+            return deny(&d, &request_id);
         }
     };
     attach_body(&mut view, body);
@@ -113,7 +119,7 @@ pub async fn check(shared: &Shared, req: Request) -> Response {
             };
             allow_response(&a, &request_id, &extra)
         }
-        Decision::Deny(d) => deny_response(&d, &request_id, status_for(&d)),
+        Decision::Deny(d) => deny(&d, &request_id),
     }
 }
 

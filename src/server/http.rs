@@ -19,20 +19,20 @@
 use std::future::Future;
 use std::sync::Arc;
 
+use super::shed::InFlight;
+use super::tls::HttpListener;
+use super::{Shared, envoy_http, nginx, render};
+use crate::decide::{Allow, Decision, Deny, DenyCode};
+use crate::request::Headers;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use tokio::net::TcpListener;
-
-use super::{Shared, envoy_http, nginx, render};
-use crate::decide::{Allow, Decision, Deny};
-use crate::request::Headers;
 
 pub async fn serve(
-    listener: TcpListener,
+    listener: HttpListener,
     shared: Arc<Shared>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
@@ -41,42 +41,76 @@ pub async fn serve(
         .await
 }
 
+/// State of the HTTP listener: the shared service and this listener's own bound on
+/// decisions in progress (the same size as the check listener's).
+#[derive(Clone)]
+struct Door {
+    shared: Arc<Shared>,
+    in_flight: Arc<InFlight>,
+}
+
 pub fn router(shared: Arc<Shared>) -> Router {
+    let in_flight = InFlight::new(shared.config.limits.check_max_in_flight);
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .fallback(front_door)
-        .with_state(shared)
+        .with_state(Door { shared, in_flight })
 }
 
 /// Dispatches the front doors by raw path prefix (see the module doc).
-async fn front_door(State(shared): State<Arc<Shared>>, req: Request) -> Response {
+async fn front_door(State(door): State<Door>, req: Request) -> Response {
     let path = req.uri().path();
-    if path == nginx::CHECK_PATH {
-        nginx::check(&shared, req.headers())
-    } else if path == nginx::RENDER_DENY_PATH {
-        nginx::render_deny(req.headers())
-    } else if envoy_http::matches(path) {
-        envoy_http::check(&shared, req).await
+    let is_nginx = path == nginx::CHECK_PATH;
+    let is_envoy = !is_nginx && envoy_http::matches(path);
+    if !is_nginx && !is_envoy {
+        return if path == nginx::RENDER_DENY_PATH {
+            nginx::render_deny(req.headers())
+        } else {
+            (StatusCode::NOT_FOUND, "not found\n").into_response()
+        };
+    }
+    // Over the bound: a fast deny with a code instead of a growing queue.
+    let Some(_slot) = door.in_flight.try_acquire() else {
+        let d = Deny::new(
+            DenyCode::Overloaded,
+            "keygate is shedding load; retry shortly",
+        );
+        count_front_door_deny(&door.shared, &d);
+        let id = render::request_id(&crate::request::RequestView::default());
+        return if is_nginx {
+            nginx::deny(&d, &id)
+        } else {
+            envoy_http::deny(&d, &id)
+        };
+    };
+    if is_nginx {
+        nginx::check(&door.shared, req.headers())
     } else {
-        (StatusCode::NOT_FOUND, "not found\n").into_response()
+        envoy_http::check(&door.shared, req).await
     }
 }
 
 /// Ready once the store is open and the index loaded, which `Shared::open` guarantees
 /// before the listener starts; reports the index sizes.
-async fn readyz(State(shared): State<Arc<Shared>>) -> (StatusCode, Json<serde_json::Value>) {
-    let s = shared.index.sizes();
+/// Stays 200 while the store refuses writes (checks are still answered from memory)
+/// but says so, for dashboards.
+async fn readyz(State(door): State<Door>) -> (StatusCode, Json<serde_json::Value>) {
+    let s = door.shared.index.sizes();
+    let degraded = *door.shared.store.degraded().borrow();
     (
         StatusCode::OK,
-        Json(
-            serde_json::json!({"status": "ready", "apps": s.apps, "keys": s.keys, "apis": s.apis, "grants": s.grants}),
-        ),
+        Json(serde_json::json!({
+            "status": "ready",
+            "store": if degraded { "degraded: writes failing" } else { "ok" },
+            "apps": s.apps, "keys": s.keys, "apis": s.apis, "grants": s.grants,
+        })),
     )
 }
 
-async fn metrics(State(shared): State<Arc<Shared>>) -> ([(HeaderName, &'static str); 1], String) {
+async fn metrics(State(door): State<Door>) -> ([(HeaderName, &'static str); 1], String) {
+    let shared = &door.shared;
     let body = shared.metrics.render(
         shared.index.sizes(),
         shared.replay.len(),

@@ -130,19 +130,19 @@ pub fn check(shared: &Shared, headers: &HeaderMap) -> Response {
         Err(d) => {
             count_front_door_deny(shared, &d);
             let id = render::request_id(&RequestView::default());
-            return nginx_deny(&d, &id);
+            return deny(&d, &id);
         }
     };
     let request_id = render::request_id(&view);
     match shared.decide(&view, &request_id) {
         Decision::Allow(a) => allow_response(&a, &request_id, &[]),
-        Decision::Deny(d) => nginx_deny(&d, &request_id),
+        Decision::Deny(d) => deny(&d, &request_id),
     }
 }
 
 /// 401 when the caller has not proven who it is, else 403: the only two statuses
 /// `auth_request` passes on. The real status travels in the packed deny.
-fn nginx_deny(d: &Deny, request_id: &str) -> Response {
+pub fn deny(d: &Deny, request_id: &str) -> Response {
     let real = d.code.status().http;
     let status = if real == 401 { 401 } else { 403 };
     let mut resp = deny_response(d, request_id, status);

@@ -76,7 +76,7 @@ pub struct GrantFilter {
     pub group_id: Option<String>,
 }
 
-const APP_CODE_PURPOSE: &str = "app-code";
+pub(super) const APP_CODE_PURPOSE: &str = "app-code";
 
 // === credentials and ids ===
 

@@ -11,8 +11,8 @@ use super::seal::Sealer;
 pub const SCHEMA_VERSION: u32 = 1;
 
 const META_SCHEMA: &[u8] = b"schema_version";
-const META_KEY_CHECK: &[u8] = b"master_key_check";
-const KEY_CHECK_PLAINTEXT: &[u8] = b"keygate master key check";
+pub(super) const META_KEY_CHECK: &[u8] = b"master_key_check";
+pub(super) const KEY_CHECK_PLAINTEXT: &[u8] = b"keygate master key check";
 
 /// Every data tree; the discriminant is the position in `Store::trees`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -5,6 +5,7 @@
 
 use std::path::Path;
 
+use axum::serve::ListenerExt as _;
 use envoy_types::pb::envoy::service::auth::v3::authorization_server::{
     Authorization, AuthorizationServer,
 };
@@ -12,7 +13,7 @@ use envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse;
 use envoy_types::pb::envoy::service::auth::v3::{CheckRequest, CheckResponse, OkHttpResponse};
 use envoy_types::pb::google::rpc;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status};
 
 use crate::error::{Context, Result};
@@ -51,9 +52,15 @@ pub fn serve(ready_file: &Path) -> Result<()> {
         ];
         let grpc = tonic::transport::Server::builder()
             .add_service(AuthorizationServer::new(Noop))
-            .serve_with_incoming(TcpListenerStream::new(check));
+            // keygate's listeners: Nagle off on every accepted connection.
+            .serve_with_incoming(TcpIncoming::from(check).with_nodelay(Some(true)));
         let router = axum::Router::new().fallback(|| async { "" });
-        let http = axum::serve(http, router);
+        let http = axum::serve(
+            http.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            }),
+            router,
+        );
         write_ready(ready_file, &addrs)?;
         let (g, h) = tokio::join!(grpc, async { http.await });
         g.ctx("no-op gRPC server")?;
