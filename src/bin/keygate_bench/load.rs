@@ -79,6 +79,8 @@ impl Plan {
 pub struct Outcome {
     /// Requests answered inside the measured window.
     pub answered: u64,
+    /// Requests answered in the whole run, warm-up included.
+    pub answered_total: u64,
     pub allowed: u64,
     pub denied: u64,
     pub errors: u64,
@@ -114,6 +116,7 @@ struct Run {
     /// Rate mode: the next schedule slot.
     next_slot: AtomicU64,
     answered: AtomicU64,
+    answered_total: AtomicU64,
     ran_dry: AtomicU64,
     first_problem: Mutex<Option<String>>,
 }
@@ -256,6 +259,7 @@ pub async fn run(addr: SocketAddr, plan: Plan, pool: Vec<Signed>, label: &str) -
         end: start + plan.warmup + plan.duration,
         next_slot: AtomicU64::new(0),
         answered: AtomicU64::new(0),
+        answered_total: AtomicU64::new(0),
         ran_dry: AtomicU64::new(0),
         first_problem: Mutex::new(None),
     });
@@ -292,6 +296,7 @@ pub async fn run(addr: SocketAddr, plan: Plan, pool: Vec<Signed>, label: &str) -
     let first_problem = run.first_problem.lock().await.clone();
     Ok(Outcome {
         answered: run.answered.load(Ordering::Relaxed),
+        answered_total: run.answered_total.load(Ordering::Relaxed),
         allowed: total.allowed,
         denied: total.denied,
         errors: total.errors,
@@ -336,6 +341,7 @@ async fn worker(run: Arc<Run>, mut client: Client, share: Vec<Item>) -> Result<T
         };
         let answer = client.send(item).await;
         let done = Instant::now();
+        run.answered_total.fetch_add(1, Ordering::Relaxed);
         if sent < run.measure_from {
             continue;
         }

@@ -35,6 +35,9 @@ pub struct Row {
     pub max_us: f64,
     /// Rate runs: 99th percentile of the send's lag behind its due time.
     pub lag_p99_us: Option<f64>,
+    /// The server's CPU time (user + system) per answered request over the whole run,
+    /// when the bench started the server (10 ms clock-tick resolution).
+    pub server_cpu_us: Option<f64>,
     pub first_problem: Option<String>,
 }
 
@@ -48,6 +51,7 @@ impl Row {
         concurrency: usize,
         connections: usize,
         o: &Outcome,
+        cpu: Option<std::time::Duration>,
     ) -> Self {
         let q = |p: f64| o.latency.value_at_quantile(p) as f64 / 1_000.0;
         Self {
@@ -69,6 +73,7 @@ impl Row {
             p999_us: q(0.999),
             max_us: o.latency.max() as f64 / 1_000.0,
             lag_p99_us: offered.map(|_| o.lag.value_at_quantile(0.99) as f64 / 1_000.0),
+            server_cpu_us: cpu.map(|c| c.as_secs_f64() * 1e6 / o.answered_total.max(1) as f64),
             first_problem: o.first_problem.clone(),
         }
     }
@@ -92,7 +97,9 @@ impl Row {
             self.answered,
             self.lag_p99_us
                 .map_or_else(String::new, |l| format!("  lag p99 {l:.0} µs")),
-        )
+        ) + &self
+            .server_cpu_us
+            .map_or_else(String::new, |c| format!("  server CPU {c:.1} µs/req"))
     }
 }
 
@@ -183,7 +190,7 @@ pub fn write(dir: &Path, title: &str, setup: &[String], rows: &[Row]) -> Result<
     for r in rows {
         let _ = writeln!(
             md,
-            "| {} | {} | {} | {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {} | {} | {} | {} | {} |",
             r.server,
             r.front,
             r.mode,
@@ -198,6 +205,7 @@ pub fn write(dir: &Path, title: &str, setup: &[String], rows: &[Row]) -> Result<
             r.p999_us,
             r.max_us,
             r.lag_p99_us.map_or("-".into(), |l| format!("{l:.0}")),
+            r.server_cpu_us.map_or("-".into(), |c| format!("{c:.1}")),
             r.allowed,
             r.denied,
             r.errors

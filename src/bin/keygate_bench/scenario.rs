@@ -88,6 +88,8 @@ pub struct LoadArgs {
 struct Targets {
     check: SocketAddr,
     http: Option<SocketAddr>,
+    /// The server's process, when the bench started it (for its CPU time).
+    pid: Option<u32>,
 }
 
 fn random_token() -> Result<String> {
@@ -127,6 +129,7 @@ pub async fn run(args: LoadArgs) -> Result<()> {
                 Targets {
                     check,
                     http: args.http_target,
+                    pid: None,
                 },
                 callers,
             )
@@ -172,6 +175,7 @@ pub async fn run(args: LoadArgs) -> Result<()> {
             let t = Targets {
                 check: server.addrs.check,
                 http: server.addrs.http,
+                pid: Some(server.pid()),
             };
             (Some(server), t, callers)
         }
@@ -198,6 +202,7 @@ pub async fn run(args: LoadArgs) -> Result<()> {
     let noop_targets = noop.as_ref().map(|s| Targets {
         check: s.addrs.check,
         http: s.addrs.http,
+        pid: Some(s.pid()),
     });
 
     let plan = |front, mode| Plan {
@@ -296,7 +301,12 @@ async fn one(
             |r| format!("{r:.0}/s")
         )
     );
+    let cpu_before = t.pid.and_then(spawn::cpu_time);
     let outcome = load::run(addr, plan, pool, &label).await?;
+    let cpu = match (cpu_before, t.pid.and_then(spawn::cpu_time)) {
+        (Some(b), Some(a)) => Some(a.saturating_sub(b)),
+        _ => None,
+    };
     if outcome.ran_dry {
         eprintln!(
             "    note: the signed pool ran out; the window was shortened (raise --max-requests)"
@@ -310,6 +320,7 @@ async fn one(
         plan.concurrency,
         plan.connections,
         &outcome,
+        cpu,
     );
     println!("{}", row.line());
     Ok(row)
