@@ -4,6 +4,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+// For the allocator the `keygate` binary uses; the rest of it is not needed here.
+#[allow(unused_imports)]
+mod support;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

@@ -19,6 +19,10 @@ use keygate::request::{Headers, RequestView};
 use keygate::scheme::SchemeKind;
 use keygate::sign::{SignOptions, SignRequest, sign};
 
+/// The allocator the `keygate` binary uses, so the benches measure what runs.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// APIs in every data set; app `i` is granted API `i % APIS`.
 pub const APIS: usize = 10;
 /// Start of the bench clock (any fixed instant works: decide takes `now` as input).

@@ -31,6 +31,10 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// The allocator the `keygate` binary uses (the no-op baseline runs in this binary).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "keygate-bench",

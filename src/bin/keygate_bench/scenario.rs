@@ -77,7 +77,7 @@ pub struct LoadArgs {
     #[arg(long)]
     pub baseline: bool,
     /// Most requests signed for a closed-loop run.
-    #[arg(long, default_value_t = 300_000)]
+    #[arg(long, default_value_t = 500_000)]
     pub max_requests: usize,
     /// Where to write report.md, report.json and latency.svg.
     #[arg(long)]
