@@ -4,7 +4,7 @@
 set -x
 R=${R:-benches/report}
 OUT=${OUT:-/tmp/bench-out}
-D1M=${D1M:-$D1M}
+D1M=${D1M:-/tmp/kgdata/d1m}
 mkdir -p $R $OUT
 uptime
 # The 1M data dir: 1M apps (default key pair + AppCode each), 10 APIs, 1M grants.
