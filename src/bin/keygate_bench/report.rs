@@ -181,11 +181,11 @@ pub fn write(dir: &Path, title: &str, setup: &[String], rows: &[Row]) -> Result<
     let _ = writeln!(md, "\n## Runs\n");
     let _ = writeln!(
         md,
-        "| server | front | mode | load | req/s | p50 µs | p90 µs | p99 µs | p99.9 µs | max µs | lag p99 µs | allowed | denied | errors |"
+        "| server | front | mode | load | req/s | p50 µs | p90 µs | p99 µs | p99.9 µs | max µs | lag p99 µs | server CPU µs/req | allowed | denied | errors |"
     );
     let _ = writeln!(
         md,
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
     );
     for r in rows {
         let _ = writeln!(
