@@ -393,3 +393,310 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
 pub fn contains_bytes(hay: &[u8], needle: &[u8]) -> bool {
     !needle.is_empty() && hay.windows(needle.len()).any(|w| w == needle)
 }
+
+// === appended for the security suite (crash, hostile, secrets, isolation, replay) ===
+
+use envoy_types::pb::envoy::config::core::v3::{HeaderMap, HeaderValue};
+use envoy_types::pb::envoy::service::auth::v3::attribute_context::{
+    HttpRequest, Request as AttrRequest,
+};
+use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
+use envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse;
+use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest, CheckResponse};
+
+/// An Envoy ext_authz client on the check listener.
+pub type CheckClient = AuthorizationClient<Channel>;
+
+/// A Check client with no message size limit of its own (hostile tests send huge
+/// requests: the server's limit is what is under test, not the client's).
+pub async fn check_client(addr: SocketAddr) -> CheckClient {
+    AuthorizationClient::new(channel(addr).await)
+        .max_decoding_message_size(usize::MAX)
+        .max_encoding_message_size(usize::MAX)
+}
+
+/// One request as Envoy would describe it (the shape of tests/python/conftest.py):
+/// lower-case header keys plus the pseudo-headers in the `headers` map, the raw target,
+/// and, when a body is given, `raw_body` with `x-envoy-auth-partial-body: false`.
+pub fn envoy_request(
+    method: &str,
+    authority: &str,
+    target: &str,
+    headers: &[(String, String)],
+    body: Option<&[u8]>,
+) -> CheckRequest {
+    let mut map: std::collections::HashMap<String, String> = headers
+        .iter()
+        .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+        .collect();
+    for (k, v) in [
+        (":authority", authority),
+        (":method", method),
+        (":path", target),
+        (":scheme", "http"),
+    ] {
+        map.insert(k.to_owned(), v.to_owned());
+    }
+    if let Some(b) = body {
+        map.insert("x-envoy-auth-partial-body".into(), "false".into());
+        map.entry("content-length".into())
+            .or_insert_with(|| b.len().to_string());
+    }
+    let http = HttpRequest {
+        method: method.to_owned(),
+        host: authority.to_owned(),
+        path: target.to_owned(),
+        scheme: "http".into(),
+        protocol: "HTTP/1.1".into(),
+        headers: map,
+        raw_body: body.map(<[u8]>::to_vec).unwrap_or_default(),
+        ..Default::default()
+    };
+    wrap_http(http)
+}
+
+/// Like `envoy_request` but with Envoy's `encode_raw_headers` form: an ordered
+/// `header_map` whose values are raw bytes (duplicates kept, any bytes allowed).
+pub fn envoy_request_raw(
+    method: &str,
+    authority: &str,
+    target: &str,
+    headers: &[(String, Vec<u8>)],
+    body: Option<&[u8]>,
+) -> CheckRequest {
+    let mut list: Vec<HeaderValue> = [
+        (":authority", authority),
+        (":method", method),
+        (":path", target),
+        (":scheme", "http"),
+    ]
+    .into_iter()
+    .map(|(k, v)| HeaderValue {
+        key: k.to_owned(),
+        value: String::new(),
+        raw_value: v.as_bytes().to_vec(),
+    })
+    .collect();
+    list.extend(headers.iter().map(|(k, v)| HeaderValue {
+        key: k.to_ascii_lowercase(),
+        value: String::new(),
+        raw_value: v.clone(),
+    }));
+    if body.is_some() {
+        list.push(HeaderValue {
+            key: "x-envoy-auth-partial-body".into(),
+            value: String::new(),
+            raw_value: b"false".to_vec(),
+        });
+    }
+    let http = HttpRequest {
+        method: method.to_owned(),
+        host: authority.to_owned(),
+        path: target.to_owned(),
+        scheme: "http".into(),
+        protocol: "HTTP/1.1".into(),
+        header_map: Some(HeaderMap { headers: list }),
+        raw_body: body.map(<[u8]>::to_vec).unwrap_or_default(),
+        ..Default::default()
+    };
+    wrap_http(http)
+}
+
+fn wrap_http(http: HttpRequest) -> CheckRequest {
+    CheckRequest {
+        attributes: Some(AttributeContext {
+            request: Some(AttrRequest {
+                http: Some(http),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+    }
+}
+
+/// What a `CheckResponse` said, checked for internal consistency: an allow is gRPC OK
+/// with an ok_response; a deny is a non-OK status with a denied_response carrying
+/// `x-keygate-error` (the panics name the inconsistency).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Allow,
+    Deny {
+        /// `x-keygate-error`.
+        code: String,
+        grpc: i32,
+        http: i32,
+        body: String,
+    },
+}
+
+impl Verdict {
+    /// The deny code, or `None` for an allow.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            Verdict::Allow => None,
+            Verdict::Deny { code, .. } => Some(code),
+        }
+    }
+}
+
+#[track_caller]
+pub fn verdict(resp: &CheckResponse) -> Verdict {
+    let status = resp
+        .status
+        .as_ref()
+        .unwrap_or_else(|| panic!("CheckResponse without a status: {resp:?}"));
+    match &resp.http_response {
+        Some(HttpResponse::OkResponse(_)) => {
+            assert_eq!(status.code, 0, "ok_response with a non-OK status: {resp:?}");
+            Verdict::Allow
+        }
+        Some(HttpResponse::DeniedResponse(d)) => {
+            assert_ne!(status.code, 0, "denied_response with status OK: {resp:?}");
+            let code = d
+                .headers
+                .iter()
+                .filter_map(|h| h.header.as_ref())
+                .find(|h| h.key.eq_ignore_ascii_case("x-keygate-error"))
+                .map(|h| h.value.clone())
+                .unwrap_or_else(|| panic!("deny without x-keygate-error: {resp:?}"));
+            assert!(!code.is_empty(), "empty x-keygate-error: {resp:?}");
+            Verdict::Deny {
+                code,
+                grpc: status.code,
+                http: d.status.as_ref().map_or(0, |s| s.code),
+                body: d.body.clone(),
+            }
+        }
+        other => panic!("CheckResponse without an ok or denied response ({other:?}): {resp:?}"),
+    }
+}
+
+/// Signs `method url` with `keygate::sign` and builds the Envoy Check request for it.
+#[allow(clippy::too_many_arguments)]
+pub fn signed_check(
+    scheme: keygate::scheme::SchemeKind,
+    key: &str,
+    secret: &[u8],
+    method: &str,
+    url: &str,
+    headers: &[(String, String)],
+    body: Option<&[u8]>,
+    now_ms: i64,
+    nonce: &str,
+) -> CheckRequest {
+    let req = keygate::sign::SignRequest {
+        method: method.to_owned(),
+        url: url.to_owned(),
+        headers: headers.to_vec(),
+        body: body.map(<[u8]>::to_vec),
+    };
+    let opts = keygate::sign::SignOptions::new(scheme, key, secret, now_ms, nonce);
+    let signed = keygate::sign::sign(&req, &opts)
+        .unwrap_or_else(|e| panic!("sign {scheme} {method} {url}: {e}"));
+    let (authority, target) = split_url(&signed.url);
+    let mut all = headers.to_vec();
+    all.extend(signed.headers);
+    envoy_request(method, authority, target, &all, body)
+}
+
+/// `http://authority/target` -> (authority, target).
+pub fn split_url(url: &str) -> (&str, &str) {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    }
+}
+
+/// Unix milliseconds now.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// The value of an unlabelled (or exactly labelled, e.g. `name{code="X"}`) sample in a
+/// Prometheus text exposition.
+pub fn metric(text: &str, sample: &str) -> Option<f64> {
+    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        let (name, value) = l.rsplit_once(' ')?;
+        (name == sample).then(|| value.parse().ok())?
+    })
+}
+
+/// GET /metrics and read one sample; panics if it is absent.
+#[track_caller]
+pub fn scrape(kg: &Keygate, sample: &str) -> f64 {
+    let (code, body) = kg.http_get("/metrics");
+    assert_eq!(code, 200, "/metrics: {body}");
+    metric(&body, sample).unwrap_or_else(|| panic!("no sample {sample} in /metrics:\n{body}"))
+}
+
+/// Resident set size of `pid` in bytes (Linux `/proc/<pid>/status` VmRSS).
+pub fn rss_bytes(pid: u32) -> u64 {
+    let status = fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_else(|e| panic!("/proc/{pid}/status: {e}"));
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map(|kib| kib * 1024)
+        .unwrap_or_else(|| panic!("no VmRSS in /proc/{pid}/status:\n{status}"))
+}
+
+/// Whether the process still runs (it has not exited, even as a zombie not yet reaped).
+pub fn is_running(kg: &mut Keygate) -> bool {
+    match kg.child.as_mut() {
+        None => false,
+        Some(c) => c.try_wait().expect("try_wait").is_none(),
+    }
+}
+
+impl Keygate {
+    /// Like `start_with_args`, with extra environment for the first run only (e.g.
+    /// `KEYGATE_LOG=debug`; it overrides the harness's `info`). `restart` goes back to
+    /// the harness's default environment.
+    pub fn start_with_env(extra: &[&str], env: &[(&str, &str)]) -> Self {
+        let tmp = tempfile::Builder::new()
+            .prefix("keygate-e2e-")
+            .tempdir()
+            .expect("temp dir");
+        let data_dir = tmp.path().join("data");
+        let mut kg = Self {
+            tmp,
+            data_dir,
+            child: None,
+            addrs: Addrs {
+                check: ([0, 0, 0, 0], 0).into(),
+                http: ([0, 0, 0, 0], 0).into(),
+                admin: ([0, 0, 0, 0], 0).into(),
+            },
+            run: 1,
+            extra_args: extra.iter().map(|s| (*s).to_owned()).collect(),
+        };
+        let ready = kg.ready_file();
+        let log = File::create(kg.stderr_file()).expect("stderr log file");
+        let mut cmd = command();
+        cmd.arg("serve")
+            .arg("--data-dir")
+            .arg(&kg.data_dir)
+            .args(["--check-addr", "127.0.0.1:0"])
+            .args(["--http-addr", "127.0.0.1:0"])
+            .args(["--admin-addr", "127.0.0.1:0"])
+            .arg("--ready-file")
+            .arg(&ready)
+            .args(&kg.extra_args)
+            .env("KEYGATE_ADMIN_TOKEN", TOKEN)
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            // stdout goes to the same log: a test searching "the output" sees both.
+            .stdout(Stdio::from(log.try_clone().expect("dup log")))
+            .stderr(Stdio::from(log));
+        kg.child = Some(
+            cmd.spawn()
+                .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin())),
+        );
+        kg.addrs = kg.wait_ready(&ready);
+        kg
+    }
+}
