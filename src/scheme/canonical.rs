@@ -547,9 +547,14 @@ pub fn parse_http_date_ms(s: &str) -> Option<i64> {
     i64::try_from(d.as_millis()).ok()
 }
 
-/// Formats unix milliseconds as an IMF-fixdate (`Mon, 19 Mar 2018 12:08:40 GMT`).
+/// Latest instant an IMF-fixdate can show (9999-12-31T23:59:59.999Z); `httpdate`
+/// panics beyond it.
+const HTTP_DATE_MAX_MS: u64 = 253_402_300_799_999;
+
+/// Formats unix milliseconds as an IMF-fixdate (`Mon, 19 Mar 2018 12:08:40 GMT`),
+/// clamped to 1970..=9999 (the format has four year digits).
 pub fn format_http_date(ms: i64) -> String {
-    let ms = u64::try_from(ms).unwrap_or(0);
+    let ms = u64::try_from(ms).unwrap_or(0).min(HTTP_DATE_MAX_MS);
     let t = UNIX_EPOCH
         .checked_add(Duration::from_millis(ms))
         .unwrap_or(SystemTime::UNIX_EPOCH);
@@ -620,6 +625,9 @@ mod tests {
         assert_eq!(format_amz_date(ms), "20150830T123600Z");
         let t = parse_http_date_ms("Mon, 19 Mar 2018 12:08:40 GMT").unwrap();
         assert_eq!(format_http_date(t), "Mon, 19 Mar 2018 12:08:40 GMT");
+        // Beyond year 9999 the format cannot show the date: clamped, not a panic.
+        assert_eq!(format_http_date(i64::MAX), "Fri, 31 Dec 9999 23:59:59 GMT");
+        assert_eq!(format_http_date(-5), "Thu, 01 Jan 1970 00:00:00 GMT");
         assert!(parse_amz_date("2015-08-30T12:36").is_none());
         for z in [-800_000, -1, 0, 1, 19_000, 2_000_000] {
             let (y, m, d) = civil_from_days(z);
