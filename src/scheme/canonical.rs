@@ -308,6 +308,25 @@ pub fn header<'a>(view: &'a RequestView, name: &str) -> Option<&'a str> {
     view.headers.get(name)
 }
 
+/// The first of `names` (any case) that the request carries more than once. The
+/// Alibaba and Tencent strings-to-sign take one value per header: with two copies the
+/// verifier would check one while the upstream may read the other, so a signed header
+/// must appear once. `host` is exempt: it is read from the authority.
+pub fn repeated_header<'n>(
+    view: &RequestView,
+    names: impl IntoIterator<Item = &'n str>,
+) -> Option<&'n str> {
+    names.into_iter().find(|name| {
+        !name.eq_ignore_ascii_case("host")
+            && view
+                .headers
+                .iter()
+                .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+                .nth(1)
+                .is_some()
+    })
+}
+
 /// Every value of a header joined by `sep` (`None` if absent); `host` as in `header`.
 pub fn header_joined<'a>(view: &'a RequestView, name: &str, sep: &str) -> Option<Cow<'a, str>> {
     if name == "host" && !view.host.is_empty() {

@@ -624,3 +624,56 @@ fn absurd_signing_times_are_denied() {
         }
     }
 }
+
+/// A second copy of a header the signature covers, with another value, is refused: the
+/// verifier reads one copy, the upstream may read the other. (SigV4 and RFC 9421 combine
+/// the copies into the signed value, so there the signature no longer matches.)
+#[test]
+fn a_repeated_signed_header_is_refused() {
+    let snap = world();
+    for scheme in SchemeKind::ALL {
+        let req = SignRequest {
+            method: "POST".into(),
+            url: format!("https://{HOST}/v1/x"),
+            headers: vec![
+                ("Content-Type".into(), "application/json".into()),
+                ("X-Ca-Stage".into(), "RELEASE".into()),
+            ],
+            body: Some(b"{}".to_vec()),
+        };
+        let (key, secret) = match scheme {
+            SchemeKind::AppCode => ("", CODE),
+            SchemeKind::Bkapi => (APP, SECRET),
+            _ => (KEY, SECRET),
+        };
+        let opts = SignOptions::new(scheme, key, secret.as_bytes(), NOW, "n-0123456789");
+        let signed = sign(&req, &opts).unwrap();
+        let good = received(&req, &signed);
+        assert!(is_signed_allow(&judge(&good, &snap)), "{scheme} control");
+        let names: Vec<String> = good.headers.iter().map(|(n, _)| n.to_owned()).collect();
+        for name in names {
+            let mut v = good.clone();
+            v.headers.push(&name, "text/x-smuggled");
+            let d = judge(&v, &snap);
+            let covered = match scheme {
+                // Bearer schemes sign nothing but carry the secret in one header.
+                SchemeKind::AppCode | SchemeKind::Bkapi => {
+                    name == "authorization" || name == "x-bkapi-authorization"
+                }
+                SchemeKind::Aliyun => true,
+                // X-Ca-Stage is an Alibaba header; the others need not sign it.
+                _ => name != "x-ca-stage",
+            };
+            if covered {
+                assert!(!d.is_allow(), "{scheme}: second {name} allowed: {v:?}");
+            }
+            if covered && matches!(scheme, SchemeKind::Aliyun | SchemeKind::Tencent) {
+                assert_eq!(
+                    d.deny_code(),
+                    Some(DenyCode::Malformed),
+                    "{scheme}: second {name}"
+                );
+            }
+        }
+    }
+}
