@@ -37,6 +37,8 @@ struct Fixture {
     secret: String,
     code: String,
     tried: usize,
+    /// Requests the gRPC layer refused for their size (no CheckResponse at all).
+    refused_by_transport: usize,
     failures: Vec<String>,
 }
 
@@ -139,6 +141,7 @@ impl Fixture {
             secret: key.app_secret,
             code: app.app_code,
             tried: 0,
+            refused_by_transport: 0,
             failures: Vec::new(),
         }
     }
@@ -255,6 +258,7 @@ impl Fixture {
             Ok(Verdict::Allow) => self.failures.push(format!("{name}: ALLOWED")),
             Ok(Verdict::Deny { .. }) => {}
             Err(s) if matches!(s.code(), Code::OutOfRange | Code::ResourceExhausted) => {
+                self.refused_by_transport += 1;
                 // The channel survives a refused message; a fresh one is cheap anyway.
                 self.check = common::check_client(self.kg.check_addr()).await;
             }
@@ -427,6 +431,25 @@ async fn hostile_check_requests_are_denied_and_the_server_survives() {
                     .await;
             }
         }
+        // A second copy, with another value, of every header of a signed request that
+        // the signature covers (the bearer schemes cover only their credential).
+        let with_body = fx.sign(scheme, "/v1/items", Some(b"{\"a\":1}"));
+        for (name, _) in with_body.headers.clone() {
+            let lower = name.to_ascii_lowercase();
+            if matches!(scheme, SchemeKind::AppCode | SchemeKind::Bkapi)
+                && !credential_headers(scheme).contains(&lower.as_str())
+            {
+                continue;
+            }
+            let p = with_body.clone().push(&name, b"text/x-smuggled".to_vec());
+            fx.deny(
+                &format!("{s}: second {name} with another value"),
+                p.raw(),
+                None,
+            )
+            .await;
+        }
+
         // Thousands of copies of every credential header.
         let mut p = base.clone();
         for name in credential_headers(scheme) {
@@ -634,8 +657,15 @@ async fn hostile_check_requests_are_denied_and_the_server_survives() {
     let log = fx.kg.stderr();
     assert!(!log.contains("panicked"), "a panic was logged:\n{log}");
     println!(
-        "hostile: {} inputs tried, all denied or refused; failures: {}",
+        "hostile: {} inputs tried: {} denied with a code, {} refused by the gRPC size limit, \
+         {} allowed; failures: {}",
         fx.tried,
+        fx.tried - fx.refused_by_transport - fx.failures.len(),
+        fx.refused_by_transport,
+        fx.failures
+            .iter()
+            .filter(|f| f.ends_with("ALLOWED"))
+            .count(),
         fx.failures.len()
     );
     assert!(
