@@ -29,6 +29,11 @@ fn main() -> Result<(), BoxError> {
         .compile_fds(admin.file_descriptor_set())?;
 
     let envoy = envoy_types_dir()?.join("proto");
+    // tests/envoy_configs.rs checks the example Envoy configs against these protos.
+    println!(
+        "cargo:rustc-env=KEYGATE_ENVOY_PROTO_DIR={}",
+        envoy.display()
+    );
     let includes =
         ["data-plane-api", "xds", "protoc-gen-validate", "googleapis"].map(|d| envoy.join(d));
     let mut authz = protox::Compiler::new(includes)?;

@@ -63,6 +63,15 @@ pub const IDENTITY_HEADERS: [&str; 5] = [
     "x-keygate-scheme",
 ];
 
+/// Tells the upstream what became of the body: `verified` (keygate checked it against
+/// the signature), `unsigned` (the signature does not cover it), or `unverified` (the
+/// signature covers it but the proxy did not send it, e.g. NGINX `auth_request`).
+pub const BODY_HEADER: &str = "x-keygate-body";
+/// With `unverified`: the request header holding the signed digest that the upstream
+/// must compare with the body itself (`content-md5`, `content-digest`,
+/// `x-amz-content-sha256`). Absent when no such header exists.
+pub const BODY_DIGEST_HEADER: &str = "x-keygate-body-digest";
+
 /// Schemes an API accepts when its list is empty: those whose secret never travels.
 fn accepts(api: &Api, kind: SchemeKind) -> bool {
     if api.auth_schemes.is_empty() {
@@ -249,6 +258,16 @@ fn decide_signed(
         ),
     ];
     let mut headers_to_remove = cred.headers_to_remove();
+    let (body_state, digest_header) = match body {
+        BodyCheck::Verified => ("verified", None),
+        BodyCheck::NotCovered => ("unsigned", None),
+        BodyCheck::NotAvailable => ("unverified", cred.body_digest_header(view)),
+    };
+    headers_to_set.push((BODY_HEADER.to_owned(), body_state.to_owned()));
+    match digest_header {
+        Some(h) => headers_to_set.push((BODY_DIGEST_HEADER.to_owned(), h.to_owned())),
+        None => headers_to_remove.push(BODY_DIGEST_HEADER.to_owned()),
+    }
     match who.key {
         Some(k) => headers_to_set.push(("x-keygate-app-key".to_owned(), k.app_key.clone())),
         None => headers_to_remove.push("x-keygate-app-key".to_owned()),
@@ -398,6 +417,7 @@ fn allow_anonymous(api: &Api, stage: String, cfg: &DecideConfig) -> Decision {
         .map(str::to_owned)
         .to_vec();
     headers_to_remove.push(cfg.extend_info_header.clone());
+    headers_to_remove.push(BODY_DIGEST_HEADER.to_owned());
     Decision::Allow(Allow {
         app_id: String::new(),
         app_key: String::new(),
@@ -406,6 +426,8 @@ fn allow_anonymous(api: &Api, stage: String, cfg: &DecideConfig) -> Decision {
             ("x-keygate-api-id".to_owned(), api.id.clone()),
             ("x-keygate-stage".to_owned(), stage.clone()),
             ("x-keygate-scheme".to_owned(), "anonymous".to_owned()),
+            // Nothing was signed, so nothing about the body was checked.
+            (BODY_HEADER.to_owned(), "unsigned".to_owned()),
         ],
         stage,
         scheme: "anonymous",

@@ -443,6 +443,19 @@ impl Credential {
         }
     }
 
+    /// When the signature covers the body through a digest header, that header's name:
+    /// the upstream can compare it with the body when keygate could not (no body sent).
+    /// `None` when the body is signed in another way (form parameters) or not at all.
+    pub fn body_digest_header(&self, view: &RequestView) -> Option<&'static str> {
+        let present = |h: &'static str| view.headers.contains(h).then_some(h);
+        match &self.inner {
+            Inner::Aliyun(_) | Inner::Tencent(_) => present("content-md5"),
+            Inner::SigV4(_) => present("x-amz-content-sha256"),
+            Inner::Rfc9421(_) => present("content-digest"),
+            Inner::AppCode(_) | Inner::Bkapi(_) => None,
+        }
+    }
+
     /// Request headers (lower-case) that carried the credential or signature, to strip
     /// before the request goes upstream.
     pub fn headers_to_remove(&self) -> Vec<String> {

@@ -7,7 +7,9 @@
 
 pub mod admin;
 pub mod check;
+pub mod envoy_http;
 pub mod http;
+pub mod nginx;
 pub mod render;
 
 use std::future::Future;
@@ -249,7 +251,11 @@ pub async fn run(
         admin::auth::AdminAuth::new(&admin_token, shared.metrics.admin_auth_failures.clone());
     drop(admin_token);
     let admin_svc = pb::admin::admin_server::AdminServer::with_interceptor(
-        admin::AdminService::new(shared.store.clone(), shared.index.clone()),
+        admin::AdminService::new(
+            shared.store.clone(),
+            shared.index.clone(),
+            shared.metrics.admin_writes.clone(),
+        ),
         auth,
     );
     let (refl_v1, refl_v1alpha) = reflection(&[pb::ADMIN_DESCRIPTOR_SET])?;

@@ -1,7 +1,7 @@
 //! Metrics: atomic counters on the hot path, rendered as Prometheus text on demand.
 //!
 //! Owns: what is counted (decisions by result, deny code and scheme; check latency;
-//! admin auth failures) and the exposition format. Incrementing is a relaxed atomic
+//! admin auth failures, admin writes) and the exposition format. Incrementing is a relaxed atomic
 //! add: no lock and no allocation per request.
 
 use std::fmt::Write as _;
@@ -34,6 +34,7 @@ pub struct Metrics {
     latency_count: AtomicU64,
     latency_sum_us: AtomicU64,
     pub admin_auth_failures: std::sync::Arc<AtomicU64>,
+    pub admin_writes: std::sync::Arc<AtomicU64>,
 }
 
 impl Metrics {
@@ -163,6 +164,16 @@ impl Metrics {
             o,
             "keygate_admin_auth_failures_total {}",
             self.admin_auth_failures.load(Relaxed)
+        );
+        let _ = writeln!(
+            o,
+            "# HELP keygate_admin_writes_total Admin writes committed (each one durable transaction)."
+        );
+        let _ = writeln!(o, "# TYPE keygate_admin_writes_total counter");
+        let _ = writeln!(
+            o,
+            "keygate_admin_writes_total {}",
+            self.admin_writes.load(Relaxed)
         );
         o
     }

@@ -11,6 +11,7 @@ pub mod convert;
 pub mod status;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use tonic::{Request, Response, Status};
 
@@ -27,21 +28,28 @@ type Res<T> = Result<Response<T>, Status>;
 pub struct AdminService {
     store: Arc<Store>,
     index: Arc<Index>,
+    /// Committed writes, for `/metrics`.
+    writes: Arc<AtomicU64>,
 }
 
 impl AdminService {
-    pub fn new(store: Arc<Store>, index: Arc<Index>) -> Self {
-        Self { store, index }
+    pub fn new(store: Arc<Store>, index: Arc<Index>, writes: Arc<AtomicU64>) -> Self {
+        Self {
+            store,
+            index,
+            writes,
+        }
     }
 
     /// Makes a committed write visible to the check path, then hands back its result.
     fn commit<T>(&self, (out, changes): (T, Vec<Change>)) -> T {
         self.index.refresh(&self.store, &changes);
+        self.writes.fetch_add(1, Ordering::Relaxed);
         out
     }
 
     fn committed(&self, changes: Vec<Change>) -> Response<()> {
-        self.index.refresh(&self.store, &changes);
+        self.commit(((), changes));
         Response::new(())
     }
 }

@@ -1,32 +1,67 @@
-//! The HTTP listener: liveness and readiness probes and Prometheus metrics (the NGINX
-//! and Envoy HTTP front doors join it later).
+//! The HTTP listener: the NGINX `auth_request` and Envoy HTTP-mode front doors, the
+//! liveness and readiness probes, and Prometheus metrics.
 //!
-//! Owns: HTTP routing and rendering only; no policy.
+//! Owns: routing on this listener and what the two HTTP front doors have in common
+//! (headers into a `RequestView`, an allow or a deny into a response). The doors
+//! themselves (`nginx`, `envoy_http`) translate only; policy stays in `decide`.
+//!
+//! | path | what |
+//! |---|---|
+//! | `/nginx/check` | NGINX `auth_request` subrequest (original request in `X-Original-*`) |
+//! | `/nginx/render-deny` | NGINX `error_page` target: renders the real deny |
+//! | `/envoy/<original path>` | Envoy `http_service` with `path_prefix: /envoy` |
+//! | `/healthz`, `/readyz`, `/metrics` | probes and Prometheus text |
+//!
+//! The front doors match by prefix in the fallback handler rather than by router
+//! pattern: the router would normalise or reject paths (`//`, `%2F`) that a signature
+//! covers byte for byte.
 
 use std::future::Future;
 use std::sync::Arc;
 
-use axum::extract::State;
-use axum::http::StatusCode;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use tokio::net::TcpListener;
 
-use super::Shared;
+use super::{Shared, envoy_http, nginx, render};
+use crate::decide::{Allow, Decision, Deny};
+use crate::request::Headers;
 
 pub async fn serve(
     listener: TcpListener,
     shared: Arc<Shared>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let app = Router::new()
+    axum::serve(listener, router(shared))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+pub fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .with_state(shared);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+        .fallback(front_door)
+        .with_state(shared)
+}
+
+/// Dispatches the front doors by raw path prefix (see the module doc).
+async fn front_door(State(shared): State<Arc<Shared>>, req: Request) -> Response {
+    let path = req.uri().path();
+    if path == nginx::CHECK_PATH {
+        nginx::check(&shared, req.headers())
+    } else if path == nginx::RENDER_DENY_PATH {
+        nginx::render_deny(req.headers())
+    } else if envoy_http::matches(path) {
+        envoy_http::check(&shared, req).await
+    } else {
+        (StatusCode::NOT_FOUND, "not found\n").into_response()
+    }
 }
 
 /// Ready once the store is open and the index loaded, which `Shared::open` guarantees
@@ -41,19 +76,77 @@ async fn readyz(State(shared): State<Arc<Shared>>) -> (StatusCode, Json<serde_js
     )
 }
 
-async fn metrics(
-    State(shared): State<Arc<Shared>>,
-) -> ([(axum::http::HeaderName, &'static str); 1], String) {
+async fn metrics(State(shared): State<Arc<Shared>>) -> ([(HeaderName, &'static str); 1], String) {
     let body = shared.metrics.render(
         shared.index.sizes(),
         shared.replay.len(),
         shared.replay.capacity(),
     );
-    (
-        [(
-            axum::http::header::CONTENT_TYPE,
-            "text/plain; version=0.0.4",
-        )],
-        body,
-    )
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
+}
+
+/// Request headers as `Headers`, skipping the names in `skip` (lower-case). A value
+/// that is not UTF-8 is kept lossily: a signature over it then fails, which is a deny.
+pub(super) fn headers_from(map: &HeaderMap, skip: &[&str]) -> Headers {
+    let mut out = Headers::new();
+    for (name, value) in map {
+        let name = name.as_str();
+        if skip.contains(&name) {
+            continue;
+        }
+        match value.to_str() {
+            Ok(v) => out.push(name, v),
+            Err(_) => out.push(name, String::from_utf8_lossy(value.as_bytes()).into_owned()),
+        }
+    }
+    out
+}
+
+/// First value of `name` as text, if it is visible ASCII.
+pub(super) fn header_str<'a>(map: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    map.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// Appends `name: value` when both are valid on the wire; a value keygate cannot send
+/// is dropped rather than failing the answer.
+pub(super) fn push_header(out: &mut HeaderMap, name: &str, value: &str) {
+    if let (Ok(n), Ok(v)) = (
+        HeaderName::from_bytes(name.as_bytes()),
+        HeaderValue::from_str(value),
+    ) {
+        out.append(n, v);
+    }
+}
+
+/// An allow: exactly 200 (Envoy treats any other 2xx as a deny), the identity headers
+/// and the request id, no body.
+pub(super) fn allow_response(a: &Allow, request_id: &str, extra: &[(&str, String)]) -> Response {
+    let mut headers = HeaderMap::new();
+    for (k, v) in &a.headers_to_set {
+        push_header(&mut headers, k, v);
+    }
+    push_header(&mut headers, "x-keygate-request-id", request_id);
+    for (k, v) in extra {
+        push_header(&mut headers, k, v);
+    }
+    (StatusCode::OK, headers).into_response()
+}
+
+/// A deny with the given status: keygate's headers, the scheme's, and the JSON body.
+pub(super) fn deny_response(d: &Deny, request_id: &str, status: u16) -> Response {
+    let mut headers = HeaderMap::new();
+    for (k, v) in render::deny_headers(d, request_id) {
+        push_header(&mut headers, &k, &v);
+    }
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN);
+    let mut resp = Response::new(Body::from(render::deny_json(d, request_id)));
+    *resp.status_mut() = status;
+    *resp.headers_mut() = headers;
+    resp
+}
+
+/// Counts a deny that a front door produced before reaching `decide` (a request it
+/// could not even translate), so `/metrics` sees every refusal.
+pub(super) fn count_front_door_deny(shared: &Shared, d: &Deny) {
+    shared.metrics.record(&Decision::Deny(d.clone()), None, 0);
 }

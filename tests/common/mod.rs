@@ -11,6 +11,8 @@
 // Each test crate uses a different part of the harness.
 #![allow(dead_code)]
 
+pub mod http;
+
 use std::fs::{self, File};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
