@@ -1,4 +1,6 @@
-//! Hostile input at the Envoy Check front door of the real binary: invalid UTF-8,
+//! Hostile input at every front door of the real binary (the Envoy gRPC Check, and over
+//! HTTP the Envoy HTTP mode `/envoy/...` and NGINX `/nginx/check`, `/nginx/render-deny`):
+//! invalid UTF-8,
 //! thousands of headers, huge values, duplicated credential headers, absurd
 //! timestamps, garbage signatures, overlong paths, huge and deep queries, huge bodies,
 //! empty requests. Every one must come back as a deny with a code (gRPC status not OK,
@@ -7,6 +9,12 @@
 //! itself (`OUT_OF_RANGE`/`RESOURCE_EXHAUSTED`), which Envoy with
 //! `failure_mode_allow: false` turns into a 403. Afterwards the process is still up,
 //! healthy, and a correctly signed request is still allowed.
+//!
+//! On the HTTP doors a deny is never 2xx, never 5xx on the Envoy door (a 5xx is an
+//! authorization-server error there) and only 401/403 on the NGINX door; input the
+//! HTTP layer refuses before keygate sees it (too many or too large headers, broken
+//! framing) may get hyper's own 4xx or a closed connection, both of which the proxy
+//! treats as a refusal. The renderer never answers 2xx/3xx, whatever it is handed.
 //!
 //! Where a hostile request could otherwise pass (the hostile part is not signed, e.g. a
 //! huge path under an API's wildcard), it is either sent with a valid signature to a
@@ -753,4 +761,529 @@ fn garbage_signatures(scheme: SchemeKind, p: &Parts) -> Vec<(String, Parts)> {
         }
     }
     out
+}
+
+// === the HTTP front doors: NGINX auth_request and Envoy HTTP mode ===
+
+/// Which HTTP front door a request goes through.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Door {
+    /// `/envoy/<original path>`, original Host, the body attached.
+    Envoy,
+    /// `GET /nginx/check` with the original request in `X-Original-*`; no body.
+    Nginx,
+}
+
+/// A response as far as these tests need it.
+#[derive(Debug)]
+struct Answer {
+    status: u16,
+    /// `x-keygate-error`, when keygate (not the HTTP layer) answered.
+    code: Option<String>,
+    head: String,
+}
+
+/// Writes `raw` to the http listener and reads the answer; `None` when the server
+/// closed the connection without one (an error for the proxy, which fails closed).
+fn http_raw(addr: std::net::SocketAddr, raw: &[u8]) -> Option<Answer> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect to the http listener");
+    s.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    // The server may answer (and close) before reading everything: ignore write errors.
+    let _ = s.write_all(raw);
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    let end = buf.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+    let status = head.split_whitespace().nth(1)?.parse().ok()?;
+    let code = head
+        .split("\r\n")
+        .filter_map(|l| l.split_once(':'))
+        .find(|(k, _)| k.trim().eq_ignore_ascii_case("x-keygate-error"))
+        .map(|(_, v)| v.trim().to_owned());
+    Some(Answer { status, code, head })
+}
+
+/// The raw HTTP/1.1 request a door receives for `p`.
+fn door_request(door: Door, p: &Parts) -> Vec<u8> {
+    let mut raw = Vec::new();
+    match door {
+        Door::Envoy => {
+            raw.extend(
+                format!(
+                    "{} /envoy{} HTTP/1.1\r\nHost: {}\r\n",
+                    p.method, p.target, p.authority
+                )
+                .into_bytes(),
+            );
+            if let Some(b) = &p.body {
+                raw.extend(
+                    format!(
+                        "Content-Length: {}\r\nx-envoy-auth-partial-body: false\r\n",
+                        b.len()
+                    )
+                    .into_bytes(),
+                );
+            }
+        }
+        Door::Nginx => {
+            raw.extend(b"GET /nginx/check HTTP/1.1\r\nHost: keygate\r\n");
+            raw.extend(
+                format!(
+                    "X-Original-Method: {}\r\nX-Original-Host: {}\r\n",
+                    p.method, p.authority
+                )
+                .into_bytes(),
+            );
+            raw.extend(b"X-Original-URI: ");
+            raw.extend(p.target.as_bytes());
+            raw.extend(b"\r\n");
+        }
+    }
+    for (n, v) in &p.headers {
+        raw.extend(n.as_bytes());
+        raw.extend(b": ");
+        raw.extend(v);
+        raw.extend(b"\r\n");
+    }
+    raw.extend(b"Connection: close\r\n\r\n");
+    if let (Door::Envoy, Some(b)) = (door, &p.body) {
+        raw.extend(b);
+    }
+    raw
+}
+
+impl Fixture {
+    /// `raw` must not be allowed: keygate's deny with a code (when `coded`), or, for
+    /// input the HTTP layer refuses before keygate sees it, any non-2xx answer (or a
+    /// closed connection). A deny is never 5xx on the Envoy door, and only 401/403 on
+    /// the NGINX door (what `auth_request` passes on).
+    fn http_deny(&mut self, name: &str, door: Door, raw: &[u8], coded: bool) {
+        self.tried += 1;
+        let Some(a) = http_raw(self.kg.http_addr(), raw) else {
+            if coded {
+                self.failures
+                    .push(format!("{name}: connection closed without an answer"));
+            } else {
+                self.refused_by_transport += 1;
+            }
+            return;
+        };
+        if (200..300).contains(&a.status) {
+            self.failures
+                .push(format!("{name}: ALLOWED ({})", a.status));
+            return;
+        }
+        if a.head.contains('\0') {
+            self.failures
+                .push(format!("{name}: NUL in the response head"));
+        }
+        match (&a.code, coded) {
+            (Some(_), _) => {
+                let ok = match door {
+                    Door::Envoy => a.status < 500,
+                    Door::Nginx => a.status == 401 || a.status == 403,
+                };
+                if !ok {
+                    self.failures.push(format!(
+                        "{name}: deny status {} on the {door:?} door",
+                        a.status
+                    ));
+                }
+            }
+            (None, true) => self.failures.push(format!(
+                "{name}: {} without x-keygate-error: {}",
+                a.status, a.head
+            )),
+            (None, false) => self.refused_by_transport += 1,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_http_requests_are_denied_and_the_server_survives() {
+    let mut fx = Fixture::new().await;
+    let http = fx.kg.http_addr();
+    let doors = [Door::Envoy, Door::Nginx];
+
+    // Controls: every scheme passes both doors.
+    for door in doors {
+        for scheme in SchemeKind::ALL {
+            let p = fx.sign(scheme, "/v1/items/1?a=1", None);
+            let a = http_raw(http, &door_request(door, &p)).expect("answer");
+            assert_eq!(a.status, 200, "control {scheme} via {door:?}: {}", a.head);
+        }
+    }
+
+    for door in doors {
+        let d = format!("{door:?}");
+        for scheme in SchemeKind::ALL {
+            let s = format!("{d} {scheme}");
+            let base = fx.sign(scheme, "/v1/items/1?a=1", None);
+
+            fx.http_deny(
+                &format!("{s}: bad signature"),
+                door,
+                &door_request(door, &tamper_signature(scheme, &base)),
+                true,
+            );
+            for (label, p) in garbage_signatures(scheme, &base) {
+                // A value with control bytes is refused by the HTTP parser itself.
+                let coded = !label.contains("\\0") && !label.contains("\\u{0}");
+                fx.http_deny(
+                    &format!("{s}: {label}"),
+                    door,
+                    &door_request(door, &p),
+                    coded,
+                );
+            }
+            // Invalid UTF-8 and overlong encodings in every header the signer added.
+            for name in base.added.clone() {
+                for (label, bad) in [
+                    ("0xff appended", [base.get(&name), vec![0xff]].concat()),
+                    (
+                        "0xc0 0x80 prefix",
+                        [vec![0xc0, 0x80], base.get(&name)].concat(),
+                    ),
+                    ("all 0xfe", vec![0xfe; 300]),
+                ] {
+                    let p = base.clone().set(&name, bad);
+                    fx.http_deny(
+                        &format!("{s}: {name} {label}"),
+                        door,
+                        &door_request(door, &p),
+                        true,
+                    );
+                }
+            }
+            // Duplicate credential headers.
+            for name in credential_headers(scheme) {
+                if base.get(name).is_empty() {
+                    continue;
+                }
+                let p = base.clone().push(name, b"garbage, sig1=:AAAA:".to_vec());
+                fx.http_deny(
+                    &format!("{s}: duplicate {name}"),
+                    door,
+                    &door_request(door, &p),
+                    true,
+                );
+                if scheme != SchemeKind::Rfc9421 {
+                    let p = base.clone().push(name, base.get(name));
+                    fx.http_deny(
+                        &format!("{s}: {name} twice"),
+                        door,
+                        &door_request(door, &p),
+                        true,
+                    );
+                }
+            }
+            // Absurd signing times.
+            if scheme != SchemeKind::AppCode {
+                let algorithm = (scheme == SchemeKind::Bkapi).then_some("signature");
+                for t in [
+                    i64::MIN,
+                    -1,
+                    0,
+                    i64::MAX,
+                    common::now_ms() + 10 * 365 * 86_400_000,
+                ] {
+                    if let Some(p) = fx.sign_at(
+                        scheme,
+                        algorithm,
+                        "GET",
+                        &format!("http://{HOST}/v1/items/1"),
+                        None,
+                        t,
+                    ) {
+                        fx.http_deny(
+                            &format!("{s}: signed at {t}"),
+                            door,
+                            &door_request(door, &p),
+                            true,
+                        );
+                    }
+                }
+            }
+            // Many headers, huge values, long targets: refused by the HTTP layer or
+            // denied by keygate, never allowed.
+            let mut p = base.clone();
+            for i in 0..1000 {
+                p = p.push(&format!("x-junk-{i}"), format!("v{i}"));
+            }
+            fx.http_deny(
+                &format!("{s}: 1000 headers"),
+                door,
+                &door_request(door, &p),
+                false,
+            );
+            for name in credential_headers(scheme) {
+                let mut huge = base.get(name);
+                huge.extend(std::iter::repeat_n(b'A', MIB));
+                fx.http_deny(
+                    &format!("{s}: 1 MiB {name}"),
+                    door,
+                    &door_request(door, &base.clone().set(name, huge)),
+                    false,
+                );
+                let mut big = base.get(name);
+                big.extend(std::iter::repeat_n(b'A', 16 * 1024));
+                fx.http_deny(
+                    &format!("{s}: 16 KiB {name}"),
+                    door,
+                    &door_request(door, &base.clone().set(name, big)),
+                    false,
+                );
+            }
+            for (label, target) in [
+                ("64 KiB path", format!("/x/{}", "a".repeat(64 * 1024))),
+                (
+                    "percent garbage path",
+                    "/x/%/%zz/%ff%fe%00/..%2f..%2f".to_owned(),
+                ),
+                ("10k query params", format!("/x?{}", "a=1&".repeat(10_000))),
+                ("deep query", format!("/x?{}=1", "a[b]".repeat(8_000))),
+            ] {
+                if let Some(p) = fx.sign_at(
+                    scheme,
+                    None,
+                    "GET",
+                    &format!("http://{HOST}{target}"),
+                    None,
+                    common::now_ms(),
+                ) {
+                    fx.http_deny(
+                        &format!("{s}: {label}"),
+                        door,
+                        &door_request(door, &p),
+                        false,
+                    );
+                }
+            }
+        }
+    }
+
+    // --- the Envoy door's body ---
+    let big = vec![b'z'; 5 * MIB];
+    let p = fx.sign(SchemeKind::Aliyun, "/v1/items", Some(&big));
+    fx.http_deny(
+        "Envoy: 5 MiB body (over the door's limit)",
+        Door::Envoy,
+        &door_request(Door::Envoy, &p),
+        true,
+    );
+    let mut p = fx.sign(SchemeKind::SigV4, "/v1/items", Some(b"{\"a\":1}"));
+    p.body = Some(b"{\"a\":2}".to_vec());
+    fx.http_deny(
+        "Envoy: body swapped",
+        Door::Envoy,
+        &door_request(Door::Envoy, &p),
+        true,
+    );
+    let p = fx.sign(SchemeKind::Aliyun, "/v1/items", None);
+    let mut raw = door_request(Door::Envoy, &p);
+    let at = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 2;
+    raw.splice(
+        at..at,
+        b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n"
+            .iter()
+            .copied(),
+    );
+    raw.extend(b"zzzz\r\ngarbage\r\n");
+    fx.http_deny(
+        "Envoy: Content-Length with chunked garbage",
+        Door::Envoy,
+        &raw,
+        false,
+    );
+    let mut raw = door_request(Door::Envoy, &p);
+    raw.splice(at..at, b"Transfer-Encoding: chunked\r\n".iter().copied());
+    raw.extend(b"ffffffffffffffffffff\r\nx\r\n0\r\n\r\n");
+    fx.http_deny("Envoy: absurd chunk size", Door::Envoy, &raw, false);
+
+    // --- the NGINX door's own headers ---
+    let p = fx.sign(SchemeKind::Aliyun, "/v1/items/1", None);
+    let mut hdrs = Vec::new();
+    for (n, v) in &p.headers {
+        hdrs.extend(n.as_bytes());
+        hdrs.extend(b": ");
+        hdrs.extend(v);
+        hdrs.extend(b"\r\n");
+    }
+    let nginx = |original: &str| {
+        let mut raw =
+            format!("GET /nginx/check HTTP/1.1\r\nHost: keygate\r\n{original}").into_bytes();
+        raw.extend(&hdrs);
+        raw.extend(b"Connection: close\r\n\r\n");
+        raw
+    };
+    for (label, original) in [
+        ("no X-Original-*", String::new()),
+        (
+            "no X-Original-URI",
+            format!("X-Original-Method: GET\r\nX-Original-Host: {HOST}\r\n"),
+        ),
+        (
+            "no X-Original-Method",
+            format!("X-Original-URI: /v1/items/1\r\nX-Original-Host: {HOST}\r\n"),
+        ),
+        (
+            "absolute URI",
+            format!(
+                "X-Original-Method: GET\r\nX-Original-URI: http://evil.example/v1/items/1\r\nX-Original-Host: {HOST}\r\n"
+            ),
+        ),
+        (
+            "empty URI",
+            format!("X-Original-Method: GET\r\nX-Original-URI: \r\nX-Original-Host: {HOST}\r\n"),
+        ),
+        (
+            "other path",
+            format!(
+                "X-Original-Method: GET\r\nX-Original-URI: /v1/items/2\r\nX-Original-Host: {HOST}\r\n"
+            ),
+        ),
+        (
+            "other method",
+            format!(
+                "X-Original-Method: DELETE\r\nX-Original-URI: /v1/items/1\r\nX-Original-Host: {HOST}\r\n"
+            ),
+        ),
+        (
+            "two URIs",
+            format!(
+                "X-Original-Method: GET\r\nX-Original-URI: /v1/items/2\r\nX-Original-URI: /v1/items/1\r\nX-Original-Host: {HOST}\r\n"
+            ),
+        ),
+        (
+            "forged identity",
+            format!(
+                "X-Original-Method: GET\r\nX-Original-URI: /v1/items/2\r\nX-Original-Host: {HOST}\r\nx-keygate-app-id: {APP_ID}\r\nx-keygate-deny: e30\r\n"
+            ),
+        ),
+    ] {
+        fx.http_deny(
+            &format!("NGINX: {label}"),
+            Door::Nginx,
+            &nginx(&original),
+            true,
+        );
+    }
+    // The renderer never answers 2xx, whatever it is handed, and drops what a deny may
+    // not set.
+    let render = |packed: &str| {
+        format!("GET /nginx/render-deny HTTP/1.1\r\nHost: keygate\r\nx-keygate-deny: {packed}\r\nConnection: close\r\n\r\n").into_bytes()
+    };
+    use base64::Engine as _;
+    let pack = |json: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json);
+    for (label, packed) in [
+        ("garbage", "!!!not-base64!!!".to_owned()),
+        ("empty", String::new()),
+        (
+            "status 200",
+            pack(r#"{"status":200,"code":"NoGrant","message":"m","request_id":"r","headers":[]}"#),
+        ),
+        (
+            "status 99999",
+            pack(
+                r#"{"status":99999,"code":"NoGrant","message":"m","request_id":"r","headers":[]}"#,
+            ),
+        ),
+        (
+            "status 302 + location",
+            pack(
+                r#"{"status":302,"code":"NoGrant","message":"m","request_id":"r","headers":[["Location","http://evil"],["Set-Cookie","a=b"]]}"#,
+            ),
+        ),
+        (
+            "CRLF in headers",
+            pack(
+                "{\"status\":401,\"code\":\"X\",\"message\":\"m\\r\\nx: y\",\"request_id\":\"r\\r\\nx: y\",\"headers\":[[\"a\\r\\nb\",\"c\\r\\nd\"]]}",
+            ),
+        ),
+        (
+            "huge message",
+            pack(&format!(
+                r#"{{"status":401,"code":"X","message":"{}","request_id":"r","headers":[]}}"#,
+                "m".repeat(100_000)
+            )),
+        ),
+    ] {
+        fx.tried += 1;
+        let a = http_raw(http, &render(&packed)).expect("render-deny answers");
+        let lower = a.head.to_ascii_lowercase();
+        if (200..400).contains(&a.status)
+            || lower.contains("\r\nlocation:")
+            || lower.contains("\r\nset-cookie:")
+            || lower.contains("\r\nx: y")
+        {
+            fx.failures.push(format!("render-deny {label}: {}", a.head));
+        }
+    }
+
+    // --- paths next to the doors ---
+    for target in [
+        "/envoyx/v1/items/1",
+        "/ENVOY/v1/items/1",
+        "//envoy/v1/items/1",
+        "/nginx/check/../../envoy/v1",
+        "/nginx/checkx",
+        "/%65nvoy/v1/items/1",
+    ] {
+        let p = fx.sign(SchemeKind::AppCode, "/v1/items/1", None);
+        let mut raw = format!("GET {target} HTTP/1.1\r\nHost: {HOST}\r\n").into_bytes();
+        for (n, v) in &p.headers {
+            raw.extend(n.as_bytes());
+            raw.extend(b": ");
+            raw.extend(v);
+            raw.extend(b"\r\n");
+        }
+        raw.extend(b"Connection: close\r\n\r\n");
+        fx.http_deny(&format!("path {target}"), Door::Envoy, &raw, false);
+    }
+    for line in [
+        "GET * HTTP/1.1",
+        "OPTIONS * HTTP/1.1",
+        "CONNECT keygate:80 HTTP/1.1",
+        "GET http://evil/envoy/v1/items/1 HTTP/1.1",
+        "G\0ET /envoy/v1 HTTP/1.1",
+        "GET /envoy/v1 HTTP/9.9",
+    ] {
+        let raw = format!("{line}\r\nHost: {HOST}\r\nConnection: close\r\n\r\n").into_bytes();
+        fx.http_deny(&format!("request line {line:?}"), Door::Envoy, &raw, false);
+    }
+
+    // --- the server survived and still serves ---
+    assert!(
+        common::is_running(&mut fx.kg),
+        "keygate died; stderr:\n{}",
+        fx.kg.stderr()
+    );
+    let (code, _) = fx.kg.http_get("/healthz");
+    assert_eq!(code, 200);
+    for door in doors {
+        for scheme in SchemeKind::ALL {
+            let p = fx.sign(scheme, "/v1/items/2", None);
+            let a = http_raw(http, &door_request(door, &p)).expect("answer");
+            assert_eq!(a.status, 200, "{scheme} via {door:?} after: {}", a.head);
+        }
+    }
+    let log = fx.kg.stderr();
+    assert!(!log.contains("panicked"), "a panic was logged:\n{log}");
+    println!(
+        "hostile http: {} inputs tried: {} denied with a code, {} refused by the HTTP layer, \
+         {} allowed; failures: {}",
+        fx.tried,
+        fx.tried - fx.refused_by_transport - fx.failures.len(),
+        fx.refused_by_transport,
+        fx.failures.iter().filter(|f| f.contains("ALLOWED")).count(),
+        fx.failures.len()
+    );
+    assert!(
+        fx.failures.is_empty(),
+        "{} failures:\n{}",
+        fx.failures.len(),
+        fx.failures.join("\n")
+    );
 }
