@@ -221,6 +221,19 @@ async fn no_admin_operation_outside_the_admin_listener() {
         );
         assert_eq!(http_request(http, &head, &[0, 0, 0, 0, 0]), 404, "POST {m}");
     }
+    // Through the Envoy HTTP door an admin path is just a request to check: a deny
+    // (no credential), never an admin operation.
+    for m in ["ListApps", "CreateApp"] {
+        let head = format!(
+            "POST /envoy/{ADMIN_SERVICE}/{m} HTTP/1.1\r\nHost: {http}\r\nContent-Type: application/grpc\r\nAuthorization: Bearer {}\r\nContent-Length: 5\r\nConnection: close\r\n\r\n",
+            common::TOKEN
+        );
+        assert_eq!(
+            http_request(http, &head, &[0, 0, 0, 0, 0]),
+            401,
+            "POST /envoy/.../{m}"
+        );
+    }
     // And over HTTP/2 as a real gRPC client would.
     if let Ok(ch) = Channel::from_shared(format!("http://{http}"))
         .unwrap()

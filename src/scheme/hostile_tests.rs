@@ -1,6 +1,6 @@
 //! Hostile-input proptests: arbitrary bytes and strings thrown at every scheme's
-//! detection and parsers, the canonicalisers, the Envoy translation and the whole
-//! pipeline (`decide`).
+//! detection and parsers, the canonicalisers, the front doors' translations (Envoy gRPC,
+//! Envoy HTTP mode, NGINX) and the whole pipeline (`decide`).
 //!
 //! Two properties, on top of "never panics":
 //! * no request passes without a valid signature: a request signed with a wrong secret,
@@ -559,6 +559,47 @@ proptest! {
     fn decide_takes_any_view(v in view()) {
         let d = judge(&v, &world());
         prop_assert!(!is_signed_allow(&d), "{d:?}\n{v:?}");
+    }
+
+    /// Any NGINX auth subrequest (`X-Original-*` and the client's headers, any bytes
+    /// the HTTP layer lets through) and any Envoy HTTP-mode request through their
+    /// translations and the pipeline.
+    #[test]
+    fn http_translations_take_any_request(
+        original in proptest::collection::vec((prop_oneof![
+            Just("x-original-method".to_owned()), Just("x-original-uri".to_owned()),
+            Just("x-original-host".to_owned()), Just("x-original-scheme".to_owned()),
+            Just("x-original-content-length".to_owned()), Just("x-original-transfer-encoding".to_owned()),
+            Just("x-forwarded-uri".to_owned()), Just("x-forwarded-method".to_owned()),
+            Just("x-forwarded-for".to_owned()), Just("x-keygate-deny".to_owned()),
+        ], proptest::collection::vec(any::<u8>(), 0..80)), 0..8),
+        client in proptest::collection::vec((header_name(), proptest::collection::vec(any::<u8>(), 0..80)), 0..10),
+        method in "[A-Z]{1,8}",
+        target in "/[ -~]{0,60}",
+        body in proptest::collection::vec(any::<u8>(), 0..100),
+    ) {
+        use axum::http::{HeaderMap, HeaderName, HeaderValue};
+        let mut map = HeaderMap::new();
+        for (n, v) in original.iter().chain(client.iter()) {
+            // What the HTTP layer cannot carry never reaches a door.
+            if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(n.as_bytes()), HeaderValue::from_bytes(v)) {
+                map.append(n, v);
+            }
+        }
+        if let Ok(v) = crate::server::nginx::view_from_nginx(&map) {
+            let d = judge(&v, &world());
+            prop_assert!(!is_signed_allow(&d), "{d:?}\n{v:?}");
+        }
+        let mut b = axum::http::Request::builder().method(method.as_str()).uri(format!("/envoy{target}"));
+        for (n, v) in map.iter() {
+            b = b.header(n, v);
+        }
+        if let Ok(req) = b.body(axum::body::Body::from(body.clone())) {
+            let mut v = crate::server::envoy_http::view_from_envoy_http(&req);
+            v.body = Some(body);
+            let d = judge(&v, &world());
+            prop_assert!(!is_signed_allow(&d), "{d:?}\n{v:?}");
+        }
     }
 
     /// Any Envoy CheckRequest (header map or raw header_map with arbitrary bytes,
