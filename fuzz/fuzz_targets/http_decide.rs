@@ -46,7 +46,10 @@ fuzz_target!(|input: Input| {
         .map(|(i, v)| (NAMES[usize::from(*i) % NAMES.len()].to_owned(), v));
     for (n, v) in named.chain(input.free.iter().map(|(n, v)| (n.clone(), v))) {
         // What the HTTP layer cannot carry never reaches a door.
-        if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(n.as_bytes()), HeaderValue::from_bytes(v)) {
+        if let (Ok(n), Ok(v)) = (
+            HeaderName::from_bytes(n.as_bytes()),
+            HeaderValue::from_bytes(v),
+        ) {
             map.append(n, v);
         }
     }

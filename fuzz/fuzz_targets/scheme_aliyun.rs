@@ -5,7 +5,15 @@
 use keygate_fuzz::{Req, exercise, judge};
 use libfuzzer_sys::fuzz_target;
 
-const NAMES: &[&str] = &["x-ca-key", "x-ca-signature", "x-ca-signature-headers", "x-ca-signature-method", "x-ca-timestamp", "x-ca-nonce", "authorization"];
+const NAMES: &[&str] = &[
+    "x-ca-key",
+    "x-ca-signature",
+    "x-ca-signature-headers",
+    "x-ca-signature-method",
+    "x-ca-timestamp",
+    "x-ca-nonce",
+    "authorization",
+];
 
 fuzz_target!(|r: Req| {
     let v = r.view(NAMES);

@@ -119,7 +119,9 @@ pub fn exercise(v: &RequestView) {
             .headers
             .iter()
             .any(|(_, x)| x.contains("fuzz-wrong-secret-0123456789"))
-            || v.query.as_deref().is_some_and(|q| q.contains("fuzz-wrong-secret"));
+            || v.query
+                .as_deref()
+                .is_some_and(|q| q.contains("fuzz-wrong-secret"));
         assert!(
             !verified || (c.sends_secret() && presented),
             "{:?} verified with a secret nobody signed with: {v:?}",
@@ -232,7 +234,13 @@ pub fn world() -> &'static Index {
 /// Decides `v` in the world (fresh replay cache) and checks the invariants.
 pub fn judge(v: &RequestView) -> Decision {
     let snap = world().read();
-    let d = decide(v, &snap, &ReplayGuard::new(64), NOW, &DecideConfig::default());
+    let d = decide(
+        v,
+        &snap,
+        &ReplayGuard::new(64),
+        NOW,
+        &DecideConfig::default(),
+    );
     match &d {
         Decision::Allow(a) => match a.scheme {
             "anonymous" => assert_eq!(
