@@ -15,7 +15,7 @@
 //! any tree), every grant's app and target exist, and the audit log holds exactly one
 //! event per committed write.
 //!
-//! Budget: `KEYGATE_CRASH_TRIALS` (default 6; `KEYGATE_SOAK=1` makes it 200).
+//! Budget: `KEYGATE_CRASH_TRIALS` (default 20; `KEYGATE_SOAK=1` makes it 200).
 //! `KEYGATE_CRASH_SEED` replays a run (the seed is printed).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -781,7 +781,7 @@ async fn acknowledged_writes_survive_random_kill_9_under_concurrent_load() {
         if std::env::var("KEYGATE_SOAK").is_ok_and(|v| v == "1") {
             200
         } else {
-            6
+            20
         },
     );
     let seed = env_u64("KEYGATE_CRASH_SEED").unwrap_or_else(|| common::now_ms() as u64);
