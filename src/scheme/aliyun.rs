@@ -247,8 +247,8 @@ impl AliyunCredential {
             return Err(deny(
                 DenyCode::UnsupportedAlgorithm,
                 format!(
-                    "Unsupported X-Ca-Signature-Method {:?}",
-                    self.method.as_deref().unwrap_or("")
+                    "Unsupported X-Ca-Signature-Method \"{}\"",
+                    canonical::echo_escaped(self.method.as_deref().unwrap_or(""))
                 ),
             )
             .with_header("X-Ca-Error-Code", "I400HD")
@@ -278,7 +278,10 @@ impl AliyunCredential {
         if let Some(name) = canonical::repeated_header(view, FIXED.into_iter().chain(listed)) {
             return Err(deny(
                 DenyCode::Malformed,
-                format!("signed header {name} appears more than once"),
+                format!(
+                    "signed header {} appears more than once",
+                    canonical::echo_escaped(name)
+                ),
             )
             .with_header("X-Ca-Error-Code", "A400DH")
             .with_header("X-Ca-Error-Message", "Duplicate Signed Header"));

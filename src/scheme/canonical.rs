@@ -417,30 +417,50 @@ pub fn upper_method(method: &str) -> Cow<'_, str> {
     }
 }
 
+/// Most bytes of one echo of request-derived text (a string-to-sign, a canonical
+/// request, a header name) in a deny's message or vendor headers: far more than any
+/// real string-to-sign, and small enough that a deny always fits a proxy's limits. A
+/// deny the proxy cannot read (Envoy reads at most 60 KiB of response headers from the
+/// authorization service) is an authorization *error* there, not a deny, and
+/// `failure_mode_allow` decides what becomes of it.
+pub const MAX_ECHO: usize = 2048;
+const TRUNCATED: &str = "...(truncated)";
+
+/// Maps `s` char by char into at most `MAX_ECHO` bytes, marking a cut.
+fn echo_with(s: &str, map: impl Fn(char, &mut String)) -> String {
+    let mut out = String::with_capacity(s.len().min(MAX_ECHO) + TRUNCATED.len());
+    for c in s.chars() {
+        if out.len() >= MAX_ECHO {
+            out.push_str(TRUNCATED);
+            break;
+        }
+        map(c, &mut out);
+    }
+    out
+}
+
 /// Makes a string-to-sign safe to echo in one header line: line feeds become `#`
-/// (Alibaba's own echo form) and any other control byte becomes `?`.
+/// (Alibaba's own echo form) and any other control byte becomes `?`. At most
+/// `MAX_ECHO` bytes (plus a truncation mark).
 pub fn echo_hash_form(s: &str) -> String {
-    s.chars()
-        .map(|c| match c {
+    echo_with(s, |c, out| {
+        out.push(match c {
             '\n' => '#',
             c if c.is_control() => '?',
             c => c,
         })
-        .collect()
+    })
 }
 
 /// Makes a multi-line canonical text readable on one line: `\n` becomes the two
 /// characters `\n`, other control bytes `?`, so messages stay safe in logs and headers.
+/// At most `MAX_ECHO` bytes (plus a truncation mark).
 pub fn echo_escaped(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 16);
-    for c in s.chars() {
-        match c {
-            '\n' => out.push_str("\\n"),
-            c if c.is_control() => out.push('?'),
-            c => out.push(c),
-        }
-    }
-    out
+    echo_with(s, |c, out| match c {
+        '\n' => out.push_str("\\n"),
+        c if c.is_control() => out.push('?'),
+        c => out.push(c),
+    })
 }
 
 // === `Authorization` parameter lists ===

@@ -8,7 +8,8 @@
 //!   host or body replaced), is never allowed, except as an anonymous request to an API
 //!   that allows anonymous callers and only when it carries no credential at all;
 //! * a deny's response headers never carry CR, LF or NUL, whatever the input echoed
-//!   into them (a proxy would reject such a header, or worse, split on it).
+//!   into them (a proxy would reject such a header, or worse, split on it), and a deny
+//!   stays small whatever the input's size (`canonical::MAX_ECHO`).
 //!
 //! A correctly signed control request is allowed in the same world, so the denies are
 //! not vacuous. `fuzz/` has cargo-fuzz targets over the same entry points.
@@ -123,6 +124,18 @@ fn judge(v: &RequestView, snap: &Snapshot) -> Decision {
             }
         }
         Decision::Deny(deny) => {
+            let size = deny.message.len()
+                + deny
+                    .headers
+                    .iter()
+                    .map(|(n, v)| n.len() + v.len())
+                    .sum::<usize>();
+            assert!(
+                size <= 8 * canonical::MAX_ECHO,
+                "a {size}-byte deny ({:?}): {:.300}",
+                deny.code,
+                deny.message
+            );
             for (n, val) in render::deny_headers(deny, "rid") {
                 assert!(
                     !n.is_empty() && n.bytes().all(|b| b.is_ascii_graphic() && b != b':'),
@@ -450,8 +463,23 @@ fn exercise(v: &RequestView) {
     }
 }
 
+/// Cases per property: 256 in CI; `PROPTEST_CASES` if set; 10 000 with `KEYGATE_SOAK=1`.
+fn cases() -> u32 {
+    if let Some(n) = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        return n;
+    }
+    if std::env::var("KEYGATE_SOAK").is_ok_and(|v| v == "1") {
+        10_000
+    } else {
+        256
+    }
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(), ..ProptestConfig::default() })]
 
     /// The scheme's own credential headers filled with anything, alone, doubled and
     /// next to every other scheme's: detection and every parser stay total, and no
@@ -717,4 +745,43 @@ fn a_repeated_signed_header_is_refused() {
             }
         }
     }
+}
+
+/// A deny echoes request-derived text (strings-to-sign, canonical requests) only up to a
+/// bound, so an attacker cannot grow a deny past what a proxy reads: a deny a proxy
+/// cannot parse is an authorization error there, not a deny.
+#[test]
+fn deny_echoes_are_bounded() {
+    let snap = world();
+    let long = "%25".repeat(20_000);
+    for scheme in SchemeKind::ALL {
+        let mut v = signed_view(
+            scheme,
+            WRONG,
+            WRONG_CODE,
+            &long,
+            Some(&long),
+            None,
+            "n-0123456789",
+        );
+        v.headers.push("x-ca-stage", "RELEASE");
+        let d = judge(&v, &snap);
+        let Decision::Deny(deny) = d else {
+            panic!("{scheme} allowed")
+        };
+        let total = deny.message.len()
+            + deny
+                .headers
+                .iter()
+                .map(|(n, v)| n.len() + v.len())
+                .sum::<usize>();
+        assert!(
+            total <= 4 * canonical::MAX_ECHO + 1024,
+            "{scheme} ({:?}): a 120 KB request gave a {total}-byte deny",
+            deny.code
+        );
+    }
+    let cut = canonical::echo_escaped(&"a\n".repeat(10_000));
+    assert!(cut.len() <= canonical::MAX_ECHO + 32 && cut.ends_with("(truncated)"));
+    assert_eq!(canonical::echo_hash_form("a\nb"), "a#b");
 }

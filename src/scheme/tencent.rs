@@ -210,7 +210,10 @@ impl TencentCredential {
         if let Some(name) = canonical::repeated_header(view, signed) {
             return Err(deny(
                 DenyCode::Malformed,
-                format!("signed header {name} appears more than once"),
+                format!(
+                    "signed header {} appears more than once",
+                    canonical::echo_escaped(name)
+                ),
             ));
         }
         let provided = canonical::b64_decode(&self.signature);
