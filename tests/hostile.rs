@@ -37,6 +37,8 @@ use tonic_health::pb::health_client::HealthClient;
 const APP_ID: &str = "hostile-app";
 const HOST: &str = "svc.us-east-1.example.com";
 const MIB: usize = 1024 * 1024;
+/// Largest deny (encoded CheckResponse, or HTTP response head) any input may cause.
+const MAX_DENY: usize = 32 * 1024;
 
 struct Fixture {
     kg: Keygate,
@@ -224,8 +226,21 @@ impl Fixture {
 
     async fn call(&mut self, req: CheckRequest) -> Result<Verdict, tonic::Status> {
         let resp = self.check.check(req).await?.into_inner();
-        // No CR, LF or NUL may reach a response header, whatever the request echoed.
+        // No CR, LF or NUL may reach a response header, whatever the request echoed, and
+        // a deny stays small whatever the request's size (a deny a proxy cannot read is
+        // an authorization error there, not a deny).
         if let Some(HttpResponse::DeniedResponse(d)) = &resp.http_response {
+            use prost::Message as _;
+            let size = resp.encoded_len();
+            if size > MAX_DENY {
+                self.failures.push(format!(
+                    "#{}: a {size}-byte deny ({:?})",
+                    self.tried,
+                    resp.status
+                        .as_ref()
+                        .map(|s| s.message.chars().take(120).collect::<String>())
+                ));
+            }
             for h in d.headers.iter().filter_map(|h| h.header.as_ref()) {
                 assert!(
                     !h.value.contains(['\r', '\n', '\0'])
@@ -874,6 +889,10 @@ impl Fixture {
             self.failures
                 .push(format!("{name}: ALLOWED ({})", a.status));
             return;
+        }
+        if a.head.len() > MAX_DENY {
+            self.failures
+                .push(format!("{name}: a {}-byte response head", a.head.len()));
         }
         if a.head.contains('\0') {
             self.failures
