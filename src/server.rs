@@ -224,6 +224,23 @@ fn reflection(
     Ok((v1.build_v1()?, v1alpha.build_v1alpha()?))
 }
 
+/// The accepted connections of a gRPC listener, with Nagle's algorithm off. A gRPC
+/// answer goes out in several small writes (headers, message, trailers); with Nagle on,
+/// the later ones wait for the client's delayed ACK, about 40 ms per call on Linux
+/// (tonic sets this only on listeners it binds itself). A socket that refuses the
+/// option is served anyway.
+fn no_delay(
+    listener: TcpListener,
+) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    tokio_stream::StreamExt::map(TcpListenerStream::new(listener), |accepted| {
+        accepted.inspect(|s| {
+            if let Err(e) = s.set_nodelay(true) {
+                tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+            }
+        })
+    })
+}
+
 /// Runs the service until `shutdown` resolves, then drains and flushes.
 pub async fn run(
     shared: Shared,
@@ -316,10 +333,10 @@ pub async fn run(
                 stopped(stop_rx.clone()),
             ),
         ),
-        None => tokio::spawn(admin_router.serve_with_incoming_shutdown(
-            TcpListenerStream::new(listeners.admin),
-            stopped(stop_rx.clone()),
-        )),
+        None => tokio::spawn(
+            admin_router
+                .serve_with_incoming_shutdown(no_delay(listeners.admin), stopped(stop_rx.clone())),
+        ),
     };
 
     // --- check listener: Envoy ext_authz, health, reflection; nothing else ---
@@ -358,10 +375,10 @@ pub async fn run(
             ),
             stopped(stop_rx.clone()),
         )),
-        None => tokio::spawn(check_router.serve_with_incoming_shutdown(
-            TcpListenerStream::new(listeners.check),
-            stopped(stop_rx.clone()),
-        )),
+        None => tokio::spawn(
+            check_router
+                .serve_with_incoming_shutdown(no_delay(listeners.check), stopped(stop_rx.clone())),
+        ),
     };
 
     // --- http listener ---

@@ -329,6 +329,9 @@ impl axum::serve::Listener for HttpListener {
         match self {
             HttpListener::Plain(l) => {
                 let (io, addr) = axum::serve::Listener::accept(l).await;
+                // As on the gRPC listeners: without it small answers wait for the
+                // client's delayed ACK.
+                let _ = io.set_nodelay(true);
                 (HttpIo::Plain(io), addr)
             }
             HttpListener::Tls(t) => match t.ready.recv().await {
