@@ -105,7 +105,19 @@ impl Parts {
 
 impl Fixture {
     async fn new() -> Self {
-        let kg = Keygate::start();
+        // Limits far above the defaults, so the whole pipeline (parsers, canonicalisers,
+        // verification) runs over the huge inputs instead of stopping at the size check;
+        // tests/overload.rs proves that the limits themselves deny with a code.
+        let kg = Keygate::start_with_args(&[
+            "--max-request-headers",
+            "20000",
+            "--max-request-header-bytes",
+            "4194304",
+            "--max-request-body-bytes",
+            "4194304",
+            "--check-max-message-bytes",
+            "12582912",
+        ]);
         let mut c = kg.admin().await;
         let r = c
             .create_app(pb::CreateAppRequest {
