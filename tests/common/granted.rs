@@ -194,22 +194,7 @@ impl Keygate {
     /// Like `start_with_args`, with the data dir at `data_dir` (e.g. on a special
     /// filesystem) instead of inside the harness's temp dir.
     pub fn start_in(data_dir: &Path, extra: &[&str]) -> Self {
-        let tmp = tempfile::Builder::new()
-            .prefix("keygate-e2e-")
-            .tempdir()
-            .expect("temp dir");
-        let mut kg = Self {
-            tmp,
-            data_dir: data_dir.to_owned(),
-            child: None,
-            addrs: Addrs {
-                check: ([0, 0, 0, 0], 0).into(),
-                http: ([0, 0, 0, 0], 0).into(),
-                admin: ([0, 0, 0, 0], 0).into(),
-            },
-            run: 0,
-            extra_args: extra.iter().map(|s| (*s).to_owned()).collect(),
-        };
+        let mut kg = Self::unstarted(Some(data_dir), extra);
         kg.spawn();
         kg
     }

@@ -100,12 +100,20 @@ impl Keygate {
 
     /// Like `start`, with extra `serve` flags.
     pub fn start_with_args(extra: &[&str]) -> Self {
+        let mut kg = Self::unstarted(None, extra);
+        kg.spawn();
+        kg
+    }
+
+    /// A harness around a fresh temp dir (logs, ready files) and `data_dir` (default:
+    /// inside the temp dir), not yet running.
+    fn unstarted(data_dir: Option<&Path>, extra: &[&str]) -> Self {
         let tmp = tempfile::Builder::new()
             .prefix("keygate-e2e-")
             .tempdir()
             .expect("temp dir");
-        let data_dir = tmp.path().join("data");
-        let mut kg = Self {
+        let data_dir = data_dir.map_or_else(|| tmp.path().join("data"), Path::to_owned);
+        Self {
             tmp,
             data_dir,
             child: None,
@@ -116,9 +124,7 @@ impl Keygate {
             },
             run: 0,
             extra_args: extra.iter().map(|s| (*s).to_owned()).collect(),
-        };
-        kg.spawn();
-        kg
+        }
     }
 
     fn ready_file(&self) -> PathBuf {
@@ -130,6 +136,12 @@ impl Keygate {
     }
 
     fn spawn(&mut self) {
+        self.spawn_with_env(&[]);
+    }
+
+    /// Starts the process with extra environment (it overrides the harness's own,
+    /// e.g. `KEYGATE_LOG`); stdout and stderr both go to this run's log.
+    fn spawn_with_env(&mut self, env: &[(&str, &str)]) {
         assert!(self.child.is_none(), "keygate is already running");
         self.run += 1;
         let ready = self.ready_file();
@@ -145,8 +157,10 @@ impl Keygate {
             .arg(&ready)
             .args(&self.extra_args)
             .env("KEYGATE_ADMIN_TOKEN", TOKEN)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            // A test searching "the output" sees both streams.
+            .stdout(Stdio::from(log.try_clone().expect("dup log")))
             .stderr(Stdio::from(log));
         let child = cmd
             .spawn()
@@ -660,46 +674,8 @@ impl Keygate {
     /// `KEYGATE_LOG=debug`; it overrides the harness's `info`). `restart` goes back to
     /// the harness's default environment.
     pub fn start_with_env(extra: &[&str], env: &[(&str, &str)]) -> Self {
-        let tmp = tempfile::Builder::new()
-            .prefix("keygate-e2e-")
-            .tempdir()
-            .expect("temp dir");
-        let data_dir = tmp.path().join("data");
-        let mut kg = Self {
-            tmp,
-            data_dir,
-            child: None,
-            addrs: Addrs {
-                check: ([0, 0, 0, 0], 0).into(),
-                http: ([0, 0, 0, 0], 0).into(),
-                admin: ([0, 0, 0, 0], 0).into(),
-            },
-            run: 1,
-            extra_args: extra.iter().map(|s| (*s).to_owned()).collect(),
-        };
-        let ready = kg.ready_file();
-        let log = File::create(kg.stderr_file()).expect("stderr log file");
-        let mut cmd = command();
-        cmd.arg("serve")
-            .arg("--data-dir")
-            .arg(&kg.data_dir)
-            .args(["--check-addr", "127.0.0.1:0"])
-            .args(["--http-addr", "127.0.0.1:0"])
-            .args(["--admin-addr", "127.0.0.1:0"])
-            .arg("--ready-file")
-            .arg(&ready)
-            .args(&kg.extra_args)
-            .env("KEYGATE_ADMIN_TOKEN", TOKEN)
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            // stdout goes to the same log: a test searching "the output" sees both.
-            .stdout(Stdio::from(log.try_clone().expect("dup log")))
-            .stderr(Stdio::from(log));
-        kg.child = Some(
-            cmd.spawn()
-                .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin())),
-        );
-        kg.addrs = kg.wait_ready(&ready);
+        let mut kg = Self::unstarted(None, extra);
+        kg.spawn_with_env(env);
         kg
     }
 }
