@@ -8,7 +8,7 @@
 //! committed state, whatever order concurrent writers finish in.
 
 use std::collections::HashMap;
-use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard};
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, mpsc};
 
 use sha2::{Digest, Sha256};
 
@@ -100,9 +100,12 @@ impl Snapshot {
         }
     }
 
-    // === mutation (refresh and load only) ===
+    // === building ===
+    //
+    // Public so a snapshot can be built without a store (benchmarks, tools). The live
+    // index hands out read guards only, so this cannot change what checks see.
 
-    pub(crate) fn put_app(&mut self, app: App) {
+    pub fn put_app(&mut self, app: App) {
         if let Some(code) = &app.app_code {
             self.app_codes
                 .insert(code_hash(code.expose()), app.id.clone());
@@ -118,7 +121,7 @@ impl Snapshot {
         }
     }
 
-    pub(crate) fn put_key(&mut self, key: KeyPair) {
+    pub fn put_key(&mut self, key: KeyPair) {
         self.keys_by_app
             .entry(key.app_id.clone())
             .or_default()
@@ -137,7 +140,7 @@ impl Snapshot {
         }
     }
 
-    pub(crate) fn put_api(&mut self, api: Api) {
+    pub fn put_api(&mut self, api: Api) {
         // The store validated the template; an invalid one here means a corrupt record,
         // and an API the router cannot match simply denies (ApiNotFound).
         if let Ok(t) = Template::parse(&api.path) {
@@ -159,7 +162,7 @@ impl Snapshot {
         }
     }
 
-    pub(crate) fn put_grant(&mut self, grant: Grant) {
+    pub fn put_grant(&mut self, grant: Grant) {
         let grant = Arc::new(grant);
         self.grants_by_app
             .entry(grant.app_id.clone())
@@ -187,6 +190,46 @@ impl Snapshot {
     }
 }
 
+/// Records read by one loader thread (see `Index::load`).
+enum Batch {
+    Apps(Vec<App>),
+    Keys(Vec<KeyPair>),
+    Grants(Vec<Grant>),
+}
+
+/// Sends `items` in batches of `BATCH`; stops at the first error, after sending it,
+/// or when the receiver is gone (it failed first).
+fn send_batches<T>(
+    tx: &mpsc::SyncSender<Result<Batch, StoreError>>,
+    items: impl Iterator<Item = Result<T, StoreError>>,
+    wrap: fn(Vec<T>) -> Batch,
+) {
+    const BATCH: usize = 4096;
+    let mut buf = Vec::with_capacity(BATCH);
+    for item in items {
+        match item {
+            Ok(x) => buf.push(x),
+            Err(e) => {
+                let _ = tx.send(Err(e));
+                return;
+            }
+        }
+        if buf.len() == BATCH
+            && tx
+                .send(Ok(wrap(std::mem::replace(
+                    &mut buf,
+                    Vec::with_capacity(BATCH),
+                ))))
+                .is_err()
+        {
+            return;
+        }
+    }
+    if !buf.is_empty() {
+        let _ = tx.send(Ok(wrap(buf)));
+    }
+}
+
 /// The shared, updatable index.
 #[derive(Default)]
 pub struct Index {
@@ -195,20 +238,47 @@ pub struct Index {
 
 impl Index {
     /// Builds the index from everything in the store.
+    ///
+    /// Reading is most of the work (sled iteration, record decoding, opening sealed
+    /// secrets), so apps, keys and grants are read on their own threads while this one
+    /// inserts what they send in batches: start-up uses every core instead of one.
     pub fn load(store: &Store) -> Result<Self, StoreError> {
         let mut s = Snapshot::default();
-        for app in store.all_apps() {
-            s.put_app(app?);
-        }
-        for key in store.all_keys() {
-            s.put_key(key?);
-        }
-        for api in store.all_apis() {
-            s.put_api(api?);
-        }
-        for grant in store.all_grants() {
-            s.put_grant(grant?);
-        }
+        std::thread::scope(|scope| {
+            let (tx, rx) = mpsc::sync_channel::<Result<Batch, StoreError>>(64);
+            let readers = [
+                scope.spawn({
+                    let tx = tx.clone();
+                    move || send_batches(&tx, store.all_apps(), Batch::Apps)
+                }),
+                scope.spawn({
+                    let tx = tx.clone();
+                    move || send_batches(&tx, store.all_keys(), Batch::Keys)
+                }),
+                scope.spawn({
+                    let tx = tx.clone();
+                    move || send_batches(&tx, store.all_grants(), Batch::Grants)
+                }),
+            ];
+            drop(tx);
+            for api in store.all_apis() {
+                s.put_api(api?);
+            }
+            // Ends when every reader has finished (or failed) and dropped its sender.
+            for batch in rx {
+                match batch? {
+                    Batch::Apps(v) => v.into_iter().for_each(|a| s.put_app(a)),
+                    Batch::Keys(v) => v.into_iter().for_each(|k| s.put_key(k)),
+                    Batch::Grants(v) => v.into_iter().for_each(|g| s.put_grant(g)),
+                }
+            }
+            for r in readers {
+                r.join().map_err(|_| {
+                    StoreError::corrupt("index", "a reader thread panicked while loading")
+                })?;
+            }
+            Ok::<(), StoreError>(())
+        })?;
         Ok(Self {
             inner: RwLock::new(s),
         })

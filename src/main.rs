@@ -6,6 +6,12 @@ use clap::{Parser, Subcommand};
 
 use keygate::config::{Config, ServeArgs};
 
+/// mimalloc instead of the system allocator: the check path and the index build
+/// allocate many small objects, and glibc's free-list upkeep was their largest single
+/// cost (see BENCHMARKS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "keygate",

@@ -25,7 +25,6 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::Server;
 
 use crate::clock::{Clock, SystemClock};
@@ -224,21 +223,12 @@ fn reflection(
     Ok((v1.build_v1()?, v1alpha.build_v1alpha()?))
 }
 
-/// The accepted connections of a gRPC listener, with Nagle's algorithm off. A gRPC
-/// answer goes out in several small writes (headers, message, trailers); with Nagle on,
-/// the later ones wait for the client's delayed ACK, about 40 ms per call on Linux
-/// (tonic sets this only on listeners it binds itself). A socket that refuses the
-/// option is served anyway.
-fn no_delay(
-    listener: TcpListener,
-) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
-    tokio_stream::StreamExt::map(TcpListenerStream::new(listener), |accepted| {
-        accepted.inspect(|s| {
-            if let Err(e) = s.set_nodelay(true) {
-                tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-            }
-        })
-    })
+/// Accepted connections with Nagle's algorithm off: a gRPC answer is written as
+/// HEADERS then DATA then trailers, and with Nagle on the later small writes wait for
+/// the client's delayed ACK (about 40 ms per call). tonic sets this only on sockets
+/// it binds itself.
+fn nodelay(listener: TcpListener) -> tonic::transport::server::TcpIncoming {
+    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true))
 }
 
 /// Runs the service until `shutdown` resolves, then drains and flushes.
@@ -335,7 +325,7 @@ pub async fn run(
         ),
         None => tokio::spawn(
             admin_router
-                .serve_with_incoming_shutdown(no_delay(listeners.admin), stopped(stop_rx.clone())),
+                .serve_with_incoming_shutdown(nodelay(listeners.admin), stopped(stop_rx.clone())),
         ),
     };
 
@@ -377,7 +367,7 @@ pub async fn run(
         )),
         None => tokio::spawn(
             check_router
-                .serve_with_incoming_shutdown(no_delay(listeners.check), stopped(stop_rx.clone())),
+                .serve_with_incoming_shutdown(nodelay(listeners.check), stopped(stop_rx.clone())),
         ),
     };
 

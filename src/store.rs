@@ -11,6 +11,7 @@ pub mod rotate;
 pub mod schema;
 pub mod seal;
 
+mod commit;
 mod convert;
 mod ops;
 
@@ -161,6 +162,12 @@ pub struct Store {
     /// write that failed in sled, cleared by one that succeeded. Reads and the
     /// in-memory index are unaffected.
     degraded: tokio::sync::watch::Sender<bool>,
+    /// Whether each write is flushed before it returns. Only an offline bulk import
+    /// (`open_for_import`) turns this off, and then flushes once at the end.
+    durable_writes: bool,
+    /// Flushes for every writer (group commit). Declared last: dropped after `db`
+    /// handles above it are no longer used.
+    flusher: commit::GroupCommit,
 }
 
 impl Store {
@@ -170,6 +177,27 @@ impl Store {
         dir: &Path,
         master_key: &[u8; seal::MASTER_KEY_LEN],
         clock: Arc<dyn Clock>,
+    ) -> Result<Self, StoreError> {
+        Self::open_with(dir, master_key, clock, true)
+    }
+
+    /// Opens the store for an offline bulk import (tools that fill a data dir no
+    /// server is using; sled locks the directory, so none can be): writes are not
+    /// flushed one by one, and nothing is durable until [`Store::flush`] returns.
+    /// A service must use [`Store::open`].
+    pub fn open_for_import(
+        dir: &Path,
+        master_key: &[u8; seal::MASTER_KEY_LEN],
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, StoreError> {
+        Self::open_with(dir, master_key, clock, false)
+    }
+
+    fn open_with(
+        dir: &Path,
+        master_key: &[u8; seal::MASTER_KEY_LEN],
+        clock: Arc<dyn Clock>,
+        durable_writes: bool,
     ) -> Result<Self, StoreError> {
         let db = sled::Config::new().path(dir).open()?;
         let trees = Tree::ALL
@@ -182,12 +210,14 @@ impl Store {
         schema::check_meta(&meta, &sealer, fresh)?;
         db.flush()?;
         Ok(Self {
+            flusher: commit::GroupCommit::start(db.clone())?,
             db,
             trees,
             sealer,
             clock,
             write_lock: tokio::sync::Mutex::new(()),
             degraded: tokio::sync::watch::Sender::new(false),
+            durable_writes,
         })
     }
 
@@ -203,8 +233,10 @@ impl Store {
     /// members) and then `f` as one transaction over every tree, under the writer lock,
     /// then flushes to disk before returning.
     ///
-    /// The lock makes `prepare`'s reads consistent with the transaction. The flush runs
-    /// after the lock is released, so concurrent writers share one flush (group commit).
+    /// The lock makes `prepare`'s reads consistent with the transaction. The flush is
+    /// requested after the lock is released, so writers that commit while a flush runs
+    /// share the next one (group commit, see `commit`): one fsync for many writes, and
+    /// no write acknowledged before a flush that covers it.
     async fn write<P, T>(
         &self,
         prepare: impl FnOnce() -> Result<P, StoreError>,
@@ -254,14 +286,15 @@ impl Store {
                 )
             })?
         };
-        self.db.flush_async().await?;
+        if self.durable_writes {
+            self.flusher.flush().await?;
+        }
         Ok(out)
     }
 
     /// Flushes everything; called on shutdown.
     pub async fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush_async().await?;
-        Ok(())
+        self.flusher.flush().await
     }
 
     /// Total size of the data files, for metrics and start-up logs.
