@@ -30,6 +30,10 @@ impl Secret {
     }
 }
 
+/// The inner `Zeroizing` wipes the text when a `Secret` (or any clone of it) is dropped;
+/// the marker lets code and tests require that property by type.
+impl zeroize::ZeroizeOnDrop for Secret {}
+
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Secret(<redacted>)")
@@ -152,4 +156,51 @@ pub struct AuditEvent {
     pub resource_type: String,
     pub resource_id: String,
     pub summary: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wipes_on_drop<T: zeroize::ZeroizeOnDrop>() {}
+
+    #[test]
+    fn secrets_are_redacted_in_debug_and_wiped_on_drop() {
+        wipes_on_drop::<Secret>();
+        let text = "s3cret-value-0123456789";
+        let s = Secret::new(text);
+        assert_eq!(format!("{s:?}"), "Secret(<redacted>)");
+        let key = KeyPair {
+            app_key: "AK".into(),
+            app_id: "app".into(),
+            secret: s.clone(),
+            is_default: true,
+            enabled: true,
+            expires_ms: None,
+            previous: Some(PreviousSecret {
+                secret: Secret::new("previous-s3cret-0123456789"),
+                until_ms: 1,
+            }),
+            create_ms: 0,
+            update_ms: 0,
+        };
+        let app = App {
+            id: "app".into(),
+            name: "n".into(),
+            owner: "o".into(),
+            description: String::new(),
+            tags: BTreeMap::new(),
+            extend_info: String::new(),
+            app_code: Some(Secret::new("app-code-s3cret-0123456789")),
+            enabled: true,
+            create_ms: 0,
+            update_ms: 0,
+        };
+        let shown = format!("{key:?} {key:#?} {app:?} {app:#?}");
+        for secret in [text, "previous-s3cret", "app-code-s3cret"] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+        assert!(shown.contains("AK"), "the public parts are still shown");
+        assert!(s.ct_eq(text.as_bytes()) && !s.ct_eq(b"s3cret-value-012345678"));
+    }
 }

@@ -166,4 +166,68 @@ mod tests {
         // Once they expire, room comes back.
         assert_eq!(g.check_and_insert("s", "fresh", 1_001, 1_000), Ok(()));
     }
+
+    /// The expiry heap never outgrows the map (no hidden unbounded memory).
+    fn heap_matches_map(g: &ReplayGuard) {
+        for shard in &g.shards {
+            let s = shard.lock().unwrap();
+            assert!(s.live.len() <= g.per_shard);
+            assert_eq!(s.by_expiry.len(), s.live.len());
+        }
+    }
+
+    #[test]
+    fn a_flood_of_unique_nonces_stays_within_capacity() {
+        let g = ReplayGuard::new(1_000);
+        let (mut ok, mut full) = (0, 0);
+        for i in 0..100_000 {
+            match g.check_and_insert("aliyun/k", &format!("n{i}"), 10_000, 1_800_000) {
+                Ok(()) => ok += 1,
+                Err(ReplayError::Full) => full += 1,
+                Err(e) => panic!("{e:?}"),
+            }
+        }
+        assert_eq!(ok, g.capacity());
+        assert_eq!(ok + full, 100_000);
+        assert_eq!(g.len(), g.capacity());
+        heap_matches_map(&g);
+        // After the window every slot is reusable.
+        assert_eq!(
+            g.check_and_insert("aliyun/k", "later", 1_810_000, 1_800_000),
+            Ok(())
+        );
+        heap_matches_map(&g);
+    }
+
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Against a model: a nonce live in its window is always `Replayed` (never
+        /// forgotten, whatever else comes), a nonce not live is never `Replayed`, the
+        /// size never exceeds the capacity and the expiry heap tracks the map exactly.
+        #[test]
+        fn behaves_like_a_bounded_set_with_expiry(
+            capacity in 1usize..64,
+            ops in proptest::collection::vec((0u8..3, 0u16..200, 0i64..50, 1i64..200), 1..400),
+        ) {
+            let g = ReplayGuard::new(capacity);
+            let mut model: HashMap<(u8, u16), i64> = HashMap::new();
+            let mut now = 0i64;
+            for (scope, nonce, step, ttl) in ops {
+                now += step;
+                let live = model.get(&(scope, nonce)).is_some_and(|&exp| exp > now);
+                let got = g.check_and_insert(&format!("s{scope}"), &format!("n{nonce}"), now, ttl);
+                match got {
+                    Err(ReplayError::Replayed) => prop_assert!(live, "replayed but not live"),
+                    Ok(()) => {
+                        prop_assert!(!live, "a live nonce was accepted again");
+                        model.insert((scope, nonce), now + ttl);
+                    }
+                    Err(ReplayError::Full) => prop_assert!(!live, "a live nonce reported as Full"),
+                }
+                prop_assert!(g.len() <= g.capacity());
+                heap_matches_map(&g);
+            }
+        }
+    }
 }

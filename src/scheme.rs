@@ -511,4 +511,6 @@ pub(crate) fn add_header_once(mut deny: Deny, name: &str, value: impl Into<Strin
 }
 
 #[cfg(test)]
+mod hostile_tests;
+#[cfg(test)]
 mod tests;

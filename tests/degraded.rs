@@ -17,7 +17,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{Keygate, check_client, deny_code, grant_app, signed_check};
+use common::Keygate;
+use common::granted::{check_client, deny_code, grant_app, signed_check};
 use keygate::pb::admin as pb;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;

@@ -20,7 +20,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{Keygate, check_client, denied_http_status, deny_code, grant_app, signed_check};
+use common::Keygate;
+use common::granted::{check_client, denied_http_status, deny_code, grant_app, signed_check};
 use envoy_types::pb::envoy::service::auth::v3::CheckResponse;
 use prost::Message;
 

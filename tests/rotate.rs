@@ -15,10 +15,8 @@ mod common;
 use std::path::Path;
 use std::process::Stdio;
 
-use common::{
-    Granted, Keygate, appcode_check, check_client, contains_bytes, deny_code, files_under,
-    grant_app, run_to_exit, signed_check,
-};
+use common::granted::{Granted, appcode_check, check_client, deny_code, grant_app, signed_check};
+use common::{Keygate, contains_bytes, files_under, run_to_exit};
 use keygate::pb::admin as pb;
 
 /// Runs `keygate rotate-master-key <args>`; returns (success, stdout, stderr).

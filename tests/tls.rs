@@ -15,7 +15,8 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{Bearer, Keygate, TOKEN, deny_code, grant_app, run_to_exit, signed_check};
+use common::granted::{deny_code, grant_app, signed_check};
+use common::{Bearer, Keygate, TOKEN, run_to_exit};
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 use keygate::pb::admin as pb;
 use keygate::pb::admin::admin_client::AdminClient;

@@ -25,7 +25,11 @@
 //! * Upstream keeps `X-Ca-Key`, `X-Ca-Timestamp`, `X-Ca-Nonce`, `X-Ca-Stage` (useful to
 //!   backends, not secret); the signature headers go, and so does an `Authorization:
 //!   APPCODE` sent alongside, since that one is a secret.
-//! * Error codes besides those in the spec (`A400IK`, `A401AC`, `A400AC`, `A403EP`) follow
+//! * A signed header (a fixed slot or one listed in `X-Ca-Signature-Headers`) sent twice
+//!   is `Malformed` (`A400DH`): the StringToSign holds one value, the upstream may read
+//!   the other.
+//! * Error codes besides those in the spec (`A400IK`, `A401AC`, `A400AC`, `A403EP`,
+//!   `A400DH`) follow
 //!   Alibaba's class+status+reason pattern and are marked **[U]**.
 
 use crate::decide::decision::{Deny, DenyCode};
@@ -243,8 +247,8 @@ impl AliyunCredential {
             return Err(deny(
                 DenyCode::UnsupportedAlgorithm,
                 format!(
-                    "Unsupported X-Ca-Signature-Method {:?}",
-                    self.method.as_deref().unwrap_or("")
+                    "Unsupported X-Ca-Signature-Method \"{}\"",
+                    canonical::echo_escaped(self.method.as_deref().unwrap_or(""))
                 ),
             )
             .with_header("X-Ca-Error-Code", "I400HD")
@@ -269,6 +273,18 @@ impl AliyunCredential {
                 DenyCode::Malformed,
                 "too many names in X-Ca-Signature-Headers",
             ));
+        }
+        let listed = list.map(signed_header_names).unwrap_or_default();
+        if let Some(name) = canonical::repeated_header(view, FIXED.into_iter().chain(listed)) {
+            return Err(deny(
+                DenyCode::Malformed,
+                format!(
+                    "signed header {} appears more than once",
+                    canonical::echo_escaped(name)
+                ),
+            )
+            .with_header("X-Ca-Error-Code", "A400DH")
+            .with_header("X-Ca-Error-Message", "Duplicate Signed Header"));
         }
         let lower_differs = list.is_some_and(|l| l.bytes().any(|b| b.is_ascii_uppercase()));
         let path_differs = view.path.contains('%');

@@ -308,6 +308,25 @@ pub fn header<'a>(view: &'a RequestView, name: &str) -> Option<&'a str> {
     view.headers.get(name)
 }
 
+/// The first of `names` (any case) that the request carries more than once. The
+/// Alibaba and Tencent strings-to-sign take one value per header: with two copies the
+/// verifier would check one while the upstream may read the other, so a signed header
+/// must appear once. `host` is exempt: it is read from the authority.
+pub fn repeated_header<'n>(
+    view: &RequestView,
+    names: impl IntoIterator<Item = &'n str>,
+) -> Option<&'n str> {
+    names.into_iter().find(|name| {
+        !name.eq_ignore_ascii_case("host")
+            && view
+                .headers
+                .iter()
+                .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+                .nth(1)
+                .is_some()
+    })
+}
+
 /// Every value of a header joined by `sep` (`None` if absent); `host` as in `header`.
 pub fn header_joined<'a>(view: &'a RequestView, name: &str, sep: &str) -> Option<Cow<'a, str>> {
     if name == "host" && !view.host.is_empty() {
@@ -398,30 +417,50 @@ pub fn upper_method(method: &str) -> Cow<'_, str> {
     }
 }
 
+/// Most bytes of one echo of request-derived text (a string-to-sign, a canonical
+/// request, a header name) in a deny's message or vendor headers: far more than any
+/// real string-to-sign, and small enough that a deny always fits a proxy's limits. A
+/// deny the proxy cannot read (Envoy reads at most 60 KiB of response headers from the
+/// authorization service) is an authorization *error* there, not a deny, and
+/// `failure_mode_allow` decides what becomes of it.
+pub const MAX_ECHO: usize = 2048;
+const TRUNCATED: &str = "...(truncated)";
+
+/// Maps `s` char by char into at most `MAX_ECHO` bytes, marking a cut.
+fn echo_with(s: &str, map: impl Fn(char, &mut String)) -> String {
+    let mut out = String::with_capacity(s.len().min(MAX_ECHO) + TRUNCATED.len());
+    for c in s.chars() {
+        if out.len() >= MAX_ECHO {
+            out.push_str(TRUNCATED);
+            break;
+        }
+        map(c, &mut out);
+    }
+    out
+}
+
 /// Makes a string-to-sign safe to echo in one header line: line feeds become `#`
-/// (Alibaba's own echo form) and any other control byte becomes `?`.
+/// (Alibaba's own echo form) and any other control byte becomes `?`. At most
+/// `MAX_ECHO` bytes (plus a truncation mark).
 pub fn echo_hash_form(s: &str) -> String {
-    s.chars()
-        .map(|c| match c {
+    echo_with(s, |c, out| {
+        out.push(match c {
             '\n' => '#',
             c if c.is_control() => '?',
             c => c,
         })
-        .collect()
+    })
 }
 
 /// Makes a multi-line canonical text readable on one line: `\n` becomes the two
 /// characters `\n`, other control bytes `?`, so messages stay safe in logs and headers.
+/// At most `MAX_ECHO` bytes (plus a truncation mark).
 pub fn echo_escaped(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 16);
-    for c in s.chars() {
-        match c {
-            '\n' => out.push_str("\\n"),
-            c if c.is_control() => out.push('?'),
-            c => out.push(c),
-        }
-    }
-    out
+    echo_with(s, |c, out| match c {
+        '\n' => out.push_str("\\n"),
+        c if c.is_control() => out.push('?'),
+        c => out.push(c),
+    })
 }
 
 // === `Authorization` parameter lists ===
@@ -547,9 +586,14 @@ pub fn parse_http_date_ms(s: &str) -> Option<i64> {
     i64::try_from(d.as_millis()).ok()
 }
 
-/// Formats unix milliseconds as an IMF-fixdate (`Mon, 19 Mar 2018 12:08:40 GMT`).
+/// Latest instant an IMF-fixdate can show (9999-12-31T23:59:59.999Z); `httpdate`
+/// panics beyond it.
+const HTTP_DATE_MAX_MS: u64 = 253_402_300_799_999;
+
+/// Formats unix milliseconds as an IMF-fixdate (`Mon, 19 Mar 2018 12:08:40 GMT`),
+/// clamped to 1970..=9999 (the format has four year digits).
 pub fn format_http_date(ms: i64) -> String {
-    let ms = u64::try_from(ms).unwrap_or(0);
+    let ms = u64::try_from(ms).unwrap_or(0).min(HTTP_DATE_MAX_MS);
     let t = UNIX_EPOCH
         .checked_add(Duration::from_millis(ms))
         .unwrap_or(SystemTime::UNIX_EPOCH);
@@ -620,6 +664,9 @@ mod tests {
         assert_eq!(format_amz_date(ms), "20150830T123600Z");
         let t = parse_http_date_ms("Mon, 19 Mar 2018 12:08:40 GMT").unwrap();
         assert_eq!(format_http_date(t), "Mon, 19 Mar 2018 12:08:40 GMT");
+        // Beyond year 9999 the format cannot show the date: clamped, not a panic.
+        assert_eq!(format_http_date(i64::MAX), "Fri, 31 Dec 9999 23:59:59 GMT");
+        assert_eq!(format_http_date(-5), "Thu, 01 Jan 1970 00:00:00 GMT");
         assert!(parse_amz_date("2015-08-30T12:36").is_none());
         for z in [-800_000, -1, 0, 1, 19_000, 2_000_000] {
             let (y, m, d) = civil_from_days(z);

@@ -8,7 +8,8 @@
 //! * `X-Date` is mandatory and must be in `headers=` (`TimestampMissing` otherwise); the
 //!   legacy key-pair form that signs `Date` without a time check (§2.5) is not accepted.
 //! * `headers=` names are lower-cased and used in the order given; a listed header that
-//!   is absent is signed with an empty value.
+//!   is absent is signed with an empty value; one sent twice (or a repeated `Accept`,
+//!   `Content-Type`, `Content-MD5`) is `Malformed`, as for Alibaba.
 //! * Parameters: query plus URL-encoded form fields (when the body was sent), decoded,
 //!   first value wins for a repeated name, form wins on a clash, sorted, empty value as
 //!   the bare name: the same rule as Alibaba, one implementation.
@@ -201,6 +202,18 @@ impl TencentCredential {
             return Err(deny(
                 DenyCode::BodyIncomplete,
                 "form body was cut by the proxy; cannot verify",
+            ));
+        }
+        let signed = ["accept", "content-type", "content-md5"]
+            .into_iter()
+            .chain(self.headers.iter().map(String::as_str));
+        if let Some(name) = canonical::repeated_header(view, signed) {
+            return Err(deny(
+                DenyCode::Malformed,
+                format!(
+                    "signed header {} appears more than once",
+                    canonical::echo_escaped(name)
+                ),
             ));
         }
         let provided = canonical::b64_decode(&self.signature);

@@ -329,7 +329,8 @@ impl axum::serve::Listener for HttpListener {
         match self {
             HttpListener::Plain(l) => {
                 let (io, addr) = axum::serve::Listener::accept(l).await;
-                // As on the gRPC listeners: no small write waits for a delayed ACK.
+                // As on the gRPC listeners: without it small answers wait for the
+                // client's delayed ACK.
                 let _ = io.set_nodelay(true);
                 (HttpIo::Plain(io), addr)
             }

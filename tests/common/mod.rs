@@ -11,6 +11,7 @@
 // Each test crate uses a different part of the harness.
 #![allow(dead_code)]
 
+pub mod granted;
 pub mod http;
 
 use std::fs::{self, File};
@@ -99,12 +100,20 @@ impl Keygate {
 
     /// Like `start`, with extra `serve` flags.
     pub fn start_with_args(extra: &[&str]) -> Self {
+        let mut kg = Self::unstarted(None, extra);
+        kg.spawn();
+        kg
+    }
+
+    /// A harness around a fresh temp dir (logs, ready files) and `data_dir` (default:
+    /// inside the temp dir), not yet running.
+    fn unstarted(data_dir: Option<&Path>, extra: &[&str]) -> Self {
         let tmp = tempfile::Builder::new()
             .prefix("keygate-e2e-")
             .tempdir()
             .expect("temp dir");
-        let data_dir = tmp.path().join("data");
-        let mut kg = Self {
+        let data_dir = data_dir.map_or_else(|| tmp.path().join("data"), Path::to_owned);
+        Self {
             tmp,
             data_dir,
             child: None,
@@ -115,9 +124,7 @@ impl Keygate {
             },
             run: 0,
             extra_args: extra.iter().map(|s| (*s).to_owned()).collect(),
-        };
-        kg.spawn();
-        kg
+        }
     }
 
     fn ready_file(&self) -> PathBuf {
@@ -129,6 +136,12 @@ impl Keygate {
     }
 
     fn spawn(&mut self) {
+        self.spawn_with_env(&[]);
+    }
+
+    /// Starts the process with extra environment (it overrides the harness's own,
+    /// e.g. `KEYGATE_LOG`); stdout and stderr both go to this run's log.
+    fn spawn_with_env(&mut self, env: &[(&str, &str)]) {
         assert!(self.child.is_none(), "keygate is already running");
         self.run += 1;
         let ready = self.ready_file();
@@ -144,8 +157,10 @@ impl Keygate {
             .arg(&ready)
             .args(&self.extra_args)
             .env("KEYGATE_ADMIN_TOKEN", TOKEN)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            // A test searching "the output" sees both streams.
+            .stdout(Stdio::from(log.try_clone().expect("dup log")))
             .stderr(Stdio::from(log));
         let child = cmd
             .spawn()
@@ -396,105 +411,119 @@ pub fn contains_bytes(hay: &[u8], needle: &[u8]) -> bool {
     !needle.is_empty() && hay.windows(needle.len()).any(|w| w == needle)
 }
 
-// === Check over gRPC with signed requests (security tests) ===
+// === appended for the security suite (crash, hostile, secrets, isolation, replay) ===
 
-use envoy_types::pb::envoy::service::auth::v3 as authz;
+use envoy_types::pb::envoy::config::core::v3::{HeaderMap, HeaderValue};
+use envoy_types::pb::envoy::service::auth::v3::attribute_context::{
+    HttpRequest, Request as AttrRequest,
+};
+use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
+use envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse;
+use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest, CheckResponse};
 
-/// An app, its default key pair and an API it is granted, created through the admin
-/// API: what a signed Check needs to be allowed.
-#[derive(Clone, Debug)]
-pub struct Granted {
-    pub app_id: String,
-    pub app_key: String,
-    pub app_secret: String,
-    /// The AppCode CreateApp generated.
-    pub app_code: String,
-    /// Requests under this prefix hit the granted API.
-    pub prefix: String,
+/// An Envoy ext_authz client on the check listener.
+pub type CheckClient = AuthorizationClient<Channel>;
+
+/// A Check client with no message size limit of its own (hostile tests send huge
+/// requests: the server's limit is what is under test, not the client's).
+pub async fn check_client(addr: SocketAddr) -> CheckClient {
+    AuthorizationClient::new(channel(addr).await)
+        .max_decoding_message_size(usize::MAX)
+        .max_encoding_message_size(usize::MAX)
 }
 
-/// Creates an app, an API on `/<name>/{*rest}` (every signature scheme and APPCODE)
-/// and a grant of the API to the app.
-pub async fn grant_app<T>(c: &mut AdminClient<T>, name: &str) -> Granted
-where
-    T: tonic::client::GrpcService<tonic::body::Body>,
-    T::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    T::ResponseBody: tonic::transport::Body<Data = bytes::Bytes> + Send + 'static,
-    <T::ResponseBody as tonic::transport::Body>::Error:
-        Into<Box<dyn std::error::Error + Send + Sync>> + Send,
-{
-    use keygate::pb::admin as pb;
-    let created = c
-        .create_app(pb::CreateAppRequest {
-            app: Some(pb::App {
-                name: name.into(),
-                owner: "sec".into(),
-                ..Default::default()
-            }),
-        })
-        .await
-        .expect("CreateApp")
-        .into_inner();
-    let (app, key) = (created.app.expect("app"), created.key_pair.expect("key"));
-    let api = c
-        .create_api(pb::CreateApiRequest {
-            api: Some(pb::Api {
-                name: format!("{name}-api"),
-                owner: "sec".into(),
-                path: format!("/{name}/{{*rest}}"),
-                auth_schemes: vec![
-                    pb::AuthScheme::Aliyun as i32,
-                    pb::AuthScheme::Appcode as i32,
-                ],
-                ..Default::default()
-            }),
-        })
-        .await
-        .expect("CreateApi")
-        .into_inner();
-    c.create_grant(pb::CreateGrantRequest {
-        grant: Some(pb::Grant {
-            app_id: app.id.clone(),
-            target: Some(pb::grant::Target::ApiId(api.id)),
-            ..Default::default()
-        }),
-    })
-    .await
-    .expect("CreateGrant");
-    Granted {
-        app_code: app.app_code,
-        app_id: app.id,
-        app_key: key.app_key,
-        app_secret: key.app_secret,
-        prefix: format!("/{name}/"),
-    }
-}
-
-/// A CheckRequest as Envoy sends it for `method url` with `headers` (lower-cased).
-pub fn check_request(method: &str, url: &str, headers: &[(String, String)]) -> authz::CheckRequest {
-    let (authority, target) = url
-        .split_once("://")
-        .map(|(_, rest)| rest.split_at(rest.find('/').unwrap_or(rest.len())))
-        .expect("absolute URL");
-    let mut hdrs: std::collections::HashMap<String, String> = headers
+/// One request as Envoy would describe it (the shape of tests/python/conftest.py):
+/// lower-case header keys plus the pseudo-headers in the `headers` map, the raw target,
+/// and, when a body is given, `raw_body` with `x-envoy-auth-partial-body: false`.
+pub fn envoy_request(
+    method: &str,
+    authority: &str,
+    target: &str,
+    headers: &[(String, String)],
+    body: Option<&[u8]>,
+) -> CheckRequest {
+    let mut map: std::collections::HashMap<String, String> = headers
         .iter()
         .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
         .collect();
-    hdrs.insert(":authority".into(), authority.into());
-    hdrs.insert(":method".into(), method.into());
-    hdrs.insert(":path".into(), target.into());
-    authz::CheckRequest {
-        attributes: Some(authz::AttributeContext {
-            request: Some(authz::attribute_context::Request {
-                http: Some(authz::attribute_context::HttpRequest {
-                    method: method.into(),
-                    path: target.into(),
-                    host: authority.into(),
-                    scheme: "http".into(),
-                    protocol: "HTTP/1.1".into(),
-                    headers: hdrs,
-                    ..Default::default()
-                }),
+    for (k, v) in [
+        (":authority", authority),
+        (":method", method),
+        (":path", target),
+        (":scheme", "http"),
+    ] {
+        map.insert(k.to_owned(), v.to_owned());
+    }
+    if let Some(b) = body {
+        map.insert("x-envoy-auth-partial-body".into(), "false".into());
+        map.entry("content-length".into())
+            .or_insert_with(|| b.len().to_string());
+    }
+    let http = HttpRequest {
+        method: method.to_owned(),
+        host: authority.to_owned(),
+        path: target.to_owned(),
+        scheme: "http".into(),
+        protocol: "HTTP/1.1".into(),
+        headers: map,
+        raw_body: body.map(<[u8]>::to_vec).unwrap_or_default(),
+        ..Default::default()
+    };
+    wrap_http(http)
+}
+
+/// Like `envoy_request` but with Envoy's `encode_raw_headers` form: an ordered
+/// `header_map` whose values are raw bytes (duplicates kept, any bytes allowed).
+pub fn envoy_request_raw(
+    method: &str,
+    authority: &str,
+    target: &str,
+    headers: &[(String, Vec<u8>)],
+    body: Option<&[u8]>,
+) -> CheckRequest {
+    let mut list: Vec<HeaderValue> = [
+        (":authority", authority),
+        (":method", method),
+        (":path", target),
+        (":scheme", "http"),
+    ]
+    .into_iter()
+    .map(|(k, v)| HeaderValue {
+        key: k.to_owned(),
+        value: String::new(),
+        raw_value: v.as_bytes().to_vec(),
+    })
+    .collect();
+    list.extend(headers.iter().map(|(k, v)| HeaderValue {
+        key: k.to_ascii_lowercase(),
+        value: String::new(),
+        raw_value: v.clone(),
+    }));
+    if body.is_some() {
+        list.push(HeaderValue {
+            key: "x-envoy-auth-partial-body".into(),
+            value: String::new(),
+            raw_value: b"false".to_vec(),
+        });
+    }
+    let http = HttpRequest {
+        method: method.to_owned(),
+        host: authority.to_owned(),
+        path: target.to_owned(),
+        scheme: "http".into(),
+        protocol: "HTTP/1.1".into(),
+        header_map: Some(HeaderMap { headers: list }),
+        raw_body: body.map(<[u8]>::to_vec).unwrap_or_default(),
+        ..Default::default()
+    };
+    wrap_http(http)
+}
+
+fn wrap_http(http: HttpRequest) -> CheckRequest {
+    CheckRequest {
+        attributes: Some(AttributeContext {
+            request: Some(AttrRequest {
+                http: Some(http),
                 ..Default::default()
             }),
             ..Default::default()
@@ -502,108 +531,151 @@ pub fn check_request(method: &str, url: &str, headers: &[(String, String)]) -> a
     }
 }
 
-/// A CheckRequest for `GET <prefix>rest`, signed with the app's secret (Alibaba
-/// scheme, fresh nonce, current time).
-pub fn signed_check(g: &Granted, secret: &str, rest: &str) -> authz::CheckRequest {
-    use keygate::sign::{SignOptions, SignRequest, fresh_nonce, sign};
-    let url = format!("http://api.example.com{}{rest}", g.prefix);
-    let nonce = fresh_nonce().expect("nonce");
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_millis() as i64;
-    let req = SignRequest {
-        method: "GET".into(),
-        url: url.clone(),
-        headers: vec![],
-        body: None,
-    };
-    let opts = SignOptions::new(
-        keygate::scheme::SchemeKind::Aliyun,
-        &g.app_key,
-        secret.as_bytes(),
-        now_ms,
-        &nonce,
-    );
-    let signed = sign(&req, &opts).expect("sign");
-    check_request("GET", &signed.url, &signed.headers)
+/// What a `CheckResponse` said, checked for internal consistency: an allow is gRPC OK
+/// with an ok_response; a deny is a non-OK status with a denied_response carrying
+/// `x-keygate-error` (the panics name the inconsistency).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Allow,
+    Deny {
+        /// `x-keygate-error`.
+        code: String,
+        grpc: i32,
+        http: i32,
+        body: String,
+    },
 }
 
-/// The deny code of a CheckResponse (`x-keygate-error`), or `None` for an allow.
-/// Panics on a response that is neither a proper allow nor a proper deny.
-pub fn deny_code(r: &authz::CheckResponse) -> Option<String> {
-    use authz::check_response::HttpResponse;
-    let status = r
+impl Verdict {
+    /// The deny code, or `None` for an allow.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            Verdict::Allow => None,
+            Verdict::Deny { code, .. } => Some(code),
+        }
+    }
+}
+
+#[track_caller]
+pub fn verdict(resp: &CheckResponse) -> Verdict {
+    let status = resp
         .status
         .as_ref()
-        .expect("CheckResponse.status is always set");
-    match &r.http_response {
+        .unwrap_or_else(|| panic!("CheckResponse without a status: {resp:?}"));
+    match &resp.http_response {
         Some(HttpResponse::OkResponse(_)) => {
-            assert_eq!(status.code, 0, "an ok_response with a non-OK status: {r:?}");
-            None
+            assert_eq!(status.code, 0, "ok_response with a non-OK status: {resp:?}");
+            Verdict::Allow
         }
         Some(HttpResponse::DeniedResponse(d)) => {
-            assert_ne!(status.code, 0, "a denied_response with status OK: {r:?}");
+            assert_ne!(status.code, 0, "denied_response with status OK: {resp:?}");
             let code = d
                 .headers
                 .iter()
                 .filter_map(|h| h.header.as_ref())
-                .find(|h| h.key == "x-keygate-error")
+                .find(|h| h.key.eq_ignore_ascii_case("x-keygate-error"))
                 .map(|h| h.value.clone())
-                .unwrap_or_else(|| panic!("deny without x-keygate-error: {r:?}"));
-            Some(code)
+                .unwrap_or_else(|| panic!("deny without x-keygate-error: {resp:?}"));
+            assert!(!code.is_empty(), "empty x-keygate-error: {resp:?}");
+            Verdict::Deny {
+                code,
+                grpc: status.code,
+                http: d.status.as_ref().map_or(0, |s| s.code),
+                body: d.body.clone(),
+            }
         }
-        _ => panic!("CheckResponse without an ok or denied http_response: {r:?}"),
+        other => panic!("CheckResponse without an ok or denied response ({other:?}): {resp:?}"),
     }
 }
 
-/// The denied HTTP status of a CheckResponse.
-pub fn denied_http_status(r: &authz::CheckResponse) -> Option<i32> {
-    match &r.http_response {
-        Some(authz::check_response::HttpResponse::DeniedResponse(d)) => {
-            d.status.as_ref().map(|s| s.code)
-        }
-        _ => None,
+/// Signs `method url` with `keygate::sign` and builds the Envoy Check request for it.
+#[allow(clippy::too_many_arguments)]
+pub fn signed_check(
+    scheme: keygate::scheme::SchemeKind,
+    key: &str,
+    secret: &[u8],
+    method: &str,
+    url: &str,
+    headers: &[(String, String)],
+    body: Option<&[u8]>,
+    now_ms: i64,
+    nonce: &str,
+) -> CheckRequest {
+    let req = keygate::sign::SignRequest {
+        method: method.to_owned(),
+        url: url.to_owned(),
+        headers: headers.to_vec(),
+        body: body.map(<[u8]>::to_vec),
+    };
+    let opts = keygate::sign::SignOptions::new(scheme, key, secret, now_ms, nonce);
+    let signed = keygate::sign::sign(&req, &opts)
+        .unwrap_or_else(|e| panic!("sign {scheme} {method} {url}: {e}"));
+    let (authority, target) = split_url(&signed.url);
+    let mut all = headers.to_vec();
+    all.extend(signed.headers);
+    envoy_request(method, authority, target, &all, body)
+}
+
+/// `http://authority/target` -> (authority, target).
+pub fn split_url(url: &str) -> (&str, &str) {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
     }
 }
 
-/// A Check client on a plaintext channel.
-pub async fn check_client(
-    addr: SocketAddr,
-) -> authz::authorization_client::AuthorizationClient<Channel> {
-    authz::authorization_client::AuthorizationClient::new(channel(addr).await)
+/// Unix milliseconds now.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
-/// A CheckRequest for `GET <prefix>rest` carrying the app's AppCode.
-pub fn appcode_check(g: &Granted, code: &str, rest: &str) -> authz::CheckRequest {
-    check_request(
-        "GET",
-        &format!("http://api.example.com{}{rest}", g.prefix),
-        &[("authorization".into(), format!("APPCODE {code}"))],
-    )
+/// The value of an unlabelled (or exactly labelled, e.g. `name{code="X"}`) sample in a
+/// Prometheus text exposition.
+pub fn metric(text: &str, sample: &str) -> Option<f64> {
+    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        let (name, value) = l.rsplit_once(' ')?;
+        (name == sample).then(|| value.parse().ok())?
+    })
+}
+
+/// GET /metrics and read one sample; panics if it is absent.
+#[track_caller]
+pub fn scrape(kg: &Keygate, sample: &str) -> f64 {
+    let (code, body) = kg.http_get("/metrics");
+    assert_eq!(code, 200, "/metrics: {body}");
+    metric(&body, sample).unwrap_or_else(|| panic!("no sample {sample} in /metrics:\n{body}"))
+}
+
+/// Resident set size of `pid` in bytes (Linux `/proc/<pid>/status` VmRSS).
+pub fn rss_bytes(pid: u32) -> u64 {
+    let status = fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_else(|e| panic!("/proc/{pid}/status: {e}"));
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map(|kib| kib * 1024)
+        .unwrap_or_else(|| panic!("no VmRSS in /proc/{pid}/status:\n{status}"))
+}
+
+/// Whether the process still runs (it has not exited, even as a zombie not yet reaped).
+pub fn is_running(kg: &mut Keygate) -> bool {
+    match kg.child.as_mut() {
+        None => false,
+        Some(c) => c.try_wait().expect("try_wait").is_none(),
+    }
 }
 
 impl Keygate {
-    /// Like `start_with_args`, with the data dir at `data_dir` (e.g. on a special
-    /// filesystem) instead of inside the harness's temp dir.
-    pub fn start_in(data_dir: &Path, extra: &[&str]) -> Self {
-        let tmp = tempfile::Builder::new()
-            .prefix("keygate-e2e-")
-            .tempdir()
-            .expect("temp dir");
-        let mut kg = Self {
-            tmp,
-            data_dir: data_dir.to_owned(),
-            child: None,
-            addrs: Addrs {
-                check: ([0, 0, 0, 0], 0).into(),
-                http: ([0, 0, 0, 0], 0).into(),
-                admin: ([0, 0, 0, 0], 0).into(),
-            },
-            run: 0,
-            extra_args: extra.iter().map(|s| (*s).to_owned()).collect(),
-        };
-        kg.spawn();
+    /// Like `start_with_args`, with extra environment for the first run only (e.g.
+    /// `KEYGATE_LOG=debug`; it overrides the harness's `info`). `restart` goes back to
+    /// the harness's default environment.
+    pub fn start_with_env(extra: &[&str], env: &[(&str, &str)]) -> Self {
+        let mut kg = Self::unstarted(None, extra);
+        kg.spawn_with_env(env);
         kg
     }
 }
