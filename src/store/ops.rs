@@ -206,6 +206,17 @@ fn route_text(key: &[u8]) -> String {
     String::from_utf8_lossy(key).replace('\0', " ")
 }
 
+/// Removes the grants with these ids (those still there) and their index entries:
+/// the cascade of deleting an app, a group or an API.
+fn delete_grants_by_id_tx(tx: &Tx<'_>, ids: &[String]) -> TxResult<()> {
+    for id in ids {
+        if let Some(rec) = tx.get::<GrantRecord>(Tree::Grants, id.as_bytes())? {
+            delete_grant_tx(tx, &rec)?;
+        }
+    }
+    Ok(())
+}
+
 /// Removes a grant and its index entries.
 fn delete_grant_tx(tx: &Tx<'_>, g: &GrantRecord) -> TxResult<()> {
     let target = if g.api_id.is_empty() {
@@ -552,11 +563,7 @@ impl Store {
                         tx.del(Tree::Keys, k.as_bytes())?;
                         tx.del(Tree::KeysByApp, &join(&[id, k]))?;
                     }
-                    for g in grants {
-                        if let Some(rec) = tx.get::<GrantRecord>(Tree::Grants, g.as_bytes())? {
-                            delete_grant_tx(tx, &rec)?;
-                        }
-                    }
+                    delete_grants_by_id_tx(tx, grants)?;
                     audit(
                         tx,
                         actor,
@@ -887,11 +894,7 @@ impl Store {
                     }
                     tx.del(Tree::Groups, id.as_bytes())?;
                     tx.del(Tree::GroupNames, &join(&[&r.owner, &r.name]))?;
-                    for g in grants {
-                        if let Some(rec) = tx.get::<GrantRecord>(Tree::Grants, g.as_bytes())? {
-                            delete_grant_tx(tx, &rec)?;
-                        }
-                    }
+                    delete_grants_by_id_tx(tx, grants)?;
                     audit(
                         tx,
                         actor,
@@ -1060,11 +1063,7 @@ impl Store {
                     if let Some(g) = &old.group_id {
                         tx.del(Tree::ApisByGroup, &join(&[g, id]))?;
                     }
-                    for g in grants {
-                        if let Some(rec) = tx.get::<GrantRecord>(Tree::Grants, g.as_bytes())? {
-                            delete_grant_tx(tx, &rec)?;
-                        }
-                    }
+                    delete_grants_by_id_tx(tx, grants)?;
                     audit(
                         tx,
                         actor,
