@@ -18,7 +18,6 @@
 //! so a deny is never 5xx here: overload and a full replay cache answer 429, an
 //! internal fault 403, each with the real code in `x-keygate-error` and the JSON body.
 
-use axum::body::Body;
 use axum::extract::Request;
 use axum::response::Response;
 
@@ -123,25 +122,26 @@ pub async fn check(shared: &Shared, req: Request) -> Response {
     }
 }
 
-/// Builds a request the way Envoy would send it (tests and the load generator).
-pub fn envoy_request(
-    method: &str,
-    target: &str,
-    headers: &[(&str, &str)],
-    body: Vec<u8>,
-) -> Request {
-    let mut b = axum::http::Request::builder()
-        .method(method)
-        .uri(format!("{PREFIX}{target}"));
-    for (k, v) in headers {
-        b = b.header(*k, *v);
-    }
-    b.body(Body::from(body)).unwrap_or_default()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::body::Body;
+
+    /// Builds a request the way Envoy would send it.
+    pub fn envoy_request(
+        method: &str,
+        target: &str,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> Request {
+        let mut b = axum::http::Request::builder()
+            .method(method)
+            .uri(format!("{PREFIX}{target}"));
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        b.body(Body::from(body)).unwrap_or_default()
+    }
 
     #[test]
     fn prefix_is_stripped_and_the_raw_target_kept() {
