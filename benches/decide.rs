@@ -57,7 +57,7 @@ fn world(n: usize) -> (World, Requests) {
     let world = World {
         snap: snapshot(n),
         // The service's default capacity.
-        replay: ReplayGuard::new(1_000_000),
+        replay: ReplayGuard::new(1_000_000, 1_000_000),
         cfg: DecideConfig::default(),
     };
     let requests = Requests {

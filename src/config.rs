@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use zeroize::Zeroizing;
 
+use crate::path::PathMode;
 use crate::store::seal::MASTER_KEY_LEN;
 
 #[derive(Debug, thiserror::Error)]
@@ -109,6 +110,35 @@ pub struct ServeArgs {
     /// Time limit of a TLS handshake, seconds.
     #[arg(long, env = "KEYGATE_TLS_HANDSHAKE_TIMEOUT_SECS")]
     pub tls_handshake_timeout_secs: Option<u64>,
+    /// `strict` (default): a request whose path is not in canonical form (escaped
+    /// unreserved characters, `//`, `.` or `..` segments) is denied `Malformed`.
+    /// `normalize`: such paths are routed on their canonical form, for odd clients
+    /// behind a proxy that normalises the same way.
+    #[arg(long, env = "KEYGATE_PATH_MODE")]
+    pub path_mode: Option<PathMode>,
+    /// Honour the client's `X-Ca-Stage` when the proxy names no stage. Only safe when
+    /// the proxy routes to each stage's upstream by that same header.
+    #[arg(long, env = "KEYGATE_TRUST_CLIENT_STAGE", num_args = 0..=1, default_missing_value = "true")]
+    pub trust_client_stage: Option<bool>,
+    /// NGINX door: accept `X-Forwarded-Method/-Uri/-Host/-Proto` when `X-Original-*`
+    /// is missing. Off by default: a client can send those headers itself.
+    #[arg(long, env = "KEYGATE_TRUST_FORWARDED_HEADERS", num_args = 0..=1, default_missing_value = "true")]
+    pub trust_forwarded_headers: Option<bool>,
+    /// Most live nonces one key (or AppCode app) may hold in the replay cache, so no
+    /// caller can fill the cache for the others (default: a sixteenth of its capacity).
+    #[arg(long, env = "KEYGATE_REPLAY_PER_KEY_CAPACITY")]
+    pub replay_per_key_capacity: Option<usize>,
+    /// Open connections per listener; beyond it new connections wait in the kernel's
+    /// backlog (logged once per burst) instead of exhausting file descriptors.
+    #[arg(long, env = "KEYGATE_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Time a new connection has to send its first request (HTTP: the whole header
+    /// block; gRPC: the first bytes), seconds.
+    #[arg(long, env = "KEYGATE_HEADER_READ_TIMEOUT_SECS")]
+    pub header_read_timeout_secs: Option<u64>,
+    /// A connection with no traffic for this long is closed, seconds.
+    #[arg(long, env = "KEYGATE_IDLE_TIMEOUT_SECS")]
+    pub idle_timeout_secs: Option<u64>,
 }
 
 /// `keygate rotate-master-key` options.
@@ -162,6 +192,13 @@ struct FileConfig {
     check_timeout_ms: Option<u64>,
     admin_timeout_secs: Option<u64>,
     tls_handshake_timeout_secs: Option<u64>,
+    path_mode: Option<PathMode>,
+    trust_client_stage: Option<bool>,
+    trust_forwarded_headers: Option<bool>,
+    replay_per_key_capacity: Option<usize>,
+    max_connections: Option<usize>,
+    header_read_timeout_secs: Option<u64>,
+    idle_timeout_secs: Option<u64>,
 }
 
 /// Certificate files for TLS on the listeners. Read and checked at start by
@@ -195,6 +232,12 @@ pub struct Limits {
     pub admin_timeout_secs: u64,
     /// Time limit of a TLS handshake.
     pub tls_handshake_timeout_secs: u64,
+    /// Open connections per listener.
+    pub max_connections: usize,
+    /// Time a new connection has to send its first request.
+    pub header_read_timeout_secs: u64,
+    /// Time a connection may stay without traffic.
+    pub idle_timeout_secs: u64,
 }
 
 impl Default for Limits {
@@ -213,6 +256,13 @@ impl Default for Limits {
             check_timeout_ms: 2_000,
             admin_timeout_secs: 30,
             tls_handshake_timeout_secs: 10,
+            // Three listeners stay well under the common 1024 descriptors limit; a
+            // proxy keeps a handful of pooled connections to keygate.
+            max_connections: 256,
+            header_read_timeout_secs: 10,
+            // Above Envoy's and NGINX's usual upstream idle timeouts (1 h is Envoy's
+            // default for its pool; it sends HTTP/2 pings below this).
+            idle_timeout_secs: 300,
         }
     }
 }
@@ -235,6 +285,11 @@ pub struct Config {
     /// `None`: plaintext listeners.
     pub tls: Option<TlsFiles>,
     pub limits: Limits,
+    pub path_mode: PathMode,
+    pub trust_client_stage: bool,
+    pub trust_forwarded_headers: bool,
+    /// `None`: a sixteenth of `replay_capacity`.
+    pub replay_per_key_capacity: Option<usize>,
 }
 
 impl Default for Config {
@@ -254,6 +309,10 @@ impl Default for Config {
             ready_file: None,
             tls: None,
             limits: Limits::default(),
+            path_mode: PathMode::Strict,
+            trust_client_stage: false,
+            trust_forwarded_headers: false,
+            replay_per_key_capacity: None,
         }
     }
 }
@@ -346,7 +405,31 @@ impl Config {
                     .tls_handshake_timeout_secs
                     .or(file.tls_handshake_timeout_secs)
                     .unwrap_or(dl.tls_handshake_timeout_secs),
+                max_connections: args
+                    .max_connections
+                    .or(file.max_connections)
+                    .unwrap_or(dl.max_connections),
+                header_read_timeout_secs: args
+                    .header_read_timeout_secs
+                    .or(file.header_read_timeout_secs)
+                    .unwrap_or(dl.header_read_timeout_secs),
+                idle_timeout_secs: args
+                    .idle_timeout_secs
+                    .or(file.idle_timeout_secs)
+                    .unwrap_or(dl.idle_timeout_secs),
             },
+            path_mode: args.path_mode.or(file.path_mode).unwrap_or(d.path_mode),
+            trust_client_stage: args
+                .trust_client_stage
+                .or(file.trust_client_stage)
+                .unwrap_or(d.trust_client_stage),
+            trust_forwarded_headers: args
+                .trust_forwarded_headers
+                .or(file.trust_forwarded_headers)
+                .unwrap_or(d.trust_forwarded_headers),
+            replay_per_key_capacity: args
+                .replay_per_key_capacity
+                .or(file.replay_per_key_capacity),
         };
         cfg.validate()?;
         Ok(cfg)
@@ -354,6 +437,20 @@ impl Config {
 
     fn validate(&self) -> Result<(), ConfigError> {
         let bad = |m: String| Err(ConfigError::Invalid(m));
+        let l = &self.limits;
+        for (name, v) in [
+            ("max_connections", l.max_connections as u64),
+            ("header_read_timeout_secs", l.header_read_timeout_secs),
+            ("idle_timeout_secs", l.idle_timeout_secs),
+            (
+                "replay_per_key_capacity",
+                self.replay_per_key_capacity.map_or(1, |v| v as u64),
+            ),
+        ] {
+            if v == 0 {
+                return bad(format!("{name} must be at least 1"));
+            }
+        }
         if self.default_stage.is_empty()
             || !self
                 .default_stage

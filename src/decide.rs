@@ -21,14 +21,16 @@
 //! 7. a live grant on the API or its group for the stage.
 
 pub mod decision;
-pub mod route;
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
-pub use decision::{Allow, Decision, Deny, DenyCode, DenyStatus};
+pub use crate::deny::{Deny, DenyCode, DenyStatus};
+pub use decision::{Allow, Decision};
 
 use crate::index::Snapshot;
 use crate::model::{Api, App, KeyPair};
+use crate::path::{self, PathMode};
 use crate::replay::{ReplayError, ReplayGuard};
 use crate::request::RequestView;
 use crate::scheme::{
@@ -42,6 +44,12 @@ pub struct DecideConfig {
     pub schemes: SchemeConfig,
     /// Upstream header for the app's extension info (lower-case).
     pub extend_info_header: String,
+    /// Whether a path must already be canonical (`crate::path`).
+    pub path_mode: PathMode,
+    /// Honour the client's `X-Ca-Stage` when the proxy names no stage. Off by default:
+    /// the stage selects grants, so it is the proxy's to say (it routes to the stage's
+    /// upstream), never the client's, unless the proxy routes on that same header.
+    pub trust_client_stage: bool,
 }
 
 impl Default for DecideConfig {
@@ -50,6 +58,8 @@ impl Default for DecideConfig {
             default_stage: "RELEASE".into(),
             schemes: SchemeConfig::default(),
             extend_info_header: "x-keygate-app-extend-info".into(),
+            path_mode: PathMode::Strict,
+            trust_client_stage: false,
         }
     }
 }
@@ -93,10 +103,15 @@ fn api_options(api: Option<&Api>) -> ApiSchemeOptions {
 }
 
 fn stage_of(view: &RequestView, cfg: &DecideConfig) -> Result<String, Deny> {
+    let client = || {
+        cfg.trust_client_stage
+            .then(|| view.headers.get("x-ca-stage"))
+            .flatten()
+    };
     let raw = view
         .stage_hint
         .as_deref()
-        .or_else(|| view.headers.get("x-ca-stage"))
+        .or_else(client)
         .unwrap_or(&cfg.default_stage);
     let ok = !raw.is_empty()
         && raw.len() <= 32
@@ -112,11 +127,99 @@ fn stage_of(view: &RequestView, cfg: &DecideConfig) -> Result<String, Deny> {
     Ok(raw.to_ascii_uppercase())
 }
 
-fn resolve_api<'s>(view: &RequestView, snap: &'s Snapshot) -> Option<&'s Arc<Api>> {
+/// What routing and grants are decided on: the canonical host and path, never the raw
+/// spelling (see `crate::path`). The signature is still checked over the raw request.
+struct Target<'v> {
+    host: String,
+    path: Cow<'v, str>,
+}
+
+fn target_of<'v>(view: &'v RequestView, cfg: &DecideConfig) -> Result<Target<'v>, Deny> {
+    let path = path::canonical(&view.path, cfg.path_mode)
+        .map_err(|a| Deny::new(DenyCode::Malformed, a.to_string()))?;
+    let host = path::canonical_host(&view.host)
+        .map_err(|e| Deny::new(DenyCode::Malformed, e.to_string()))?;
+    Ok(Target { host, path })
+}
+
+/// A route hint narrows: the API it names must still serve this method, host and path,
+/// else the request matches no API (a hint never lets a request reach what its route
+/// would not).
+fn resolve_api<'s>(
+    view: &RequestView,
+    target: &Target<'_>,
+    snap: &'s Snapshot,
+) -> Option<&'s Arc<Api>> {
     match &view.api_hint {
-        Some(hint) => snap.api_by_hint(hint),
-        None => snap.route(&view.host_name(), &view.method, &view.path),
+        Some(hint) => snap
+            .api_by_hint(hint)
+            .filter(|api| snap.api_serves(api, &target.host, &view.method, &target.path)),
+        None => snap.route(&target.host, &view.method, &target.path),
     }
+}
+
+/// Client headers that look like an identity header in any spelling (case, `_` for
+/// `-`): CGI, WSGI, PHP and Rack upstreams read `X_Keygate_App_Id` as
+/// `HTTP_X_KEYGATE_APP_ID`. Those keygate sets are overwritten; every other one is
+/// removed so that only keygate's own copy reaches the upstream.
+fn forged_identity_headers(
+    view: &RequestView,
+    cfg: &DecideConfig,
+    set: &[(String, String)],
+    remove: &mut Vec<String>,
+) {
+    for (name, _) in view.headers.iter() {
+        let looks_like = |prefix: &str| {
+            name.len() >= prefix.len()
+                && name
+                    .bytes()
+                    .zip(prefix.bytes())
+                    .all(|(a, b)| a == b || (a == b'_' && b == b'-'))
+        };
+        let identity = looks_like("x-keygate-")
+            || (name.len() == cfg.extend_info_header.len() && looks_like(&cfg.extend_info_header));
+        if identity && !set.iter().any(|(n, _)| n == name) && !remove.iter().any(|n| n == name) {
+            remove.push(name.to_owned());
+        }
+    }
+}
+
+/// What to record in the replay cache for this request, if anything.
+///
+/// A nonce is always recorded when the request carries one. On an API with
+/// `replay_protection`, a request must be one-time: it carries a nonce (its timestamp is
+/// then mandatory too, which every nonce-carrying scheme checks in `check_fresh`, or
+/// aliyun with `require_timestamp_and_nonce`); SigV4, which has no nonce field, records
+/// its signature instead (it covers `X-Amz-Date` and the whole request, so the same
+/// signature twice is the same captured request); a credential that sends its secret
+/// in clear (AppCode, BlueKing's `bk_app_secret`) cannot be one-time and is refused.
+fn replay_token<'c>(cred: &'c Credential, api: Option<&Api>) -> Result<Option<Cow<'c, str>>, Deny> {
+    if let Some(n) = cred.nonce() {
+        return Ok(Some(Cow::Borrowed(n)));
+    }
+    if !api.is_some_and(|a| a.replay_protection) {
+        return Ok(None);
+    }
+    if let Some(t) = cred.one_time_token() {
+        return Ok(Some(Cow::Owned(t)));
+    }
+    if cred.sends_secret() {
+        return Err(Deny::new(
+            DenyCode::SchemeNotAllowed,
+            format!(
+                "the API requires replay protection, which a {} credential that carries \
+                 its secret cannot give",
+                cred.kind().as_str()
+            ),
+        ));
+    }
+    Err(Deny::new(
+        DenyCode::NonceMissing,
+        format!(
+            "the API requires replay protection: sign a nonce ({})",
+            cred.kind().nonce_field()
+        ),
+    ))
 }
 
 /// Who proved what: the outcome of steps 1-3.
@@ -137,13 +240,17 @@ pub fn decide(
         Ok(s) => s,
         Err(d) => return d.into(),
     };
-    let api = resolve_api(view, snap);
+    let target = match target_of(view, cfg) {
+        Ok(t) => t,
+        Err(d) => return d.into(),
+    };
+    let api = resolve_api(view, &target, snap);
     let cred = match scheme::detect(view) {
         Ok(c) => c,
         Err(deny) => {
             return match api {
                 Some(api) if deny.code == DenyCode::MissingCredential && api.anonymous_allowed => {
-                    allow_anonymous(api, stage, cfg)
+                    allow_anonymous(view, api, stage, cfg)
                 }
                 _ => deny.into(),
             };
@@ -200,13 +307,13 @@ fn decide_signed(
     }
 
     cred.check_fresh(&cfg.schemes, &opts, now_ms)?;
-    if let Some(nonce) = cred.nonce() {
+    if let Some(token) = replay_token(cred, api)? {
         let scope = format!(
             "{}/{}",
             cred.kind().as_str(),
             who.key.map_or(who.app.id.as_str(), |k| k.app_key.as_str())
         );
-        match replay.check_and_insert(&scope, nonce, now_ms, cred.nonce_ttl_ms(&cfg.schemes)) {
+        match replay.check_and_insert(&scope, &token, now_ms, cred.nonce_ttl_ms(&cfg.schemes)) {
             Ok(()) => {}
             Err(ReplayError::Replayed) => {
                 return Err(Deny::new(DenyCode::NonceReplayed, "nonce already used"));
@@ -215,6 +322,12 @@ fn decide_signed(
                 return Err(Deny::new(
                     DenyCode::ReplayCacheFull,
                     "replay cache is full; retry shortly",
+                ));
+            }
+            Err(ReplayError::KeyFull) => {
+                return Err(Deny::new(
+                    DenyCode::ReplayCacheFull,
+                    "this key holds its whole share of the replay cache; retry shortly",
                 ));
             }
         }
@@ -277,6 +390,7 @@ fn decide_signed(
     } else {
         headers_to_set.push((cfg.extend_info_header.clone(), who.app.extend_info.clone()));
     }
+    forged_identity_headers(view, cfg, &headers_to_set, &mut headers_to_remove);
     Ok(Allow {
         app_id: who.app.id.clone(),
         app_key: who.key.map(|k| k.app_key.clone()).unwrap_or_default(),
@@ -412,23 +526,25 @@ fn check_grant(
     ))
 }
 
-fn allow_anonymous(api: &Api, stage: String, cfg: &DecideConfig) -> Decision {
+fn allow_anonymous(view: &RequestView, api: &Api, stage: String, cfg: &DecideConfig) -> Decision {
     let mut headers_to_remove: Vec<String> = ["x-keygate-app-id", "x-keygate-app-key"]
         .map(str::to_owned)
         .to_vec();
     headers_to_remove.push(cfg.extend_info_header.clone());
     headers_to_remove.push(BODY_DIGEST_HEADER.to_owned());
+    let headers_to_set = vec![
+        ("x-keygate-api-id".to_owned(), api.id.clone()),
+        ("x-keygate-stage".to_owned(), stage.clone()),
+        ("x-keygate-scheme".to_owned(), "anonymous".to_owned()),
+        // Nothing was signed, so nothing about the body was checked.
+        (BODY_HEADER.to_owned(), "unsigned".to_owned()),
+    ];
+    forged_identity_headers(view, cfg, &headers_to_set, &mut headers_to_remove);
     Decision::Allow(Allow {
         app_id: String::new(),
         app_key: String::new(),
         api_id: api.id.clone(),
-        headers_to_set: vec![
-            ("x-keygate-api-id".to_owned(), api.id.clone()),
-            ("x-keygate-stage".to_owned(), stage.clone()),
-            ("x-keygate-scheme".to_owned(), "anonymous".to_owned()),
-            // Nothing was signed, so nothing about the body was checked.
-            (BODY_HEADER.to_owned(), "unsigned".to_owned()),
-        ],
+        headers_to_set,
         stage,
         scheme: "anonymous",
         headers_to_remove,

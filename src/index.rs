@@ -12,8 +12,8 @@ use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, mpsc};
 
 use sha2::{Digest, Sha256};
 
-use crate::decide::route::{Router, Template};
 use crate::model::{Api, App, Grant, KeyPair};
+use crate::route::{Router, Template};
 use crate::store::{Change, Store, StoreError};
 
 /// Index sizes, for metrics and logs.
@@ -37,6 +37,8 @@ pub struct Snapshot {
     apis: HashMap<String, Arc<Api>>,
     api_names: HashMap<String, String>,
     router: Router,
+    /// api id -> its parsed template, to check that a route hint's API serves the path.
+    templates: HashMap<String, Template>,
     grants: HashMap<String, Arc<Grant>>,
     /// app id -> target (api or group) id -> grants
     grants_by_app: HashMap<String, HashMap<String, Vec<Arc<Grant>>>>,
@@ -77,6 +79,15 @@ impl Snapshot {
             .or_else(|| self.api_names.get(hint).and_then(|id| self.apis.get(id)))
     }
 
+    /// Whether `api` answers this method, host and canonical path: a route hint names
+    /// an API, and the request must still be one that API serves.
+    pub fn api_serves(&self, api: &Api, host: &str, method: &str, path: &str) -> bool {
+        (api.methods.is_empty() || api.methods.iter().any(|m| m == method))
+            && api.host.as_deref().is_none_or(|h| h == host)
+            && self.templates.get(&api.id).is_some_and(|t| t.matches(path))
+    }
+
+    /// The API for a request; `host` and `path` in canonical form (`crate::path`).
     pub fn route(&self, host: &str, method: &str, path: &str) -> Option<&Arc<Api>> {
         self.router
             .find(host, method, path)
@@ -146,6 +157,7 @@ impl Snapshot {
         if let Ok(t) = Template::parse(&api.path) {
             self.router
                 .insert(&api.id, api.host.as_deref(), &api.methods, &t);
+            self.templates.insert(api.id.clone(), t);
         }
         self.api_names.insert(api.name.clone(), api.id.clone());
         self.apis.insert(api.id.clone(), Arc::new(api));
@@ -153,6 +165,7 @@ impl Snapshot {
 
     fn drop_api(&mut self, id: &str) {
         if let Some(old) = self.apis.remove(id) {
+            self.templates.remove(id);
             if let Ok(t) = Template::parse(&old.path) {
                 self.router.remove(id, old.host.as_deref(), &t);
             }

@@ -7,7 +7,10 @@
 //! # Layout
 //! - [`request`]: `RequestView`, the one shape every front door translates into.
 //! - [`scheme`]: one module per signature scheme, detection, and shared canonical helpers.
-//! - [`decide`]: the pipeline (`decide()`), deny codes, and the route matcher.
+//! - [`decide`]: the pipeline (`decide()`) and the sealed `Allow`.
+//! - [`deny`], [`route`], [`path`]: vocabulary with no imports of ours: deny codes and
+//!   their wire statuses; path templates and the route table; the canonical form of a
+//!   request's path and host that routing and grants are decided on.
 //! - [`index`]: the in-memory view the check path reads; refreshed after each write.
 //! - [`replay`]: the bounded nonce cache.
 //! - [`store`]: sled-backed persistence, sealed secrets, audit log.
@@ -21,11 +24,14 @@
 pub mod clock;
 pub mod config;
 pub mod decide;
+pub mod deny;
 pub mod index;
 pub mod model;
+pub mod path;
 pub mod pb;
 pub mod replay;
 pub mod request;
+pub mod route;
 pub mod scheme;
 pub mod server;
 pub mod sign;

@@ -9,6 +9,15 @@
 //!
 //! Entries are 128-bit digests of (scope, nonce): exact in practice, and the memory per
 //! entry does not depend on what a client sends.
+//!
+//! Fairness: each scope (scheme + AppKey) may hold at most `per_key` live nonces. A key
+//! over its share is refused (`KeyFull`) while every other key keeps working, so no one
+//! caller, granted or not, can fill the cache for the others; filling it takes
+//! `capacity / per_key` keys at their share at once. Nonces are recorded only after the
+//! signature verified, so the keys are real ones.
+//!
+//! A nonce stays live up to and including its expiry instant: a request is fresh at
+//! exactly the edge of its window, so its nonce must still be refused there.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -24,44 +33,88 @@ pub enum ReplayError {
     Replayed,
     /// Every slot holds a live nonce; accepting more would mean forgetting one.
     Full,
+    /// This key holds its whole share of the cache.
+    KeyFull,
 }
 
 type Digest16 = [u8; 16];
+/// Short digest of a scope, the key of the per-key counters.
+type ScopeId = u64;
 
 #[derive(Default)]
 struct Shard {
-    /// digest -> expiry (ms)
-    live: HashMap<Digest16, i64>,
+    /// digest -> (expiry ms, owning scope)
+    live: HashMap<Digest16, (i64, ScopeId)>,
     /// expiry order, for sweeping
     by_expiry: BinaryHeap<Reverse<(i64, Digest16)>>,
 }
 
+/// Live nonces per scope, sharded by scope. Locked after a nonce shard, never before.
+type Owners = Mutex<HashMap<ScopeId, u32>>;
+
 impl Shard {
-    fn sweep(&mut self, now_ms: i64) {
+    fn sweep(&mut self, now_ms: i64, owners: &[Owners]) {
         while let Some(Reverse((exp, d))) = self.by_expiry.peek().copied() {
-            if exp > now_ms {
+            if exp >= now_ms {
                 break;
             }
             self.by_expiry.pop();
-            if self.live.get(&d) == Some(&exp) {
+            if let Some(&(e, scope)) = self.live.get(&d)
+                && e == exp
+            {
                 self.live.remove(&d);
+                release(owners, scope);
             }
         }
     }
 }
 
+fn owners_of(owners: &[Owners], scope: ScopeId) -> &Owners {
+    &owners[(scope as usize) % owners.len()]
+}
+
+fn release(owners: &[Owners], scope: ScopeId) {
+    let mut o = owners_of(owners, scope)
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    if let Some(n) = o.get_mut(&scope) {
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            o.remove(&scope);
+        }
+    }
+}
+
+/// How full the keys' shares are, for `/metrics`: bounded labels, whatever the number
+/// of keys.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KeyPressure {
+    /// Keys holding at least one live nonce.
+    pub keys: usize,
+    /// Keys at half their share or more.
+    pub half: usize,
+    /// Keys at 90 % or more.
+    pub ninety: usize,
+    /// Keys at their whole share: their nonce-carrying requests are being refused.
+    pub full: usize,
+}
+
 pub struct ReplayGuard {
     shards: Vec<Mutex<Shard>>,
+    owners: Vec<Owners>,
     per_shard: usize,
+    per_key: usize,
 }
 
 impl ReplayGuard {
     /// A cache holding at most `capacity` nonces (rounded up to a multiple of the
-    /// shard count).
-    pub fn new(capacity: usize) -> Self {
+    /// shard count), of which one scope may hold at most `per_key`.
+    pub fn new(capacity: usize, per_key: usize) -> Self {
         Self {
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            owners: (0..SHARDS).map(|_| Mutex::default()).collect(),
             per_shard: capacity.div_ceil(SHARDS).max(1),
+            per_key: per_key.max(1),
         }
     }
 
@@ -76,6 +129,13 @@ impl ReplayGuard {
         d
     }
 
+    fn scope_id(scope: &str) -> ScopeId {
+        let full = Sha256::digest(scope.as_bytes());
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&full[..8]);
+        u64::from_be_bytes(b)
+    }
+
     /// Records `nonce` for `scope` (scheme + AppKey) until `now_ms + ttl_ms`, unless it is
     /// already live (`Replayed`) or there is no room (`Full`).
     pub fn check_and_insert(
@@ -86,19 +146,76 @@ impl ReplayGuard {
         ttl_ms: i64,
     ) -> Result<(), ReplayError> {
         let d = Self::digest(scope, nonce);
+        let id = Self::scope_id(scope);
         let shard = &self.shards[usize::from(d[0]) % SHARDS];
-        let mut s = shard.lock().unwrap_or_else(PoisonError::into_inner);
-        s.sweep(now_ms);
-        if s.live.get(&d).is_some_and(|&exp| exp > now_ms) {
-            return Err(ReplayError::Replayed);
+        // A key's count includes its expired nonces not yet swept from other shards;
+        // before refusing a key, sweep them all once and look again.
+        for attempt in 0..2 {
+            let mut s = shard.lock().unwrap_or_else(PoisonError::into_inner);
+            s.sweep(now_ms, &self.owners);
+            if s.live.get(&d).is_some_and(|&(exp, _)| exp >= now_ms) {
+                return Err(ReplayError::Replayed);
+            }
+            if s.live.len() >= self.per_shard {
+                return Err(ReplayError::Full);
+            }
+            {
+                let mut o = owners_of(&self.owners, id)
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                let held = o.entry(id).or_insert(0);
+                if *held as usize >= self.per_key {
+                    if attempt == 0 {
+                        drop(o);
+                        drop(s);
+                        self.sweep_all(now_ms);
+                        continue;
+                    }
+                    return Err(ReplayError::KeyFull);
+                }
+                *held += 1;
+            }
+            let exp = now_ms.saturating_add(ttl_ms.max(1));
+            if let Some((_, old)) = s.live.insert(d, (exp, id)) {
+                // An expired entry of the same digest not swept yet: its slot is reused.
+                release(&self.owners, old);
+            }
+            s.by_expiry.push(Reverse((exp, d)));
+            return Ok(());
         }
-        if s.live.len() >= self.per_shard {
-            return Err(ReplayError::Full);
+        Err(ReplayError::KeyFull)
+    }
+
+    /// Sweeps every shard, one lock at a time (never two nonce shards at once).
+    fn sweep_all(&self, now_ms: i64) {
+        for shard in &self.shards {
+            shard
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .sweep(now_ms, &self.owners);
         }
-        let exp = now_ms.saturating_add(ttl_ms.max(1));
-        s.live.insert(d, exp);
-        s.by_expiry.push(Reverse((exp, d)));
-        Ok(())
+    }
+
+    /// Most live nonces one scope may hold.
+    pub fn per_key(&self) -> usize {
+        self.per_key
+    }
+
+    /// How full the keys' shares are (a scan of the counters: for scrapes, not checks).
+    pub fn key_pressure(&self) -> KeyPressure {
+        let mut p = KeyPressure::default();
+        let per_key = self.per_key as u64;
+        for o in &self.owners {
+            let o = o.lock().unwrap_or_else(PoisonError::into_inner);
+            for &n in o.values() {
+                let n = u64::from(n);
+                p.keys += 1;
+                p.half += usize::from(n * 2 >= per_key);
+                p.ninety += usize::from(n * 10 >= per_key * 9);
+                p.full += usize::from(n >= per_key);
+            }
+        }
+        p
     }
 
     /// Live entries (including expired ones not yet swept).
@@ -124,7 +241,7 @@ mod tests {
 
     #[test]
     fn replay_is_refused_inside_the_window_only() {
-        let g = ReplayGuard::new(100);
+        let g = ReplayGuard::new(100, 100);
         assert_eq!(g.check_and_insert("aliyun/k", "n1", 1_000, 900_000), Ok(()));
         assert_eq!(
             g.check_and_insert("aliyun/k", "n1", 2_000, 900_000),
@@ -137,14 +254,14 @@ mod tests {
         );
         // After the window it is forgotten and accepted again.
         assert_eq!(
-            g.check_and_insert("aliyun/k", "n1", 901_000, 900_000),
+            g.check_and_insert("aliyun/k", "n1", 901_001, 900_000),
             Ok(())
         );
     }
 
     #[test]
     fn full_cache_refuses_instead_of_forgetting() {
-        let g = ReplayGuard::new(SHARDS); // one slot per shard
+        let g = ReplayGuard::new(SHARDS, SHARDS); // one slot per shard
         let mut full = 0;
         let mut accepted = Vec::new();
         for i in 0..200 {
@@ -178,7 +295,7 @@ mod tests {
 
     #[test]
     fn a_flood_of_unique_nonces_stays_within_capacity() {
-        let g = ReplayGuard::new(1_000);
+        let g = ReplayGuard::new(1_000, 2_000);
         let (mut ok, mut full) = (0, 0);
         for i in 0..100_000 {
             match g.check_and_insert("aliyun/k", &format!("n{i}"), 10_000, 1_800_000) {
@@ -193,10 +310,50 @@ mod tests {
         heap_matches_map(&g);
         // After the window every slot is reusable.
         assert_eq!(
-            g.check_and_insert("aliyun/k", "later", 1_810_000, 1_800_000),
+            g.check_and_insert("aliyun/k", "later", 1_810_001, 1_800_000),
             Ok(())
         );
         heap_matches_map(&g);
+    }
+
+    #[test]
+    fn a_nonce_is_still_refused_at_the_very_edge_of_its_window() {
+        let g = ReplayGuard::new(100, 100);
+        g.check_and_insert("s", "n", 0, 1_800_000).unwrap();
+        assert_eq!(
+            g.check_and_insert("s", "n", 1_800_000, 1_800_000),
+            Err(ReplayError::Replayed)
+        );
+    }
+
+    #[test]
+    fn one_key_at_its_share_never_refuses_another_key() {
+        let g = ReplayGuard::new(1_600, 100);
+        let mut refused = 0;
+        for i in 0..10_000 {
+            match g.check_and_insert("aliyun/flooder", &format!("n{i}"), 0, 1_000_000) {
+                Ok(()) => {}
+                Err(ReplayError::KeyFull) => refused += 1,
+                Err(e) => panic!("{e:?}"),
+            }
+        }
+        assert_eq!(refused, 10_000 - 100);
+        for k in 0..10 {
+            for i in 0..50 {
+                assert_eq!(
+                    g.check_and_insert(&format!("aliyun/k{k}"), &format!("n{i}"), 1, 1_000_000),
+                    Ok(()),
+                    "key k{k} refused because another key flooded"
+                );
+            }
+        }
+        let p = g.key_pressure();
+        assert_eq!((p.keys, p.full, p.half), (11, 1, 11));
+        // Its share comes back as its nonces expire.
+        assert_eq!(
+            g.check_and_insert("aliyun/flooder", "later", 1_000_001, 1_000),
+            Ok(())
+        );
     }
 
     use proptest::prelude::*;
@@ -208,14 +365,16 @@ mod tests {
         #[test]
         fn behaves_like_a_bounded_set_with_expiry(
             capacity in 1usize..64,
+            per_key in 1usize..64,
             ops in proptest::collection::vec((0u8..3, 0u16..200, 0i64..50, 1i64..200), 1..400),
         ) {
-            let g = ReplayGuard::new(capacity);
+            let g = ReplayGuard::new(capacity, per_key);
             let mut model: HashMap<(u8, u16), i64> = HashMap::new();
             let mut now = 0i64;
             for (scope, nonce, step, ttl) in ops {
                 now += step;
-                let live = model.get(&(scope, nonce)).is_some_and(|&exp| exp > now);
+                let live = model.get(&(scope, nonce)).is_some_and(|&exp| exp >= now);
+                let held = model.iter().filter(|entry| entry.0.0 == scope && *entry.1 >= now).count();
                 let got = g.check_and_insert(&format!("s{scope}"), &format!("n{nonce}"), now, ttl);
                 match got {
                     Err(ReplayError::Replayed) => prop_assert!(live, "replayed but not live"),
@@ -224,7 +383,12 @@ mod tests {
                         model.insert((scope, nonce), now + ttl);
                     }
                     Err(ReplayError::Full) => prop_assert!(!live, "a live nonce reported as Full"),
+                    Err(ReplayError::KeyFull) => {
+                        prop_assert!(!live, "a live nonce reported as KeyFull");
+                        prop_assert!(held >= per_key, "refused under its share: {held} < {per_key}");
+                    }
                 }
+                prop_assert!(held <= per_key);
                 prop_assert!(g.len() <= g.capacity());
                 heap_matches_map(&g);
             }

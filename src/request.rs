@@ -4,6 +4,13 @@
 //! query, lower-cased headers, optional body, routing hints). It holds no policy and
 //! never rejects anything: front doors build it, `decide` reads it.
 
+/// Header a proxy sets on the HTTP doors' authorization request to pin the stage
+/// (NGINX: `proxy_set_header` in the auth location; Envoy HTTP mode:
+/// `authorization_request.headers_to_add`). The gRPC door uses
+/// `context_extensions.stage` instead and never reads this header: there it would be
+/// the client's.
+pub const ROUTE_STAGE_HEADER: &str = "x-keygate-route-stage";
+
 /// Request headers with lower-cased names, in arrival order.
 ///
 /// Repeated headers stay separate entries; `get` returns the first, `get_all` every one.

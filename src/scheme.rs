@@ -37,7 +37,7 @@ pub mod tencent;
 use std::fmt;
 use std::str::FromStr;
 
-use crate::decide::decision::{Deny, DenyCode};
+use crate::deny::{Deny, DenyCode};
 use crate::request::RequestView;
 
 /// The signature schemes keygate understands.
@@ -77,6 +77,18 @@ impl SchemeKind {
     /// send it (see `Credential::sends_secret`).
     pub fn sends_secret(self) -> bool {
         matches!(self, SchemeKind::AppCode | SchemeKind::Bkapi)
+    }
+
+    /// Where a request of this scheme carries its nonce, for deny messages.
+    pub fn nonce_field(self) -> &'static str {
+        match self {
+            SchemeKind::Aliyun => "X-Ca-Nonce",
+            SchemeKind::Tencent => "X-Apigw-Nonce (a signed header)",
+            SchemeKind::Bkapi => "bk_nonce, with bk_timestamp and bk_signature",
+            SchemeKind::Rfc9421 => "the nonce signature parameter",
+            SchemeKind::SigV4 => "none: the signature itself is recorded",
+            SchemeKind::AppCode => "none",
+        }
     }
 }
 
@@ -418,6 +430,16 @@ impl Credential {
         }
     }
 
+    /// For a scheme without a nonce field (SigV4), what identifies this one signed
+    /// request on a replay-protected API: its signature, which covers the timestamp and
+    /// every signed part. `None` for schemes that carry a nonce (or none at all).
+    pub fn one_time_token(&self) -> Option<String> {
+        match &self.inner {
+            Inner::SigV4(c) => Some(format!("sig:{}", hex::encode(c.signature()))),
+            _ => None,
+        }
+    }
+
     /// How long (ms from now) the nonce must be remembered: as long as the request could
     /// still pass `check_fresh`.
     pub fn nonce_ttl_ms(&self, cfg: &SchemeConfig) -> i64 {
@@ -496,6 +518,64 @@ impl Credential {
             Inner::Rfc9421(_) => rfc9421::decorate(deny),
         }
     }
+}
+
+/// The body check shared by the schemes that cover the body with `Content-MD5` or by
+/// signing form fields (aliyun, tencent): not covered, not available to check, cut by
+/// the proxy, or checked with the scheme's own `matches` (its accepted encodings), a
+/// mismatch answered with the scheme's own `mismatch` deny.
+pub(crate) fn check_content_md5(
+    view: &RequestView,
+    matches: impl Fn(&str, &[u8]) -> bool,
+    mismatch: impl FnOnce() -> Deny,
+) -> Result<BodyCheck, Deny> {
+    let md5 = view.headers.get("content-md5");
+    if md5.is_none() && !canonical::is_form(view) {
+        return Ok(BodyCheck::NotCovered);
+    }
+    let Some(body) = view.body.as_deref() else {
+        return Ok(BodyCheck::NotAvailable);
+    };
+    if view.body_partial {
+        return Err(deny(
+            DenyCode::BodyIncomplete,
+            "body was cut by the proxy; cannot check it",
+        ));
+    }
+    if let Some(claimed) = md5
+        && !matches(claimed, body)
+    {
+        return Err(mismatch());
+    }
+    Ok(BodyCheck::Verified)
+}
+
+/// Refuses parameters a sorted string-to-sign cannot tell apart (`canonical::
+/// param_ambiguity`): with them, a request signed for `?to=alice` would still verify
+/// with `&to=mallory` appended, and the upstream may read the second value.
+pub(crate) fn check_signed_params(view: &RequestView) -> Result<(), Deny> {
+    let form = canonical::is_form(view)
+        .then(|| view.body.as_deref().map(String::from_utf8_lossy))
+        .flatten();
+    let Some(why) = canonical::param_ambiguity(view.query.as_deref(), form.as_deref()) else {
+        return Ok(());
+    };
+    let message = match why {
+        canonical::ParamAmbiguity::TooMany => format!(
+            "more than {} query and form parameters",
+            canonical::MAX_SIGNED_PARAMS
+        ),
+        canonical::ParamAmbiguity::Repeated(n) => format!(
+            "parameter \"{}\" appears more than once; the signature cannot tell its values apart",
+            canonical::echo_escaped(&n)
+        ),
+        canonical::ParamAmbiguity::Separator(n) => format!(
+            "parameter \"{}\" decodes to text holding '&' or '='; the signature cannot tell it \
+             from other parameters",
+            canonical::echo_escaped(&n)
+        ),
+    };
+    Err(deny(DenyCode::Malformed, message))
 }
 
 /// Adds `name: value` unless the deny already carries that header (case-insensitive).

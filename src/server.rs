@@ -152,11 +152,18 @@ impl Shared {
         let mut decide_config = DecideConfig {
             default_stage: config.default_stage.to_ascii_uppercase(),
             extend_info_header: config.extend_info_header.to_ascii_lowercase(),
+            path_mode: config.path_mode,
+            trust_client_stage: config.trust_client_stage,
             ..DecideConfig::default()
         };
         decide_config.schemes.timestamp_window_ms = (config.timestamp_window_secs * 1000) as i64;
         Ok(Self {
-            replay: ReplayGuard::new(config.replay_capacity),
+            replay: ReplayGuard::new(
+                config.replay_capacity,
+                config
+                    .replay_per_key_capacity
+                    .unwrap_or(config.replay_capacity / 16),
+            ),
             config,
             store: Arc::new(store),
             index: Arc::new(index),

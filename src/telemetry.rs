@@ -7,7 +7,8 @@
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-use crate::decide::{Decision, DenyCode};
+use crate::decide::Decision;
+use crate::deny::DenyCode;
 use crate::index::IndexSizes;
 
 /// Latency bucket upper bounds, microseconds.

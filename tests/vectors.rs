@@ -9,7 +9,7 @@
     clippy::indexing_slicing
 )]
 
-use keygate::decide::decision::DenyCode;
+use keygate::deny::DenyCode;
 use keygate::request::RequestView;
 use keygate::scheme::canonical;
 use keygate::scheme::{

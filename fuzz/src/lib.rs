@@ -237,7 +237,7 @@ pub fn judge(v: &RequestView) -> Decision {
     let d = decide(
         v,
         &snap,
-        &ReplayGuard::new(64),
+        &ReplayGuard::new(64, 64),
         NOW,
         &DecideConfig::default(),
     );

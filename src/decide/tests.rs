@@ -176,7 +176,7 @@ fn run(snap: &Snapshot, v: &RequestView) -> Decision {
     decide(
         v,
         snap,
-        &ReplayGuard::new(1000),
+        &ReplayGuard::new(1000, 1000),
         NOW,
         &DecideConfig::default(),
     )
@@ -301,7 +301,7 @@ fn freshness_and_replay() {
         None,
     );
     assert_eq!(code(&run(&s, &stale)), Some(DenyCode::TimestampExpired));
-    let replay = ReplayGuard::new(1000);
+    let replay = ReplayGuard::new(1000, 1000);
     let cfg = DecideConfig::default();
     let v = signed("GET", "/v1/items/1", "K1", SECRET, "once", NOW, None);
     assert!(decide(&v, &s, &replay, NOW, &cfg).is_allow());
@@ -366,10 +366,10 @@ fn grant_rules() {
         )),
         Some(DenyCode::GrantExpired)
     );
-    // Route hint wins over the path.
+    // A route hint narrows: the API it names must still serve the path.
     let mut hinted = signed("GET", "/nowhere", "K1", SECRET, "n", NOW, None);
     hinted.api_hint = Some("api1".into());
-    assert!(run(&s, &hinted).is_allow());
+    assert_eq!(code(&run(&s, &hinted)), Some(DenyCode::ApiNotFound));
 }
 
 #[test]
@@ -437,7 +437,7 @@ fn previous_secret_verifies_only_during_grace() {
     let late = decide(
         &signed("GET", "/v1/items/1", "K1", SECRET, "g2", NOW, None),
         &s,
-        &ReplayGuard::new(10),
+        &ReplayGuard::new(10, 10),
         NOW + 1000,
         &DecideConfig::default(),
     );
@@ -460,4 +460,201 @@ fn anonymous_only_where_allowed() {
     };
     assert!(a.app_id.is_empty());
     assert!(a.headers_to_remove.iter().any(|h| h == "x-keygate-app-id"));
+}
+
+// === request integrity (see crate::path and ../shared/design.md) ===
+
+/// api1 `/v1/items/{id}` granted; `admin` `/v1/items/admin` (literal, not granted) and a
+/// host-specific `hosted` API on admin.example.com (not granted) beside a host-less one.
+fn integrity_world() -> Snapshot {
+    let mut s = world();
+    s.put_api(api("admin", "/v1/items/admin"));
+    let mut hosted = api("hosted", "/v1/hosted");
+    hosted.host = Some("admin.example.com".into());
+    s.put_api(hosted);
+    s.put_api(api("open", "/v1/hosted"));
+    s.put_grant(grant(
+        "gr-open",
+        "app1",
+        GrantTarget::Api("open".into()),
+        &[],
+        None,
+    ));
+    s
+}
+
+#[test]
+fn ambiguous_paths_are_malformed_not_routed() {
+    let s = integrity_world();
+    for target in [
+        "/v1/items/%61dmin",
+        "/v1/items/x/../admin",
+        "/v1//items/admin",
+        "/v1/items/./admin",
+        "/v1/items/%2e%2e/items/admin",
+        "/v1/items/admin%2F",
+        "/v1/items/x;/../admin",
+        "/v1/items/a%5Cb",
+    ] {
+        let d = run(&s, &signed("GET", target, "K1", SECRET, "n", NOW, None));
+        assert_eq!(code(&d), Some(DenyCode::Malformed), "{target}: {d:?}");
+    }
+    // Literal beats parameter on the canonical path: the admin API is not granted.
+    let d = run(
+        &s,
+        &signed("GET", "/v1/items/admin", "K1", SECRET, "n", NOW, None),
+    );
+    assert_eq!(code(&d), Some(DenyCode::NoGrant));
+    // Normalize mode routes on the canonical form: still the admin API.
+    let cfg = DecideConfig {
+        path_mode: PathMode::Normalize,
+        ..DecideConfig::default()
+    };
+    let v = signed(
+        "GET",
+        "/v1/items/x/../%61dmin",
+        "K1",
+        SECRET,
+        "n",
+        NOW,
+        None,
+    );
+    let d = decide(&v, &s, &ReplayGuard::new(10, 10), NOW, &cfg);
+    assert_eq!(code(&d), Some(DenyCode::NoGrant), "{d:?}");
+}
+
+#[test]
+fn hosts_are_folded_before_routing() {
+    let s = integrity_world();
+    for host in [
+        "admin.example.com.",
+        "ADMIN.example.com:443",
+        "Admin.Example.Com.:8443",
+    ] {
+        let mut v = signed("GET", "/v1/hosted", "K1", SECRET, "n", NOW, None);
+        v.host = host.into();
+        assert_eq!(code(&run(&s, &v)), Some(DenyCode::NoGrant), "{host}");
+    }
+    let mut v = signed("GET", "/v1/hosted", "K1", SECRET, "n", NOW, None);
+    v.host = "a..b".into();
+    assert_eq!(code(&run(&s, &v)), Some(DenyCode::Malformed));
+    // Another host reaches the host-less API, which is granted.
+    assert!(
+        run(
+            &s,
+            &signed("GET", "/v1/hosted", "K1", SECRET, "n", NOW, None)
+        )
+        .is_allow()
+    );
+}
+
+#[test]
+fn the_client_does_not_choose_the_stage_unless_trusted() {
+    let mut s = world();
+    s.put_api(api("t", "/v1/test-only"));
+    s.put_grant(grant(
+        "gt",
+        "app1",
+        GrantTarget::Api("t".into()),
+        &["TEST"],
+        None,
+    ));
+    let mut v = signed("GET", "/v1/test-only", "K1", SECRET, "n", NOW, None);
+    v.headers.push("x-ca-stage", "TEST");
+    assert_eq!(code(&run(&s, &v)), Some(DenyCode::NoGrant));
+    let trusted = DecideConfig {
+        trust_client_stage: true,
+        ..DecideConfig::default()
+    };
+    assert!(decide(&v, &s, &ReplayGuard::new(10, 10), NOW, &trusted).is_allow());
+    // The proxy's stage wins over the client's, trusted or not.
+    v.stage_hint = Some("RELEASE".into());
+    let d = decide(&v, &s, &ReplayGuard::new(10, 10), NOW, &trusted);
+    assert_eq!(code(&d), Some(DenyCode::NoGrant));
+}
+
+#[test]
+fn a_route_hint_narrows_to_the_apis_methods_and_template() {
+    let s = world();
+    let hinted = |method: &str, target: &str| {
+        let mut v = signed(method, target, "K1", SECRET, "n", NOW, None);
+        v.api_hint = Some("api1".into());
+        run(&s, &v)
+    };
+    assert!(hinted("GET", "/v1/items/7").is_allow());
+    assert_eq!(
+        code(&hinted("DELETE", "/v1/items/7")),
+        Some(DenyCode::ApiNotFound)
+    );
+    assert_eq!(
+        code(&hinted("GET", "/v1/items-internal/7")),
+        Some(DenyCode::ApiNotFound)
+    );
+    assert_eq!(
+        code(&hinted("GET", "/v1/items/")),
+        Some(DenyCode::ApiNotFound)
+    );
+}
+
+#[test]
+fn forged_identity_headers_are_removed_in_every_spelling() {
+    let s = world();
+    let mut v = signed("GET", "/v1/items/7", "K1", SECRET, "n", NOW, None);
+    for (n, val) in [
+        ("x_keygate_app_id", "forged"),
+        ("x-keygate_api-id", "forged"),
+        ("x-keygate-app-id", "forged"),
+        ("x-keygate-made-up", "forged"),
+        ("x_keygate_app_extend_info", "forged"),
+    ] {
+        v.headers.push(n, val);
+    }
+    let Decision::Allow(a) = run(&s, &v) else {
+        panic!("not allowed")
+    };
+    for n in [
+        "x_keygate_app_id",
+        "x-keygate_api-id",
+        "x-keygate-made-up",
+        "x_keygate_app_extend_info",
+    ] {
+        assert!(
+            a.headers_to_remove.iter().any(|r| r == n),
+            "{n} kept: {a:?}"
+        );
+    }
+    // The exact names keygate sets are overwritten, not removed.
+    assert!(
+        a.headers_to_set
+            .iter()
+            .any(|(n, v)| n == "x-keygate-app-id" && v == "app1")
+    );
+    assert!(!a.headers_to_remove.iter().any(|r| r == "x-keygate-app-id"));
+}
+
+#[test]
+fn a_key_at_its_replay_share_does_not_refuse_another_key() {
+    let mut s = world();
+    s.put_key(key("K2", "app1", SECRET));
+    let replay = ReplayGuard::new(1_000, 3);
+    let cfg = DecideConfig::default();
+    for i in 0..3 {
+        let v = signed(
+            "GET",
+            "/v1/items/7",
+            "K1",
+            SECRET,
+            &format!("n{i}"),
+            NOW,
+            None,
+        );
+        assert!(decide(&v, &s, &replay, NOW, &cfg).is_allow());
+    }
+    let v = signed("GET", "/v1/items/7", "K1", SECRET, "n9", NOW, None);
+    assert_eq!(
+        code(&decide(&v, &s, &replay, NOW, &cfg)),
+        Some(DenyCode::ReplayCacheFull)
+    );
+    let v = signed("GET", "/v1/items/7", "K2", SECRET, "n9", NOW, None);
+    assert!(decide(&v, &s, &replay, NOW, &cfg).is_allow());
 }

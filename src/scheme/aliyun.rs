@@ -32,7 +32,7 @@
 //!   `A400DH`) follow
 //!   Alibaba's class+status+reason pattern and are marked **[U]**.
 
-use crate::decide::decision::{Deny, DenyCode};
+use crate::deny::{Deny, DenyCode};
 use crate::request::RequestView;
 
 use super::canonical::{self, HmacAlg};
@@ -243,6 +243,7 @@ impl AliyunCredential {
     }
 
     pub(crate) fn verify(&self, view: &RequestView, secret: &[u8]) -> Result<(), Deny> {
+        super::check_signed_params(view)?;
         let Some(alg) = algorithm(self.method.as_deref()) else {
             return Err(deny(
                 DenyCode::UnsupportedAlgorithm,
@@ -382,7 +383,7 @@ impl AliyunCredential {
             canonical::b64_decode(claimed)
                 .is_some_and(|c| canonical::ct_eq(&c, &canonical::md5(body)))
         };
-        canonical::check_content_md5(view, matches, || {
+        super::check_content_md5(view, matches, || {
             deny(DenyCode::BodyDigestMismatch, "Invalid Content-MD5")
                 .with_header("X-Ca-Error-Code", "I400BD")
                 .with_header("X-Ca-Error-Message", "Invalid Content-MD5")

@@ -14,7 +14,7 @@
 
 use zeroize::Zeroizing;
 
-use crate::decide::decision::{Deny, DenyCode};
+use crate::deny::{Deny, DenyCode};
 use crate::request::RequestView;
 
 use super::{aliyun, canonical, deny};

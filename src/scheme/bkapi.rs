@@ -27,7 +27,7 @@ use std::borrow::Cow;
 
 use zeroize::Zeroizing;
 
-use crate::decide::decision::{Deny, DenyCode};
+use crate::deny::{Deny, DenyCode};
 use crate::request::RequestView;
 
 use super::canonical::{self, HmacAlg};

@@ -239,6 +239,45 @@ pub fn first_wins_params(raw: &str) -> Vec<(String, String)> {
     out
 }
 
+/// Most query plus form parameters a sorted string-to-sign may hold: bounds the work a
+/// request with a real AppKey but no valid signature can cost (decode, sort) before the
+/// signature is known good. Real API calls carry a few dozen.
+pub const MAX_SIGNED_PARAMS: usize = 512;
+
+/// Why parameters cannot be told apart in a string-to-sign built from sorted, decoded
+/// `name=value` pairs (Alibaba, Tencent): a repeated name (which value did the client
+/// sign, and which one will the upstream read?), a name that decodes to text holding `&`
+/// or `=`, or a value holding `&` (`a=1%26b%3D2` and `a=1&b=2` sign alike).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ParamAmbiguity {
+    TooMany,
+    Repeated(String),
+    Separator(String),
+}
+
+/// The first ambiguity among the parameters of a query and a form body together.
+pub fn param_ambiguity(query: Option<&str>, form: Option<&str>) -> Option<ParamAmbiguity> {
+    let mut names: Vec<Cow<'_, str>> = Vec::new();
+    for (n, v) in query.into_iter().chain(form).flat_map(raw_pairs) {
+        if names.len() == MAX_SIGNED_PARAMS {
+            return Some(ParamAmbiguity::TooMany);
+        }
+        let name = decode_lossy(n, true);
+        if name.contains(['&', '=']) || decode_lossy(v, true).contains('&') {
+            return Some(ParamAmbiguity::Separator(name.into_owned()));
+        }
+        if !name.is_empty() {
+            names.push(name);
+        }
+    }
+    names.sort_unstable();
+    names
+        .windows(2)
+        .find(|w| w.first() == w.get(1))
+        .and_then(|w| w.first())
+        .map(|n| ParamAmbiguity::Repeated(n.clone().into_owned()))
+}
+
 /// Merges two `first_wins_params` results: a name present in both takes `over`'s value.
 pub fn merge_params(base: &mut Vec<(String, String)>, over: Vec<(String, String)>) {
     let old = std::mem::take(base);
@@ -354,37 +393,6 @@ pub fn header_joined<'a>(view: &'a RequestView, name: &str, sep: &str) -> Option
 }
 
 /// `Content-Type` says the body is an URL-encoded form (case-insensitive prefix).
-/// The body check shared by the schemes that cover the body with `Content-MD5` or by
-/// signing form fields (aliyun, tencent): not covered, not available to check, cut by
-/// the proxy, or checked with the scheme's own `matches` (its accepted encodings), a
-/// mismatch answered with the scheme's own `mismatch` deny.
-pub fn check_content_md5(
-    view: &RequestView,
-    matches: impl Fn(&str, &[u8]) -> bool,
-    mismatch: impl FnOnce() -> crate::decide::Deny,
-) -> Result<crate::scheme::BodyCheck, crate::decide::Deny> {
-    use crate::scheme::BodyCheck;
-    let md5 = view.headers.get("content-md5");
-    if md5.is_none() && !is_form(view) {
-        return Ok(BodyCheck::NotCovered);
-    }
-    let Some(body) = view.body.as_deref() else {
-        return Ok(BodyCheck::NotAvailable);
-    };
-    if view.body_partial {
-        return Err(crate::scheme::deny(
-            crate::decide::DenyCode::BodyIncomplete,
-            "body was cut by the proxy; cannot check it",
-        ));
-    }
-    if let Some(claimed) = md5
-        && !matches(claimed, body)
-    {
-        return Err(mismatch());
-    }
-    Ok(BodyCheck::Verified)
-}
-
 pub fn is_form(view: &RequestView) -> bool {
     view.headers.get("content-type").is_some_and(|ct| {
         ct.trim_start()

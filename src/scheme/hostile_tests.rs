@@ -106,7 +106,7 @@ fn judge(v: &RequestView, snap: &Snapshot) -> Decision {
     let d = decide(
         v,
         snap,
-        &ReplayGuard::new(64),
+        &ReplayGuard::new(64, 64),
         NOW,
         &DecideConfig::default(),
     );
@@ -561,13 +561,16 @@ proptest! {
     #[test]
     fn no_allow_without_a_valid_signature(
         scheme_ix in 0usize..6,
-        path in "[a-zA-Z0-9._~-]{1,12}(/[a-zA-Z0-9._~%-]{1,8}){0,3}",
+        // Canonical paths only: the control request must be routable (crate::path).
+        path in "[a-zA-Z0-9_~-]{1,12}(/[a-zA-Z0-9_~-]{1,8}){0,3}",
         query in proptest::option::of("[a-z]{1,3}=[a-zA-Z0-9%+.-]{0,6}(&[a-z]{1,3}=[a-z0-9]{0,4}){0,3}"),
         body in proptest::option::of(proptest::collection::vec(any::<u8>(), 0..64)),
         nonce in "[a-f0-9]{8}-[a-f0-9]{4}-4[a-f0-9]{3}-[89ab][a-f0-9]{3}-[a-f0-9]{12}",
         mutations in proptest::collection::vec(mutation(), 0..5),
     ) {
         let scheme = SchemeKind::ALL[scheme_ix];
+        // A repeated parameter is Malformed under aliyun and tencent: not a control.
+        prop_assume!(canonical::param_ambiguity(query.as_deref(), None).is_none());
         let snap = world();
         let good = signed_view(scheme, SECRET, CODE, &path, query.as_deref(), body.as_deref(), &nonce);
         let control = judge(&good, &snap);
@@ -614,7 +617,7 @@ proptest! {
                 map.append(n, v);
             }
         }
-        if let Ok(v) = crate::server::nginx::view_from_nginx(&map) {
+        if let Ok(v) = crate::server::nginx::view_from_nginx(&map, true) {
             let d = judge(&v, &world());
             prop_assert!(!is_signed_allow(&d), "{d:?}\n{v:?}");
         }

@@ -26,7 +26,7 @@
 //! * Unsupported or missing digest algorithms in a covered `Content-Digest`
 //!   (only `sha-256` and `sha-512` known) are `BodyDigestMismatch`.
 
-use crate::decide::decision::{Deny, DenyCode};
+use crate::deny::{Deny, DenyCode};
 use crate::request::RequestView;
 
 use super::canonical::{self, HmacAlg};

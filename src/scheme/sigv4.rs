@@ -27,7 +27,7 @@
 
 use std::borrow::Cow;
 
-use crate::decide::decision::{Deny, DenyCode};
+use crate::deny::{Deny, DenyCode};
 use crate::request::RequestView;
 
 use super::canonical::{self, HmacAlg};
@@ -203,6 +203,13 @@ pub(crate) struct SigV4Credential {
     time_ms: i64,
     expires_s: i64,
     content_sha256: Option<String>,
+}
+
+impl SigV4Credential {
+    /// The signature's bytes as sent (hex-decoded).
+    pub(crate) fn signature(&self) -> &[u8] {
+        &self.signature
+    }
 }
 
 fn malformed(msg: impl Into<String>) -> Deny {

@@ -16,7 +16,7 @@
 //! * The path is tried raw, then percent-decoded (as for Alibaba §1.9).
 //! * `x-apigw-nonce` is returned as the nonce whether or not it is signed.
 
-use crate::decide::decision::{Deny, DenyCode};
+use crate::deny::{Deny, DenyCode};
 use crate::request::RequestView;
 
 use super::canonical::{self, HmacAlg};
@@ -183,6 +183,7 @@ impl TencentCredential {
         api: &ApiSchemeOptions,
         secret: &[u8],
     ) -> Result<(), Deny> {
+        super::check_signed_params(view)?;
         let Some(alg) = algorithm(&self.algorithm) else {
             return Err(deny(
                 DenyCode::UnsupportedAlgorithm,
@@ -266,7 +267,7 @@ impl TencentCredential {
     }
 
     pub(crate) fn check_body(&self, view: &RequestView) -> Result<BodyCheck, Deny> {
-        canonical::check_content_md5(view, content_md5_matches, || {
+        super::check_content_md5(view, content_md5_matches, || {
             deny(
                 DenyCode::BodyDigestMismatch,
                 "Content-MD5 does not match the body",

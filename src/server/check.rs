@@ -26,7 +26,8 @@ use tonic::{Request, Response, Status};
 
 use super::render;
 use super::{Shared, shed};
-use crate::decide::{Allow, Decision, Deny, DenyCode};
+use crate::decide::{Allow, Decision};
+use crate::deny::{Deny, DenyCode};
 use crate::request::{Headers, RequestView};
 
 pub struct CheckService {

@@ -11,6 +11,9 @@
 //! "empty": a body digest then stays unverified (`x-keygate-body: unverified`) and an API
 //! that requires one is denied.
 //!
+//! The stage comes from `x-keygate-route-stage`, which the Envoy config adds to the
+//! authorization request; the client's `X-Ca-Stage` only with `--trust-client-stage`.
+//!
 //! What Envoy reads back: exactly 200 allows (any other 2xx would be a deny); our
 //! headers matching `allowed_upstream_headers` are set upstream, and
 //! `x-envoy-auth-headers-to-remove` strips the credential headers. A 5xx would count
@@ -24,8 +27,9 @@ use axum::response::Response;
 use super::Shared;
 use super::http::{allow_response, count_front_door_deny, deny_response, header_str, headers_from};
 use super::render;
-use crate::decide::{Decision, Deny, DenyCode};
-use crate::request::RequestView;
+use crate::decide::Decision;
+use crate::deny::{Deny, DenyCode};
+use crate::request::{ROUTE_STAGE_HEADER, RequestView};
 
 pub const PREFIX: &str = "/envoy";
 
@@ -61,6 +65,11 @@ pub fn view_from_envoy_http(req: &Request) -> RequestView {
         ..RequestView::default()
     };
     view.set_target(&original);
+    // Only Envoy can put this header on the authorization request (`headers_to_add`);
+    // a client's copy is not among `allowed_headers` and never reaches keygate.
+    view.stage_hint = header_str(headers, ROUTE_STAGE_HEADER)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned);
     view
 }
 

@@ -8,7 +8,7 @@
 //! parses a header, so the cost of a hostile request is bounded by them.
 
 use crate::config::Limits;
-use crate::decide::{Deny, DenyCode};
+use crate::deny::{Deny, DenyCode};
 use crate::request::RequestView;
 
 /// The deny for a request over a limit, or `None` when it is within all of them.

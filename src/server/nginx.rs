@@ -7,9 +7,12 @@
 //! How NGINX behaves (Debian nginx 1.22, see `examples/nginx/nginx.conf`):
 //! * The subrequest is a GET without a body whatever the client sent; the original
 //!   method, URI, host, scheme, length and transfer coding come in `X-Original-*`
-//!   headers the config sets (client copies are overwritten by `proxy_set_header`). The
-//!   oathkeeper/oauth2-proxy spelling `X-Forwarded-Method/-Uri/-Host/-Proto` is accepted
-//!   as a fallback.
+//!   headers the config sets (client copies are overwritten by `proxy_set_header`).
+//!   The oathkeeper/oauth2-proxy spelling `X-Forwarded-Method/-Uri/-Host/-Proto` is a
+//!   fallback only with `--trust-forwarded-headers`: NGINX passes every client header
+//!   to the subrequest, so without a config that overwrites them they are the client's.
+//! * The stage comes from `X-Keygate-Route-Stage`, set in the auth location; the
+//!   client's `X-Ca-Stage` only with `--trust-client-stage`.
 //! * Any 2xx allows; 401 and 403 reach the client with our body and headers dropped;
 //!   any other status becomes a 500. So a deny is always answered 401 or 403 here, with
 //!   the real deny (status, code, message, request id, vendor headers) packed into
@@ -31,8 +34,9 @@ use serde::{Deserialize, Serialize};
 use super::Shared;
 use super::http::{allow_response, count_front_door_deny, deny_response, header_str, headers_from};
 use super::render;
-use crate::decide::{Decision, Deny, DenyCode};
-use crate::request::RequestView;
+use crate::decide::Decision;
+use crate::deny::{Deny, DenyCode};
+use crate::request::{ROUTE_STAGE_HEADER, RequestView};
 
 pub const CHECK_PATH: &str = "/nginx/check";
 pub const RENDER_DENY_PATH: &str = "/nginx/render-deny";
@@ -60,8 +64,15 @@ const MAX_PACKED: usize = 2048;
 
 /// The original request as the subrequest describes it. A subrequest that does not say
 /// which request it is about is a broken NGINX config: a deny, never a guess.
-pub fn view_from_nginx(headers: &HeaderMap) -> Result<RequestView, Deny> {
-    let pick = |names: &[&str]| names.iter().find_map(|n| header_str(headers, n));
+pub fn view_from_nginx(headers: &HeaderMap, trust_forwarded: bool) -> Result<RequestView, Deny> {
+    let pick = |names: &[&str; 2]| {
+        let names = if trust_forwarded {
+            &names[..]
+        } else {
+            &names[..1]
+        };
+        names.iter().find_map(|n| header_str(headers, n))
+    };
     let method = pick(&["x-original-method", "x-forwarded-method"]).ok_or_else(|| {
         Deny::new(
             DenyCode::Malformed,
@@ -80,9 +91,13 @@ pub fn view_from_nginx(headers: &HeaderMap) -> Result<RequestView, Deny> {
             "X-Original-URI must be an origin-form target (/path?query)",
         ));
     }
-    let host = pick(&["x-original-host", "x-forwarded-host"])
-        .or_else(|| header_str(headers, "host"))
-        .unwrap_or_default();
+    // Never the subrequest's own Host: NGINX sets it to the keygate upstream's name.
+    let host = pick(&["x-original-host", "x-forwarded-host"]).ok_or_else(|| {
+        Deny::new(
+            DenyCode::Malformed,
+            "the auth subrequest lacks X-Original-Host (set it to $host in the nginx config)",
+        )
+    })?;
 
     let mut view = RequestView {
         method: method.to_ascii_uppercase(),
@@ -93,13 +108,16 @@ pub fn view_from_nginx(headers: &HeaderMap) -> Result<RequestView, Deny> {
         ..RequestView::default()
     };
     view.set_target(uri);
+    view.stage_hint = header_str(headers, ROUTE_STAGE_HEADER)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned);
 
     let mut skip: Vec<&str> = CONTROL.to_vec();
     skip.extend(REWRITTEN);
-    if header_str(headers, "x-original-method").is_none() {
+    if trust_forwarded && header_str(headers, "x-original-method").is_none() {
         skip.push("x-forwarded-method");
     }
-    if header_str(headers, "x-original-uri").is_none() {
+    if trust_forwarded && header_str(headers, "x-original-uri").is_none() {
         skip.push("x-forwarded-uri");
     }
     let mut h = headers_from(headers, &skip);
@@ -125,7 +143,7 @@ pub fn view_from_nginx(headers: &HeaderMap) -> Result<RequestView, Deny> {
 
 /// `/nginx/check`: 200 with the identity headers, or 401/403 with the packed deny.
 pub fn check(shared: &Shared, headers: &HeaderMap) -> Response {
-    let view = match view_from_nginx(headers) {
+    let view = match view_from_nginx(headers, shared.config.trust_forwarded_headers) {
         Ok(v) => v,
         Err(d) => {
             count_front_door_deny(shared, &d);
@@ -283,7 +301,7 @@ mod tests {
             ("x-forwarded-for", "10.0.0.7"),
             ("x-ca-key", "K1"),
         ]);
-        let v = view_from_nginx(&m).unwrap();
+        let v = view_from_nginx(&m, false).unwrap();
         assert_eq!(v.method, "POST");
         assert_eq!(v.path, "/v1/items");
         assert_eq!(v.query.as_deref(), Some("b=2&a=1"));
@@ -299,28 +317,58 @@ mod tests {
     }
 
     #[test]
-    fn forwarded_spelling_is_a_fallback() {
+    fn forwarded_spelling_is_a_fallback_only_when_trusted() {
         let m = map(&[
             ("x-forwarded-method", "GET"),
             ("x-forwarded-uri", "/a"),
             ("x-forwarded-host", "h.example"),
             ("x-forwarded-proto", "http"),
         ]);
-        let v = view_from_nginx(&m).unwrap();
+        let v = view_from_nginx(&m, true).unwrap();
         assert_eq!((v.method.as_str(), v.path.as_str()), ("GET", "/a"));
         assert_eq!(v.host, "h.example");
         assert!(!v.headers.contains("x-forwarded-uri"));
+        // By default they are the client's: the subrequest is refused.
+        let d = view_from_nginx(&m, false).unwrap_err();
+        assert_eq!(d.code, DenyCode::Malformed);
+        // Original method and URI with a client-chosen X-Forwarded-Host: still refused.
+        let m = map(&[
+            ("x-original-method", "GET"),
+            ("x-original-uri", "/a"),
+            ("x-forwarded-host", "admin.example"),
+            ("host", "keygate"),
+        ]);
+        let d = view_from_nginx(&m, false).unwrap_err();
+        assert!(d.message.contains("X-Original-Host"), "{}", d.message);
+    }
+
+    #[test]
+    fn the_stage_comes_from_the_auth_location_header() {
+        let m = map(&[
+            ("x-original-method", "GET"),
+            ("x-original-uri", "/a"),
+            ("x-original-host", "h"),
+            ("x-keygate-route-stage", "TEST"),
+        ]);
+        assert_eq!(
+            view_from_nginx(&m, false).unwrap().stage_hint.as_deref(),
+            Some("TEST")
+        );
     }
 
     #[test]
     fn a_subrequest_without_the_original_request_is_denied() {
-        let d = view_from_nginx(&map(&[("host", "x")])).unwrap_err();
+        let d = view_from_nginx(&map(&[("host", "x")]), false).unwrap_err();
         assert_eq!(d.code, DenyCode::Malformed);
         assert!(d.message.contains("X-Original-Method"), "{}", d.message);
-        let d = view_from_nginx(&map(&[
-            ("x-original-method", "GET"),
-            ("x-original-uri", "http://evil/abs"),
-        ]))
+        let d = view_from_nginx(
+            &map(&[
+                ("x-original-method", "GET"),
+                ("x-original-uri", "http://evil/abs"),
+                ("x-original-host", "h"),
+            ]),
+            false,
+        )
         .unwrap_err();
         assert_eq!(d.code, DenyCode::Malformed);
     }

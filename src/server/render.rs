@@ -1,7 +1,7 @@
 //! How a deny looks on the wire, shared by every front door: the JSON body
 //! `{"code","message","request_id"}`, `x-keygate-error`, and the scheme's own headers.
 
-use crate::decide::Deny;
+use crate::deny::Deny;
 use crate::request::RequestView;
 
 /// The caller's `x-request-id` when it is sane, else a fresh random id.

@@ -13,10 +13,10 @@ use super::codec::{
 use super::convert::*;
 use super::schema::Tree;
 use super::{Change, Store, StoreError, Tx, TxResult, abort};
-use crate::decide::route::Template;
 use crate::model::{
     Api, App, AuditEvent, Grant, GrantTarget, Group, KeyPair, PreviousSecret, Secret,
 };
+use crate::route::Template;
 
 /// A page request: at most `size` items after the opaque `token`.
 #[derive(Clone, Debug, Default)]

@@ -9,9 +9,9 @@ use std::collections::BTreeMap;
 use prost_types::{FieldMask, Timestamp};
 
 use super::status::{AdminError, invalid};
-use crate::decide::route::Template;
 use crate::model;
 use crate::pb::admin as pb;
+use crate::route::Template;
 
 pub type R<T> = Result<T, AdminError>;
 

@@ -35,6 +35,10 @@ pub enum TemplateError {
     DuplicateParam(String),
     #[error("longer than 1024 bytes")]
     TooLong,
+    /// The template is not a canonical path (`..`, `//`, escapes, `;`, `\\`...): no
+    /// request that reaches routing could ever match it, or one spelling would.
+    #[error("{0}")]
+    NotCanonical(String),
 }
 
 fn valid_name(n: &str) -> bool {
@@ -51,6 +55,9 @@ impl Template {
         let rest = text
             .strip_prefix('/')
             .ok_or(TemplateError::NoLeadingSlash)?;
+        // Requests are matched on their canonical path, so a template must be one too.
+        crate::path::canonical(text, crate::path::PathMode::Strict)
+            .map_err(|e| TemplateError::NotCanonical(e.to_string()))?;
         let raw: Vec<&str> = rest.split('/').collect();
         let mut segments = Vec::with_capacity(raw.len());
         let mut names: Vec<&str> = Vec::new();
@@ -82,6 +89,31 @@ impl Template {
             }
         }
         Ok(Self { segments })
+    }
+
+    /// Whether a canonical request path matches this template (the same rules as the
+    /// route table: a parameter is one non-empty segment, a catch-all starts with one).
+    pub fn matches(&self, path: &str) -> bool {
+        let Some(rest) = path.strip_prefix('/') else {
+            return false;
+        };
+        let mut parts = rest.split('/');
+        for seg in &self.segments {
+            match seg {
+                Segment::CatchAll => return parts.next().is_some_and(|p| !p.is_empty()),
+                Segment::Param => {
+                    if parts.next().is_none_or(str::is_empty) {
+                        return false;
+                    }
+                }
+                Segment::Literal(l) => {
+                    if parts.next() != Some(l.as_str()) {
+                        return false;
+                    }
+                }
+            }
+        }
+        parts.next().is_none()
     }
 
     /// The template with parameter names erased: `/users/{id}` and `/users/{uid}` are
@@ -165,6 +197,11 @@ impl Node {
         };
         if let Some(found) = self.literal.get(*first).and_then(|n| n.find(rest, method)) {
             return Some(found);
+        }
+        // A parameter or catch-all never matches an empty segment: `/users/` is not
+        // `/users/{id}` with an empty id, and upstreams often serve it as a listing.
+        if first.is_empty() {
+            return None;
         }
         if let Some(found) = self.param.as_ref().and_then(|n| n.find(rest, method)) {
             return Some(found);
@@ -255,6 +292,48 @@ mod tests {
     }
 
     #[test]
+    fn templates_must_be_canonical_paths() {
+        for bad in [
+            "/a/../b", "/a/./b", "/a//b", "/a/%2Fb", "/a/%61", "/a;x", "/a\\b", "/a/%2a",
+        ] {
+            assert!(
+                matches!(Template::parse(bad), Err(TemplateError::NotCanonical(_))),
+                "{bad}"
+            );
+        }
+        assert!(Template::parse("/a/b%2A/{id}").is_ok());
+    }
+
+    #[test]
+    fn a_template_matches_what_the_router_matches() {
+        let tpl = ["/users/{id}", "/users/me", "/files/{*rest}", "/", "/a/b/"];
+        let paths = [
+            "/users/1",
+            "/users/me",
+            "/users/",
+            "/users",
+            "/users/1/x",
+            "/files/a/b",
+            "/files/",
+            "/files",
+            "/",
+            "/a/b/",
+            "/a/b",
+        ];
+        for tp in tpl {
+            let mut r = Router::default();
+            r.insert("x", None, &[], &t(tp));
+            for p in paths {
+                assert_eq!(
+                    t(tp).matches(p),
+                    r.find("h", "GET", p).is_some(),
+                    "{tp} vs {p}"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn matching_priorities() {
         let mut r = Router::default();
         r.insert("user", None, &[], &t("/users/{id}"));
@@ -278,6 +357,8 @@ mod tests {
         assert_eq!(r.find("x", "GET", "/files"), None);
         assert_eq!(r.find("x", "GET", "/users/1/extra"), None);
         assert_eq!(r.find("x", "GET", "no-slash"), None);
+        assert_eq!(r.find("x", "GET", "/users/"), None);
+        assert_eq!(r.find("x", "GET", "/files/"), None);
         r.remove("user", None, &t("/users/{id}"));
         assert_eq!(r.find("x", "GET", "/users/42"), None);
     }

@@ -1,0 +1,182 @@
+//! Why a request was denied: `DenyCode`, `DenyStatus` and `Deny`.
+//!
+//! Owns: the stable deny codes (their names are a public contract: JSON body,
+//! `x-keygate-error`, logs and metric labels all use `DenyCode::as_str`) and the one
+//! mapping from a code to an HTTP status and a gRPC code. Vocabulary shared by the
+//! schemes, the pipeline and the front doors: it imports nothing of keygate's.
+
+use std::fmt;
+
+/// Why a request was denied. Names are stable: clients and dashboards match on them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DenyCode {
+    /// No credential of any known scheme.
+    MissingCredential,
+    /// Credential headers present but unparseable or contradictory.
+    Malformed,
+    /// The API does not accept the scheme the request used.
+    SchemeNotAllowed,
+    UnknownAppKey,
+    UnknownAppCode,
+    AppDisabled,
+    KeyDisabled,
+    KeyExpired,
+    SignatureMismatch,
+    /// Unsupported signature algorithm (e.g. `X-Ca-Signature-Method: HmacMD5`).
+    UnsupportedAlgorithm,
+    TimestampMissing,
+    TimestampExpired,
+    NonceMissing,
+    NonceReplayed,
+    /// The replay cache is full: refusing beats forgetting a nonce still in its window.
+    ReplayCacheFull,
+    BodyDigestMismatch,
+    /// The API requires a body digest and the request carries none (or the body was
+    /// not available to check it).
+    BodyDigestMissing,
+    /// The body was cut by the proxy's buffer limit, so a body signature cannot be checked.
+    BodyIncomplete,
+    BodyTooLarge,
+    /// Too many request headers, or too many header bytes (path and query included).
+    HeadersTooLarge,
+    ApiNotFound,
+    NoGrant,
+    GrantExpired,
+    /// The service is shedding load.
+    Overloaded,
+    /// An internal fault; fail closed.
+    Internal,
+}
+
+/// How a deny is expressed on each wire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DenyStatus {
+    pub http: u16,
+    pub grpc: tonic::Code,
+}
+
+impl DenyCode {
+    pub const ALL: [DenyCode; 25] = [
+        DenyCode::MissingCredential,
+        DenyCode::Malformed,
+        DenyCode::SchemeNotAllowed,
+        DenyCode::UnknownAppKey,
+        DenyCode::UnknownAppCode,
+        DenyCode::AppDisabled,
+        DenyCode::KeyDisabled,
+        DenyCode::KeyExpired,
+        DenyCode::SignatureMismatch,
+        DenyCode::UnsupportedAlgorithm,
+        DenyCode::TimestampMissing,
+        DenyCode::TimestampExpired,
+        DenyCode::NonceMissing,
+        DenyCode::NonceReplayed,
+        DenyCode::ReplayCacheFull,
+        DenyCode::BodyDigestMismatch,
+        DenyCode::BodyDigestMissing,
+        DenyCode::BodyIncomplete,
+        DenyCode::BodyTooLarge,
+        DenyCode::HeadersTooLarge,
+        DenyCode::ApiNotFound,
+        DenyCode::NoGrant,
+        DenyCode::GrantExpired,
+        DenyCode::Overloaded,
+        DenyCode::Internal,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DenyCode::MissingCredential => "MissingCredential",
+            DenyCode::Malformed => "Malformed",
+            DenyCode::SchemeNotAllowed => "SchemeNotAllowed",
+            DenyCode::UnknownAppKey => "UnknownAppKey",
+            DenyCode::UnknownAppCode => "UnknownAppCode",
+            DenyCode::AppDisabled => "AppDisabled",
+            DenyCode::KeyDisabled => "KeyDisabled",
+            DenyCode::KeyExpired => "KeyExpired",
+            DenyCode::SignatureMismatch => "SignatureMismatch",
+            DenyCode::UnsupportedAlgorithm => "UnsupportedAlgorithm",
+            DenyCode::TimestampMissing => "TimestampMissing",
+            DenyCode::TimestampExpired => "TimestampExpired",
+            DenyCode::NonceMissing => "NonceMissing",
+            DenyCode::NonceReplayed => "NonceReplayed",
+            DenyCode::ReplayCacheFull => "ReplayCacheFull",
+            DenyCode::BodyDigestMismatch => "BodyDigestMismatch",
+            DenyCode::BodyDigestMissing => "BodyDigestMissing",
+            DenyCode::BodyIncomplete => "BodyIncomplete",
+            DenyCode::BodyTooLarge => "BodyTooLarge",
+            DenyCode::HeadersTooLarge => "HeadersTooLarge",
+            DenyCode::ApiNotFound => "ApiNotFound",
+            DenyCode::NoGrant => "NoGrant",
+            DenyCode::GrantExpired => "GrantExpired",
+            DenyCode::Overloaded => "Overloaded",
+            DenyCode::Internal => "Internal",
+        }
+    }
+
+    /// The one mapping from a deny to wire statuses.
+    ///
+    /// 401: the caller has not proven who it is. 403: a proven identity without the
+    /// right. 400: the request itself is malformed (keygate's convention, not any
+    /// vendor's; vendor error headers are added by the schemes).
+    pub fn status(self) -> DenyStatus {
+        use tonic::Code;
+        let (http, grpc) = match self {
+            DenyCode::MissingCredential
+            | DenyCode::UnknownAppKey
+            | DenyCode::UnknownAppCode
+            | DenyCode::KeyDisabled
+            | DenyCode::KeyExpired
+            | DenyCode::SignatureMismatch
+            | DenyCode::TimestampMissing
+            | DenyCode::TimestampExpired
+            | DenyCode::NonceMissing
+            | DenyCode::NonceReplayed => (401, Code::Unauthenticated),
+            DenyCode::AppDisabled
+            | DenyCode::SchemeNotAllowed
+            | DenyCode::ApiNotFound
+            | DenyCode::NoGrant
+            | DenyCode::GrantExpired => (403, Code::PermissionDenied),
+            DenyCode::Malformed
+            | DenyCode::UnsupportedAlgorithm
+            | DenyCode::BodyDigestMismatch
+            | DenyCode::BodyDigestMissing
+            | DenyCode::BodyIncomplete => (400, Code::InvalidArgument),
+            DenyCode::BodyTooLarge => (413, Code::InvalidArgument),
+            DenyCode::HeadersTooLarge => (431, Code::InvalidArgument),
+            DenyCode::ReplayCacheFull | DenyCode::Overloaded => (503, Code::ResourceExhausted),
+            DenyCode::Internal => (503, Code::Unavailable),
+        };
+        DenyStatus { http, grpc }
+    }
+}
+
+impl fmt::Display for DenyCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A denied request: a stable code, a human message, and headers for the client
+/// (e.g. a vendor's `X-Ca-Error-Message` so its SDK can show the StringToSign).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Deny {
+    pub code: DenyCode,
+    pub message: String,
+    pub headers: Vec<(String, String)>,
+}
+
+impl Deny {
+    pub fn new(code: DenyCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+            headers: Vec::new(),
+        }
+    }
+
+    pub fn with_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+}
