@@ -128,17 +128,6 @@ pub struct ServeArgs {
     /// caller can fill the cache for the others (default: a sixteenth of its capacity).
     #[arg(long, env = "KEYGATE_REPLAY_PER_KEY_CAPACITY")]
     pub replay_per_key_capacity: Option<usize>,
-    /// Open connections per listener; beyond it new connections wait in the kernel's
-    /// backlog (logged once per burst) instead of exhausting file descriptors.
-    #[arg(long, env = "KEYGATE_MAX_CONNECTIONS")]
-    pub max_connections: Option<usize>,
-    /// Time a new connection has to send its first request (HTTP: the whole header
-    /// block; gRPC: the first bytes), seconds.
-    #[arg(long, env = "KEYGATE_HEADER_READ_TIMEOUT_SECS")]
-    pub header_read_timeout_secs: Option<u64>,
-    /// A connection with no traffic for this long is closed, seconds.
-    #[arg(long, env = "KEYGATE_IDLE_TIMEOUT_SECS")]
-    pub idle_timeout_secs: Option<u64>,
 }
 
 /// `keygate rotate-master-key` options.
@@ -196,9 +185,6 @@ struct FileConfig {
     trust_client_stage: Option<bool>,
     trust_forwarded_headers: Option<bool>,
     replay_per_key_capacity: Option<usize>,
-    max_connections: Option<usize>,
-    header_read_timeout_secs: Option<u64>,
-    idle_timeout_secs: Option<u64>,
 }
 
 /// Certificate files for TLS on the listeners. Read and checked at start by
@@ -232,12 +218,6 @@ pub struct Limits {
     pub admin_timeout_secs: u64,
     /// Time limit of a TLS handshake.
     pub tls_handshake_timeout_secs: u64,
-    /// Open connections per listener.
-    pub max_connections: usize,
-    /// Time a new connection has to send its first request.
-    pub header_read_timeout_secs: u64,
-    /// Time a connection may stay without traffic.
-    pub idle_timeout_secs: u64,
 }
 
 impl Default for Limits {
@@ -256,13 +236,6 @@ impl Default for Limits {
             check_timeout_ms: 2_000,
             admin_timeout_secs: 30,
             tls_handshake_timeout_secs: 10,
-            // Three listeners stay well under the common 1024 descriptors limit; a
-            // proxy keeps a handful of pooled connections to keygate.
-            max_connections: 256,
-            header_read_timeout_secs: 10,
-            // Above Envoy's and NGINX's usual upstream idle timeouts (1 h is Envoy's
-            // default for its pool; it sends HTTP/2 pings below this).
-            idle_timeout_secs: 300,
         }
     }
 }
@@ -405,18 +378,6 @@ impl Config {
                     .tls_handshake_timeout_secs
                     .or(file.tls_handshake_timeout_secs)
                     .unwrap_or(dl.tls_handshake_timeout_secs),
-                max_connections: args
-                    .max_connections
-                    .or(file.max_connections)
-                    .unwrap_or(dl.max_connections),
-                header_read_timeout_secs: args
-                    .header_read_timeout_secs
-                    .or(file.header_read_timeout_secs)
-                    .unwrap_or(dl.header_read_timeout_secs),
-                idle_timeout_secs: args
-                    .idle_timeout_secs
-                    .or(file.idle_timeout_secs)
-                    .unwrap_or(dl.idle_timeout_secs),
             },
             path_mode: args.path_mode.or(file.path_mode).unwrap_or(d.path_mode),
             trust_client_stage: args
@@ -437,19 +398,8 @@ impl Config {
 
     fn validate(&self) -> Result<(), ConfigError> {
         let bad = |m: String| Err(ConfigError::Invalid(m));
-        let l = &self.limits;
-        for (name, v) in [
-            ("max_connections", l.max_connections as u64),
-            ("header_read_timeout_secs", l.header_read_timeout_secs),
-            ("idle_timeout_secs", l.idle_timeout_secs),
-            (
-                "replay_per_key_capacity",
-                self.replay_per_key_capacity.map_or(1, |v| v as u64),
-            ),
-        ] {
-            if v == 0 {
-                return bad(format!("{name} must be at least 1"));
-            }
+        if self.replay_per_key_capacity == Some(0) {
+            return bad("replay_per_key_capacity must be at least 1".into());
         }
         if self.default_stage.is_empty()
             || !self

@@ -77,6 +77,8 @@ impl Metrics {
         sizes: IndexSizes,
         replay_entries: usize,
         replay_capacity: usize,
+        keys: crate::replay::KeyPressure,
+        per_key: usize,
     ) -> String {
         let mut o = String::with_capacity(4096);
         let _ = writeln!(
@@ -156,6 +158,40 @@ impl Metrics {
         );
         let _ = writeln!(o, "# TYPE keygate_replay_cache_capacity gauge");
         let _ = writeln!(o, "keygate_replay_cache_capacity {replay_capacity}");
+        // Per-key pressure as counts of keys by fill level: bounded labels, however
+        // many keys there are (one series per key would not be).
+        let _ = writeln!(
+            o,
+            "# HELP keygate_replay_per_key_capacity Most live nonces one key may hold."
+        );
+        let _ = writeln!(o, "# TYPE keygate_replay_per_key_capacity gauge");
+        let _ = writeln!(o, "keygate_replay_per_key_capacity {per_key}");
+        for (name, help, v) in [
+            (
+                "keygate_replay_keys",
+                "Keys holding live nonces.",
+                keys.keys,
+            ),
+            (
+                "keygate_replay_keys_half",
+                "Keys at half their share or more.",
+                keys.half,
+            ),
+            (
+                "keygate_replay_keys_ninety",
+                "Keys at 90% of their share or more.",
+                keys.ninety,
+            ),
+            (
+                "keygate_replay_keys_full",
+                "Keys at their whole share: their nonce-carrying requests are refused.",
+                keys.full,
+            ),
+        ] {
+            let _ = writeln!(o, "# HELP {name} {help}");
+            let _ = writeln!(o, "# TYPE {name} gauge");
+            let _ = writeln!(o, "{name} {v}");
+        }
         let _ = writeln!(
             o,
             "# HELP keygate_admin_auth_failures_total Admin calls refused for a missing or wrong token."

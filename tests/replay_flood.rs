@@ -126,10 +126,8 @@ async fn flood(kg: &Keygate, c: &Creds, from: u64, count: u64, tally: &Arc<Tally
     all
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn replay_cache_stays_bounded_and_refuses_when_full() {
-    let wanted = capacity_wanted();
-    let kg = Keygate::start_with_args(&["--replay-capacity", &wanted.to_string()]);
+/// The flood app (its default key), an API taking every scheme, and a grant.
+async fn provision(kg: &Keygate) -> Creds {
     let mut admin = kg.admin().await;
     let r = admin
         .create_app(pb::CreateAppRequest {
@@ -167,10 +165,24 @@ async fn replay_cache_stays_bounded_and_refuses_when_full() {
         })
         .await
         .unwrap();
-    let creds = Creds {
+    Creds {
         app_key: key.app_key,
         secret: key.app_secret,
-    };
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_cache_stays_bounded_and_refuses_when_full() {
+    let wanted = capacity_wanted();
+    // One key fills the whole cache here: its share is the whole capacity (the
+    // per-key share has its own test below).
+    let kg = Keygate::start_with_args(&[
+        "--replay-capacity",
+        &wanted.to_string(),
+        "--replay-per-key-capacity",
+        &wanted.to_string(),
+    ]);
+    let creds = provision(&kg).await;
     let capacity = common::scrape(&kg, "keygate_replay_cache_capacity") as u64;
     assert!(
         capacity >= wanted as u64,
@@ -282,4 +294,53 @@ async fn replay_cache_stays_bounded_and_refuses_when_full() {
     );
     let log = kg.stderr();
     assert!(!log.contains("panicked"), "{log}");
+}
+
+/// One key at its share of the replay cache is refused (`ReplayCacheFull`) while
+/// another key keeps being served: no caller can fill the cache for the others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_at_its_share_does_not_refuse_another_key() {
+    const SHARE: u64 = 64;
+    let kg = Keygate::start_with_args(&[
+        "--replay-capacity",
+        "4096",
+        "--replay-per-key-capacity",
+        &SHARE.to_string(),
+    ]);
+    let flooder = provision(&kg).await;
+    let other = kg
+        .admin()
+        .await
+        .create_key_pair(pb::CreateKeyPairRequest {
+            app_id: APP_ID.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let other = Creds {
+        app_key: other.app_key,
+        secret: other.app_secret,
+    };
+    let tally = Arc::new(Tally::default());
+    let allowed = flood(&kg, &flooder, 1, 4 * SHARE, &tally).await;
+    assert_eq!(
+        allowed.len() as u64,
+        SHARE,
+        "the flooding key got more than its share"
+    );
+    assert_eq!(tally.full.load(Ordering::Relaxed), 3 * SHARE);
+    let mut check = common::check_client(kg.check_addr()).await;
+    for i in 0..SHARE / 2 {
+        let v = verdict(
+            &mut check,
+            signed(&other, SchemeKind::Aliyun, 10_000_000 + i),
+        )
+        .await;
+        assert!(
+            matches!(v, Verdict::Allow),
+            "the other key was refused: {v:?}"
+        );
+    }
+    assert_eq!(common::scrape(&kg, "keygate_replay_keys_full"), 1.0);
 }

@@ -116,6 +116,8 @@ async fn metrics(State(door): State<Door>) -> ([(HeaderName, &'static str); 1], 
         shared.index.sizes(),
         shared.replay.len(),
         shared.replay.capacity(),
+        shared.replay.key_pressure(),
+        shared.replay.per_key(),
     );
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
 }

@@ -99,6 +99,21 @@ pub fn view_from_nginx(headers: &HeaderMap, trust_forwarded: bool) -> Result<Req
         )
     })?;
 
+    // NGINX cannot strip headers by prefix on the way upstream, so a client's own
+    // identity-looking header (any case, `_` for `-`) would reach the upstream beside
+    // the ones the config sets: refuse the request instead.
+    if let Some(name) = headers.keys().map(|n| n.as_str()).find(|n| {
+        let norm = n.replace('_', "-");
+        norm.starts_with("x-keygate-") && norm != ROUTE_STAGE_HEADER && norm != DENY_HEADER
+    }) {
+        return Err(Deny::new(
+            DenyCode::Malformed,
+            format!(
+                "the request carries {}, a header only keygate sets",
+                crate::scheme::canonical::echo_escaped(name)
+            ),
+        ));
+    }
     let mut view = RequestView {
         method: method.to_ascii_uppercase(),
         scheme: pick(&["x-original-scheme", "x-forwarded-proto"])
@@ -340,6 +355,20 @@ mod tests {
         ]);
         let d = view_from_nginx(&m, false).unwrap_err();
         assert!(d.message.contains("X-Original-Host"), "{}", d.message);
+    }
+
+    #[test]
+    fn a_client_identity_header_is_refused() {
+        for forged in ["x-keygate-app-id", "x-keygate-anything", "x_keygate_api_id"] {
+            let m = map(&[
+                ("x-original-method", "GET"),
+                ("x-original-uri", "/a"),
+                ("x-original-host", "h"),
+                (forged, "forged"),
+            ]);
+            let d = view_from_nginx(&m, false).unwrap_err();
+            assert_eq!(d.code, DenyCode::Malformed, "{forged}");
+        }
     }
 
     #[test]

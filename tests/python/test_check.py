@@ -284,7 +284,7 @@ def test_allow_variants_agree_with_the_reference_signer(check, admin, api, prefi
     kw: dict = {}
     method, target = "GET", base
     if case == "unsorted-encoded-query":
-        target = base + "?b=2&a=&c=x%20y&d=%E4%BD%A0+z&b=ignored"
+        target = base + "?b=2&a=&c=x%20y&d=%E4%BD%A0+z"
     elif case == "json-body-md5":
         method, kw = "POST", {"body": b'{"a":1,"b":[1,2]}', "content_type": "application/json"}
     elif case == "form-body":
@@ -307,8 +307,17 @@ def test_allow_variants_agree_with_the_reference_signer(check, admin, api, prefi
     elif case == "timestamp-in-seconds":
         kw = {"timestamp": now_ms() // 1000}
     ok = assert_allowed(call(check, who, method, target, prefix_=prefix, **kw))
-    stage = header_values(ok.headers)["x-keygate-stage"]
-    assert stage == ("TEST" if case == "x-ca-stage" else "RELEASE")
+    # The client's X-Ca-Stage is signed but not honoured: the stage is the proxy's
+    # (context_extensions.stage) or the default, unless --trust-client-stage.
+    assert header_values(ok.headers)["x-keygate-stage"] == "RELEASE"
+
+
+def test_a_repeated_query_parameter_is_malformed(check, admin, api, prefix):
+    """Signed for both values, the string-to-sign cannot tell which one the client meant
+    and which the upstream reads: `?to=alice&to=mallory` is refused, not "first wins"."""
+    who = create_caller(admin, api)
+    resp = call(check, who, "GET", f"{prefix}/orders/9?to=alice&amount=1&to=mallory", prefix_=prefix)
+    assert_denied(resp, "Malformed", 400, GRPC_INVALID_ARGUMENT)
 
 
 # === deny: app, key and grant state, each set up through the admin API ===
@@ -489,18 +498,20 @@ def test_path_matching_no_api(check, caller, prefix):
 
 
 @pytest.mark.parametrize("by", ["name", "id"])
-def test_context_extension_api_routes_without_path_matching(check, admin, prefix, by):
+def test_context_extension_api_names_the_api_and_narrows(check, admin, prefix, by):
     other = create_api(admin, f"{prefix}/{unique('hinted')}")
     who = create_caller(admin, other)
-    target = "/somewhere/unrelated?x=1"  # matches no API
-    assert_denied(
-        call(check, who, "GET", target, prefix_=prefix), "ApiNotFound", 403, GRPC_PERMISSION_DENIED
-    )
     hint = other.name if by == "name" else other.id
     ok = assert_allowed(
-        call(check, who, "GET", target, prefix_=prefix, context_extensions={"api": hint})
+        call(check, who, "GET", other.path + "?x=1", prefix_=prefix, context_extensions={"api": hint})
     )
     assert header_values(ok.headers)["x-keygate-api-id"] == other.id
+    # A hint never widens: a path the API does not serve matches nothing.
+    for target in ("/somewhere/unrelated?x=1", other.path + "-internal/x"):
+        assert_denied(
+            call(check, who, "GET", target, prefix_=prefix, context_extensions={"api": hint}),
+            "ApiNotFound", 403, GRPC_PERMISSION_DENIED,
+        )
 
 
 def test_context_extension_stage_changes_the_stage(check, admin, api, prefix):
