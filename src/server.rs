@@ -121,6 +121,20 @@ impl Shared {
         config.ensure_data_dir()?;
         let (master_key, key_path) = config.master_key()?;
         tracing::info!(master_key_file = %key_path.display(), "master key loaded");
+        // The key seals every secret in the store: kept beside it, whoever copies the
+        // data dir (a backup, a disk image) can open every secret.
+        let inside = |p: &std::path::Path| {
+            let dir = std::fs::canonicalize(&config.data_dir).unwrap_or(config.data_dir.clone());
+            std::fs::canonicalize(p).is_ok_and(|k| k.starts_with(&dir))
+        };
+        if inside(&key_path) {
+            tracing::warn!(
+                master_key_file = %key_path.display(),
+                "the master key lives inside the data dir: anyone with a copy of the data dir \
+                 can read every secret. In production keep it elsewhere (--master-key-file, \
+                 e.g. a secrets mount) and out of backups of the data dir"
+            );
+        }
         let db_dir = config.data_dir.join("db");
         let store = Store::open(&db_dir, &master_key, clock.clone()).map_err(|source| {
             let staged = crate::store::rotate::staged_path(&key_path);

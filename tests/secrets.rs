@@ -436,3 +436,27 @@ async fn secrets_never_appear_in_logs_responses_or_files() {
         files.len()
     );
 }
+
+/// A master key generated inside the data dir is a loud warning (a copy of the data
+/// dir opens every secret); one kept elsewhere is not.
+#[test]
+fn a_master_key_inside_the_data_dir_is_warned_about() {
+    let kg = Keygate::start();
+    assert!(
+        kg.stderr()
+            .contains("the master key lives inside the data dir"),
+        "{}",
+        kg.stderr()
+    );
+    drop(kg);
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("master.key");
+    std::fs::write(&key, format!("{}\n", "ab".repeat(32))).unwrap();
+    let kg = Keygate::start_with_args(&["--master-key-file", key.to_str().unwrap()]);
+    assert!(
+        !kg.stderr()
+            .contains("the master key lives inside the data dir"),
+        "{}",
+        kg.stderr()
+    );
+}
