@@ -32,7 +32,7 @@ use crate::index::Snapshot;
 use crate::model::{Api, App, KeyPair};
 use crate::path::{self, PathMode};
 use crate::replay::{ReplayError, ReplayGuard};
-use crate::request::RequestView;
+use crate::request::{RequestView, spelled_like};
 use crate::scheme::{
     self, ApiSchemeOptions, BodyCheck, Credential, CredentialId, SchemeConfig, SchemeKind,
 };
@@ -169,15 +169,9 @@ fn forged_identity_headers(
     remove: &mut Vec<String>,
 ) {
     for (name, _) in view.headers.iter() {
-        let looks_like = |prefix: &str| {
-            name.len() >= prefix.len()
-                && name
-                    .bytes()
-                    .zip(prefix.bytes())
-                    .all(|(a, b)| a == b || (a == b'_' && b == b'-'))
-        };
-        let identity = looks_like("x-keygate-")
-            || (name.len() == cfg.extend_info_header.len() && looks_like(&cfg.extend_info_header));
+        let identity = spelled_like(name, "x-keygate-")
+            || (name.len() == cfg.extend_info_header.len()
+                && spelled_like(name, &cfg.extend_info_header));
         if identity && !set.iter().any(|(n, _)| n == name) && !remove.iter().any(|n| n == name) {
             remove.push(name.to_owned());
         }

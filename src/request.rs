@@ -11,6 +11,17 @@
 /// the client's.
 pub const ROUTE_STAGE_HEADER: &str = "x-keygate-route-stage";
 
+/// Whether a lower-case header name is `prefix` (lower-case, with `-`) or starts with it
+/// in a spelling upstreams read as the same header: CGI, WSGI, PHP and Rack turn both
+/// `x-keygate-app-id` and `x_keygate_app_id` into `HTTP_X_KEYGATE_APP_ID`.
+pub fn spelled_like(name: &str, prefix: &str) -> bool {
+    name.len() >= prefix.len()
+        && name
+            .bytes()
+            .zip(prefix.bytes())
+            .all(|(a, b)| a == b || (a == b'_' && b == b'-'))
+}
+
 /// Request headers with lower-cased names, in arrival order.
 ///
 /// Repeated headers stay separate entries; `get` returns the first, `get_all` every one.
@@ -124,19 +135,5 @@ impl RequestView {
             Some(q) => format!("{}?{}", self.path, q),
             None => self.path.clone(),
         }
-    }
-
-    /// Host without the port, lower-cased, for route matching.
-    pub fn host_name(&self) -> String {
-        let h = self.host.as_str();
-        let name = if let Some(rest) = h.strip_prefix('[') {
-            // IPv6 literal: keep the brackets' content only.
-            rest.split(']').next().unwrap_or(rest)
-        } else {
-            h.rsplit_once(':')
-                .filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit()))
-                .map_or(h, |(name, _)| name)
-        };
-        name.to_ascii_lowercase()
     }
 }

@@ -36,7 +36,7 @@ use super::http::{allow_response, count_front_door_deny, deny_response, header_s
 use super::render;
 use crate::decide::Decision;
 use crate::deny::{Deny, DenyCode};
-use crate::request::{ROUTE_STAGE_HEADER, RequestView};
+use crate::request::{ROUTE_STAGE_HEADER, RequestView, spelled_like};
 
 pub const CHECK_PATH: &str = "/nginx/check";
 pub const RENDER_DENY_PATH: &str = "/nginx/render-deny";
@@ -102,9 +102,9 @@ pub fn view_from_nginx(headers: &HeaderMap, trust_forwarded: bool) -> Result<Req
     // NGINX cannot strip headers by prefix on the way upstream, so a client's own
     // identity-looking header (any case, `_` for `-`) would reach the upstream beside
     // the ones the config sets: refuse the request instead.
+    let own = |n: &str, h: &str| n.len() == h.len() && spelled_like(n, h);
     if let Some(name) = headers.keys().map(|n| n.as_str()).find(|n| {
-        let norm = n.replace('_', "-");
-        norm.starts_with("x-keygate-") && norm != ROUTE_STAGE_HEADER && norm != DENY_HEADER
+        spelled_like(n, "x-keygate-") && !own(n, ROUTE_STAGE_HEADER) && !own(n, DENY_HEADER)
     }) {
         return Err(Deny::new(
             DenyCode::Malformed,

@@ -81,66 +81,82 @@ def keygate_bin() -> Path:
     return path
 
 
+def launch_keygate(tmp: Path, extra_args: tuple[str, ...] = ()) -> tuple[subprocess.Popen, Server]:
+    """Starts the keygate binary on port 0 with its data dir in `tmp` and waits for its
+    ready file; fails the test (stopping the process) if it exits or hangs first."""
+    binary = keygate_bin()
+    ready = tmp / "ready.json"
+    stderr_path = tmp / "stderr.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KEYGATE_")}
+    env.pop("RUST_LOG", None)
+    env.update(KEYGATE_ADMIN_TOKEN=TOKEN, KEYGATE_LOG="info")
+    with open(stderr_path, "wb") as log:
+        proc = subprocess.Popen(
+            [
+                str(binary), "serve",
+                "--data-dir", str(tmp / "data"),
+                "--check-addr", "127.0.0.1:0",
+                "--http-addr", "127.0.0.1:0",
+                "--admin-addr", "127.0.0.1:0",
+                "--ready-file", str(ready),
+                *extra_args,
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+            env=env,
+        )
+    try:
+        start = time.monotonic()
+        while not ready.exists():
+            if proc.poll() is not None:
+                pytest.fail(
+                    f"keygate exited ({proc.returncode}) before it was ready:\n"
+                    + stderr_path.read_text(errors="replace"),
+                    pytrace=False,
+                )
+            if time.monotonic() - start > DEADLINE_S:
+                pytest.fail(
+                    "keygate wrote no ready file in time:\n"
+                    + stderr_path.read_text(errors="replace"),
+                    pytrace=False,
+                )
+            time.sleep(0.01)
+    except BaseException:
+        stop_keygate(proc)
+        raise
+    # Written to a temp file and renamed by the server: complete once it exists.
+    addrs = json.loads(ready.read_text())
+    return proc, Server(
+        check=addrs["check"],
+        http=addrs["http"],
+        admin=addrs["admin"],
+        token=TOKEN,
+        data_dir=tmp / "data",
+        stderr_path=stderr_path,
+    )
+
+
+def stop_keygate(proc: subprocess.Popen) -> None:
+    """SIGTERM by PID, SIGKILL if it does not stop in time."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=DEADLINE_S)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 @pytest.fixture(scope="session")
 def keygate():
     """One keygate process for the session, on port 0, with a temporary data dir."""
-    binary = keygate_bin()
     with tempfile.TemporaryDirectory(prefix="keygate-py-") as tmp:
-        tmp = Path(tmp)
-        ready = tmp / "ready.json"
-        stderr_path = tmp / "stderr.log"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("KEYGATE_")}
-        env.pop("RUST_LOG", None)
-        env.update(KEYGATE_ADMIN_TOKEN=TOKEN, KEYGATE_LOG="info")
-        with open(stderr_path, "wb") as log:
-            proc = subprocess.Popen(
-                [
-                    str(binary), "serve",
-                    "--data-dir", str(tmp / "data"),
-                    "--check-addr", "127.0.0.1:0",
-                    "--http-addr", "127.0.0.1:0",
-                    "--admin-addr", "127.0.0.1:0",
-                    "--ready-file", str(ready),
-                ],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=log,
-                env=env,
-            )
+        proc, server = launch_keygate(Path(tmp))
         try:
-            start = time.monotonic()
-            while not ready.exists():
-                if proc.poll() is not None:
-                    pytest.fail(
-                        f"keygate exited ({proc.returncode}) before it was ready:\n"
-                        + stderr_path.read_text(errors="replace"),
-                        pytrace=False,
-                    )
-                if time.monotonic() - start > DEADLINE_S:
-                    pytest.fail(
-                        "keygate wrote no ready file in time:\n"
-                        + stderr_path.read_text(errors="replace"),
-                        pytrace=False,
-                    )
-                time.sleep(0.01)
-            # Written to a temp file and renamed by the server: complete once it exists.
-            addrs = json.loads(ready.read_text())
-            yield Server(
-                check=addrs["check"],
-                http=addrs["http"],
-                admin=addrs["admin"],
-                token=TOKEN,
-                data_dir=tmp / "data",
-                stderr_path=stderr_path,
-            )
+            yield server
         finally:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(timeout=DEADLINE_S)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+            stop_keygate(proc)
 
 
 # === shared by the client and check tests: the admin client generated from proto/ ===

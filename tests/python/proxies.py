@@ -22,7 +22,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from conftest import DEADLINE_S, ROOT, TOKEN, Server, keygate_bin, missing
+from conftest import DEADLINE_S, ROOT, Server, keygate_bin, launch_keygate, missing
 
 # The shipped examples; KEYGATE_EXAMPLES_DIR points the same tests at another copy
 # (e.g. an older revision's, to show what the hardening changed).
@@ -125,38 +125,7 @@ class Keygate:
 
 def start_keygate(tmp: Path, extra_args: list[str] | None = None) -> Keygate:
     """A keygate of these tests' own (their APIs must not meet other tests' routes)."""
-    binary = keygate_bin()
-    ready = tmp / "ready.json"
-    stderr_path = tmp / "keygate.log"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KEYGATE_")}
-    env.pop("RUST_LOG", None)
-    env.update(KEYGATE_ADMIN_TOKEN=TOKEN, KEYGATE_LOG="info")
-    with open(stderr_path, "wb") as log:
-        proc = subprocess.Popen(
-            [
-                str(binary), "serve",
-                "--data-dir", str(tmp / "data"),
-                "--check-addr", "127.0.0.1:0",
-                "--http-addr", "127.0.0.1:0",
-                "--admin-addr", "127.0.0.1:0",
-                "--ready-file", str(ready),
-                *(extra_args or []),
-            ],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=log,
-            env=env,
-        )
-    try:
-        _wait(proc, ready.exists, "keygate", lambda: stderr_path.read_text(errors="replace"))
-    except BaseException:
-        _stop(proc)
-        raise
-    addrs = json.loads(ready.read_text())
-    server = Server(
-        check=addrs["check"], http=addrs["http"], admin=addrs["admin"], token=TOKEN,
-        data_dir=tmp / "data", stderr_path=stderr_path,
-    )
+    proc, server = launch_keygate(tmp, tuple(extra_args or ()))
     return Keygate(server, proc)
 
 
