@@ -334,6 +334,22 @@ impl Index {
         }
     }
 
+    /// Replaces the whole index with a fresh load from `store` (after the store has
+    /// reopened from disk). Built aside first: checks wait only for the swap, and the
+    /// old snapshot is freed after the lock is released.
+    pub fn reload(&self, store: &Store) -> Result<(), StoreError> {
+        let fresh = Index::load(store)?
+            .inner
+            .into_inner()
+            .unwrap_or_else(PoisonError::into_inner);
+        let old = std::mem::replace(
+            &mut *self.inner.write().unwrap_or_else(PoisonError::into_inner),
+            fresh,
+        );
+        drop(old);
+        Ok(())
+    }
+
     pub fn sizes(&self) -> IndexSizes {
         self.read().sizes()
     }

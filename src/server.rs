@@ -244,6 +244,29 @@ fn reflection(
     Ok((v1.build_v1()?, v1alpha.build_v1alpha()?))
 }
 
+/// Whenever the store is degraded, tries to reopen it from disk (backing off from 1 s
+/// to 30 s) and reloads the index from it, so the service heals by itself once the
+/// disk has room again, without a restart.
+async fn recover_store(store: Arc<Store>, index: Arc<Index>) {
+    let mut degraded = store.degraded();
+    loop {
+        if degraded.wait_for(|d| *d).await.is_err() {
+            return;
+        }
+        let mut pause = Duration::from_secs(1);
+        loop {
+            tokio::time::sleep(pause).await;
+            match store.recover(|s| index.reload(s)).await {
+                Ok(_) => break,
+                Err(error) => {
+                    pause = (pause * 2).min(Duration::from_secs(30));
+                    tracing::warn!(%error, retry_in_secs = pause.as_secs(), "store still failing to reopen; checks keep serving from memory");
+                }
+            }
+        }
+    }
+}
+
 /// Accepted connections with Nagle's algorithm off: a gRPC answer is written as
 /// HEADERS then DATA then trailers, and with Nagle on the later small writes wait for
 /// the client's delayed ACK (about 40 ms per call). tonic sets this only on sockets
@@ -322,6 +345,7 @@ pub async fn run(
             }
         })
     };
+    let recovery = tokio::spawn(recover_store(shared.store.clone(), shared.index.clone()));
     let (refl_v1, refl_v1alpha) = reflection(&[pb::ADMIN_DESCRIPTOR_SET])?;
     let admin_router = Server::builder()
         .timeout(Duration::from_secs(limits.admin_timeout_secs))
@@ -407,6 +431,7 @@ pub async fn run(
 
     shutdown.await;
     degraded_watch.abort();
+    recovery.abort();
     tracing::info!("shutting down: health NOT_SERVING, draining in-flight calls");
     admin_health
         .set_service_status("", tonic_health::ServingStatus::NotServing)

@@ -2,9 +2,10 @@
 //!
 //! Owns: every write (one sled transaction across all trees, the audit record inside
 //! it, flushed before returning so an acknowledged write survives `kill -9`), every
-//! admin read, id and credential generation, and secret sealing. sled never leaks out
-//! of this module tree: callers see model types, `StoreError` and `Change`s, so the
-//! engine can be replaced (garage dropped sled later; etcd may come).
+//! admin read, id and credential generation, secret sealing, and recovery from a
+//! storage error (the engine is taken out of service and reopened from disk, see
+//! `Store::write`). Callers see model types, `StoreError` and `Change`s; sled's types
+//! appear only in this module tree and in `StoreError::Db`.
 
 pub mod codec;
 pub mod rotate;
@@ -15,8 +16,8 @@ mod commit;
 mod convert;
 mod ops;
 
-use std::path::Path;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, PoisonError};
 
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
@@ -43,6 +44,9 @@ pub enum StoreError {
     },
     #[error("storage: {0}")]
     Db(#[from] sled::Error),
+    /// After a storage error, until the store has reopened from disk.
+    #[error("storage: the store is reopening after a storage error; retry shortly")]
+    Reopening,
     #[error("corrupt data in {tree}: {detail}")]
     Corrupt { tree: &'static str, detail: String },
     #[error("the data dir was written with schema version {found}; this release reads {expected}")]
@@ -150,24 +154,56 @@ impl Tx<'_> {
     }
 }
 
-/// The persistent store of apps, keys, groups, APIs, grants and the audit log.
-pub struct Store {
+/// The sled database under the store: handles to every tree and the flusher. Swapped
+/// out whole when the store reopens after a storage error.
+struct Engine {
     db: sled::Db,
     trees: Vec<sled::Tree>,
+    /// Flushes for every writer (group commit).
+    flusher: commit::GroupCommit,
+}
+
+impl Engine {
+    /// Opens sled in `dir` and checks the schema version and that `sealer`'s master
+    /// key opens the store's secrets (writing both on a fresh store).
+    fn open(dir: &Path, sealer: &Sealer) -> Result<Self, StoreError> {
+        let db = sled::Config::new().path(dir).open()?;
+        let trees = Tree::ALL
+            .iter()
+            .map(|t| db.open_tree(t.name()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let meta = db.open_tree("meta")?;
+        let fresh = meta.is_empty() && trees.iter().all(|t| t.is_empty());
+        schema::check_meta(&meta, sealer, fresh)?;
+        db.flush()?;
+        Ok(Self {
+            flusher: commit::GroupCommit::start(db.clone())?,
+            db,
+            trees,
+        })
+    }
+
+    fn tree(&self, t: Tree) -> &sled::Tree {
+        &self.trees[t.idx()]
+    }
+}
+
+/// The persistent store of apps, keys, groups, APIs, grants and the audit log.
+pub struct Store {
+    dir: PathBuf,
+    /// `None` after a storage error until `recover` has reopened the database: sled's
+    /// memory may then hold a write its log never got, so nothing may be read from it.
+    engine: std::sync::RwLock<Option<Arc<Engine>>>,
     sealer: Sealer,
     clock: Arc<dyn Clock>,
     /// Serialises writers (see `write`).
     write_lock: tokio::sync::Mutex<()>,
-    /// True while the storage engine refuses writes (disk full, I/O error): set by a
-    /// write that failed in sled, cleared by one that succeeded. Reads and the
-    /// in-memory index are unaffected.
+    /// True from a storage error in a write (disk full, I/O error) until `recover`
+    /// has reopened the store from disk. The in-memory index is unaffected.
     degraded: tokio::sync::watch::Sender<bool>,
     /// Whether each write is flushed before it returns. Only an offline bulk import
     /// (`open_for_import`) turns this off, and then flushes once at the end.
     durable_writes: bool,
-    /// Flushes for every writer (group commit). Declared last: dropped after `db`
-    /// handles above it are no longer used.
-    flusher: commit::GroupCommit,
 }
 
 impl Store {
@@ -199,20 +235,11 @@ impl Store {
         clock: Arc<dyn Clock>,
         durable_writes: bool,
     ) -> Result<Self, StoreError> {
-        let db = sled::Config::new().path(dir).open()?;
-        let trees = Tree::ALL
-            .iter()
-            .map(|t| db.open_tree(t.name()))
-            .collect::<Result<Vec<_>, _>>()?;
         let sealer = Sealer::new(master_key);
-        let meta = db.open_tree("meta")?;
-        let fresh = meta.is_empty() && trees.iter().all(|t| t.is_empty());
-        schema::check_meta(&meta, &sealer, fresh)?;
-        db.flush()?;
+        let engine = Engine::open(dir, &sealer)?;
         Ok(Self {
-            flusher: commit::GroupCommit::start(db.clone())?,
-            db,
-            trees,
+            dir: dir.to_owned(),
+            engine: std::sync::RwLock::new(Some(Arc::new(engine))),
             sealer,
             clock,
             write_lock: tokio::sync::Mutex::new(()),
@@ -221,8 +248,44 @@ impl Store {
         })
     }
 
-    fn tree(&self, t: Tree) -> &sled::Tree {
-        &self.trees[t.idx()]
+    /// The database for admin reads and writes: `Reopening` from a storage error
+    /// until `recover` has reopened it *and* the index has been rebuilt from it, so an
+    /// admin read never shows state the check path does not use yet.
+    fn engine(&self) -> Result<Arc<Engine>, StoreError> {
+        if *self.degraded.borrow() {
+            return Err(StoreError::Reopening);
+        }
+        self.open_engine()
+    }
+
+    /// The database if one is open, degraded or not: for the bulk reads that rebuild
+    /// the index during `recover`, and for flushing at shutdown.
+    fn open_engine(&self) -> Result<Arc<Engine>, StoreError> {
+        self.engine
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+            .ok_or(StoreError::Reopening)
+    }
+
+    /// A handle on one tree (cheap: sled trees are reference-counted).
+    fn tree(&self, t: Tree) -> Result<sled::Tree, StoreError> {
+        Ok(self.engine()?.tree(t).clone())
+    }
+
+    /// Every value of `t`, in key order (the index's bulk load); one error item when
+    /// no database is open.
+    fn values(&self, t: Tree) -> impl Iterator<Item = Result<sled::IVec, StoreError>> + use<> {
+        let (values, error) = match self.open_engine().map(|e| e.tree(t).clone()) {
+            Ok(tree) => (Some(tree.iter().values()), None),
+            Err(e) => (None, Some(Err(e))),
+        };
+        error.into_iter().chain(
+            values
+                .into_iter()
+                .flatten()
+                .map(|v| v.map_err(StoreError::from)),
+        )
     }
 
     fn now_ms(&self) -> i64 {
@@ -237,26 +300,70 @@ impl Store {
     /// requested after the lock is released, so writers that commit while a flush runs
     /// share the next one (group commit, see `commit`): one fsync for many writes, and
     /// no write acknowledged before a flush that covers it.
+    ///
+    /// A storage error (in the transaction or the flush) takes the engine out of
+    /// service at once (see `poison`): the write is then applied nowhere the service
+    /// reads from, and `recover` later shows whatever the disk kept, as a restart would.
     async fn write<P, T>(
         &self,
         prepare: impl FnOnce() -> Result<P, StoreError>,
         f: impl Fn(&Tx<'_>, &P) -> TxResult<T>,
     ) -> Result<T, StoreError> {
         let result = self.write_and_flush(prepare, f).await;
-        match &result {
-            Err(StoreError::Db(e)) => {
-                let was_degraded = self.degraded.send_replace(true);
-                if !was_degraded {
-                    tracing::error!(error = %e, "store degraded: writes fail; checks keep serving from memory");
-                }
-            }
-            Ok(_) if *self.degraded.borrow() => {
-                self.degraded.send_replace(false);
-                tracing::info!("store recovered: a write succeeded");
-            }
-            _ => {}
+        if let Err(StoreError::Db(e)) = &result {
+            self.poison(e);
         }
         result
+    }
+
+    /// Stops serving from the current engine after a storage error. Its handles close
+    /// once the last reader lets go (on a blocking thread: closing joins sled's and the
+    /// flusher's threads), which frees the data dir for `recover` to reopen.
+    fn poison(&self, error: &sled::Error) {
+        let old = self
+            .engine
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if !self.degraded.send_replace(true) {
+            tracing::error!(%error, "store degraded: a write failed in storage; admin reads and writes answer UNAVAILABLE until the store reopens from disk; checks keep serving from memory");
+        }
+        if let Some(old) = old {
+            match tokio::runtime::Handle::try_current() {
+                Ok(rt) => drop(rt.spawn_blocking(move || drop(old))),
+                Err(_) => drop(old),
+            }
+        }
+    }
+
+    /// After a storage error: reopens the database from disk, then runs `rebuild`
+    /// (the server reloads its index from the reopened store) under the writer lock,
+    /// so no write lands between the two, and clears the degraded state. The store
+    /// then holds what a restart would: the failed write if the disk kept it, else
+    /// not. Returns `false` when nothing needed recovering; an error leaves the store
+    /// degraded, to be retried.
+    pub async fn recover(
+        &self,
+        rebuild: impl FnOnce(&Store) -> Result<(), StoreError>,
+    ) -> Result<bool, StoreError> {
+        if !*self.degraded.borrow() {
+            return Ok(false);
+        }
+        let _writer = self.write_lock.lock().await;
+        let missing = self
+            .engine
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_none();
+        if missing {
+            // Fails (sled's directory lock) until the old engine's last handle is gone.
+            let engine = Engine::open(&self.dir, &self.sealer)?;
+            *self.engine.write().unwrap_or_else(PoisonError::into_inner) = Some(Arc::new(engine));
+        }
+        rebuild(self)?;
+        self.degraded.send_replace(false);
+        tracing::info!("store recovered: reopened from disk; writes are accepted again");
+        Ok(true)
     }
 
     /// Whether writes currently fail in the storage engine, and its changes.
@@ -269,14 +376,15 @@ impl Store {
         prepare: impl FnOnce() -> Result<P, StoreError>,
         f: impl Fn(&Tx<'_>, &P) -> TxResult<T>,
     ) -> Result<T, StoreError> {
-        let out = {
+        let (out, engine) = {
             let _writer = self.write_lock.lock().await;
+            let engine = self.engine()?;
             let stamp = Stamp {
-                audit_id: self.db.generate_id()?,
+                audit_id: engine.db.generate_id()?,
                 now_ms: self.now_ms(),
             };
             let prepared = prepare()?;
-            self.trees.as_slice().transaction(|trees| {
+            let out = engine.trees.as_slice().transaction(|trees| {
                 f(
                     &Tx {
                         trees,
@@ -284,22 +392,26 @@ impl Store {
                     },
                     &prepared,
                 )
-            })?
+            })?;
+            (out, engine)
         };
         if self.durable_writes {
-            self.flusher.flush().await?;
+            engine.flusher.flush().await?;
         }
         Ok(out)
     }
 
     /// Flushes everything; called on shutdown.
     pub async fn flush(&self) -> Result<(), StoreError> {
-        self.flusher.flush().await
+        self.open_engine()?.flusher.flush().await
     }
 
     /// Total size of the data files, for metrics and start-up logs.
     pub fn size_on_disk(&self) -> u64 {
-        self.db.size_on_disk().unwrap_or(0)
+        self.open_engine()
+            .ok()
+            .and_then(|e| e.db.size_on_disk().ok())
+            .unwrap_or(0)
     }
 }
 

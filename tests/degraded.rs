@@ -8,6 +8,14 @@
 //! still allowed, the failed write not visible), and the admin health reports the
 //! admin service NOT_SERVING while the store is degraded, while the check listener's
 //! health stays SERVING.
+//!
+//! Once the filler is removed the store recovers by itself (no restart): admin SERVING
+//! again. Then the case: the disk fills again and the granted app is disabled
+//! and enabled in turn until a write fails in storage. The admin read, the check path
+//! and a restart must agree on the app's state throughout: an acknowledged write is in
+//! force, a failed one is applied nowhere the service reads from (admin reads answer
+//! UNAVAILABLE) until the store has reopened from disk, and then everywhere exactly as
+//! the disk kept it.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -18,7 +26,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::Keygate;
-use common::granted::{check_client, deny_code, grant_app, signed_check};
+use common::granted::{Granted, check_client, deny_code, grant_app, signed_check};
 use keygate::pb::admin as pb;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
@@ -214,4 +222,141 @@ async fn disk_full_fails_admin_writes_and_check_keeps_serving() {
         .unwrap()
         .into_inner();
     assert_eq!(deny_code(&r), None, "{r:?}");
+
+    // Room again: the store reopens by itself (no restart) and says so.
+    std::fs::remove_file(fs.path().join("filler")).unwrap();
+    wait_serving(&kg).await;
+    assert!(kg.stderr().contains("store recovered"), "{}", kg.stderr());
+    assert_eq!(
+        agreed_state(&mut admin, &g, kg.check_addr()).await,
+        Some(true)
+    );
+
+    // The case: the disk fills again and the app is disabled and enabled in
+    // turn until one of those writes fails in storage. Acknowledged ones are in force;
+    // the failed one is applied nowhere the service reads from.
+    fill(&fs.path().join("filler"));
+    let mut failed = None;
+    // sled may still have room in its open segment: toggles succeed (durably) until
+    // the segment is full.
+    for i in 0..20_000 {
+        let id = g.app_id.clone();
+        let r = if i % 2 == 0 {
+            admin.disable_app(pb::DisableAppRequest { id }).await
+        } else {
+            admin.enable_app(pb::EnableAppRequest { id }).await
+        };
+        match r {
+            Ok(app) if i % 50 == 0 => {
+                let enabled = app.into_inner().enabled;
+                assert_eq!(
+                    agreed_state(&mut admin, &g, kg.check_addr()).await,
+                    Some(enabled)
+                );
+            }
+            Ok(_) => {}
+            Err(s) => {
+                assert_eq!(s.code(), tonic::Code::Unavailable, "{s:?}");
+                failed = Some((i, s));
+                break;
+            }
+        }
+    }
+    let (i, status) = failed.expect("no state change failed on a full filesystem");
+    eprintln!(
+        "{} #{i} failed on a full disk: {}",
+        if i % 2 == 0 {
+            "DisableApp"
+        } else {
+            "EnableApp"
+        },
+        status.message()
+    );
+    assert_eq!(
+        agreed_state(&mut admin, &g, kg.check_addr()).await,
+        None,
+        "admin reads serve a store that just failed a write"
+    );
+
+    std::fs::remove_file(fs.path().join("filler")).unwrap();
+    wait_serving(&kg).await;
+    let recovered = agreed_state(&mut admin, &g, kg.check_addr())
+        .await
+        .expect("admin reads answer once the store has recovered");
+    eprintln!("after recovery the app is enabled: {recovered}");
+
+    // What the service shows after recovery is what the disk holds: a restart agrees.
+    let mut kg = kg;
+    kg.restart().await;
+    let mut admin = kg.admin().await;
+    assert_eq!(
+        agreed_state(&mut admin, &g, kg.check_addr()).await,
+        Some(recovered),
+        "the state served after recovery is not the state on disk"
+    );
+
+    // And writes are durable again.
+    let want = !recovered;
+    let id = g.app_id.clone();
+    if want {
+        admin.enable_app(pb::EnableAppRequest { id }).await.unwrap();
+    } else {
+        admin
+            .disable_app(pb::DisableAppRequest { id })
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        agreed_state(&mut admin, &g, kg.check_addr()).await,
+        Some(want)
+    );
+}
+
+/// Waits for the admin service to report SERVING (the store has recovered).
+async fn wait_serving(kg: &Keygate) {
+    let started = std::time::Instant::now();
+    while health(kg.admin_addr(), ADMIN_SERVICE).await != SERVING {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "the store never recovered after space was freed:\n{}",
+            kg.stderr()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// The app's `enabled` as the admin API reads it (`None`: the read answered
+/// UNAVAILABLE), after checking that the check path agrees with the read.
+async fn agreed_state(
+    admin: &mut common::Admin,
+    g: &Granted,
+    check_addr: std::net::SocketAddr,
+) -> Option<bool> {
+    let read = admin
+        .get_app(pb::GetAppRequest {
+            id: g.app_id.clone(),
+        })
+        .await;
+    let r = check_client(check_addr)
+        .await
+        .check(signed_check(g, &g.app_secret, "agree"))
+        .await
+        .unwrap()
+        .into_inner();
+    let allowed = deny_code(&r).is_none();
+    match read {
+        Ok(app) => {
+            let enabled = app.into_inner().enabled;
+            if enabled {
+                assert!(allowed, "the admin read says enabled, checks deny: {r:?}");
+            } else {
+                assert_eq!(deny_code(&r).as_deref(), Some("AppDisabled"), "{r:?}");
+            }
+            Some(enabled)
+        }
+        Err(s) => {
+            assert_eq!(s.code(), tonic::Code::Unavailable, "{s:?}");
+            None
+        }
+    }
 }

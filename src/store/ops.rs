@@ -242,7 +242,7 @@ impl Store {
         tree: Tree,
         key: &[u8],
     ) -> Result<Option<M>, StoreError> {
-        match self.tree(tree).get(key)? {
+        match self.tree(tree)?.get(key)? {
             None => Ok(None),
             Some(v) => codec::decode(&v)
                 .map(Some)
@@ -253,7 +253,7 @@ impl Store {
     /// Ids named by the index entries under `prefix\0`.
     fn scan_ids(&self, tree: Tree, prefix: &str) -> Result<Vec<String>, StoreError> {
         let p = join(&[prefix, ""]);
-        self.tree(tree)
+        self.tree(tree)?
             .scan_prefix(&p)
             .keys()
             .map(|k| k.map(|k| last_part(&k)).map_err(StoreError::from))
@@ -285,7 +285,7 @@ impl Store {
         let mut items = Vec::new();
         let mut last_key = Vec::new();
         for entry in self
-            .tree(tree)
+            .tree(tree)?
             .range::<Vec<u8>, _>((start, Bound::Unbounded))
         {
             let (k, v) = entry?;
@@ -590,7 +590,7 @@ impl Store {
     /// The app an AppCode belongs to.
     pub fn app_id_by_code_fingerprint(&self, fp: &[u8; 32]) -> Result<Option<String>, StoreError> {
         Ok(self
-            .tree(Tree::AppCodes)
+            .tree(Tree::AppCodes)?
             .get(fp)?
             .map(|v| String::from_utf8_lossy(&v).into_owned()))
     }
@@ -661,7 +661,7 @@ impl Store {
         app_id: &str,
         page: &Page,
     ) -> Result<(Vec<KeyPair>, String), StoreError> {
-        if self.tree(Tree::Apps).get(app_id.as_bytes())?.is_none() {
+        if self.tree(Tree::Apps)?.get(app_id.as_bytes())?.is_none() {
             return Err(StoreError::not_found("app", app_id));
         }
         self.page(Tree::KeysByApp, &join(&[app_id, ""]), page, |k, _| {
@@ -995,7 +995,7 @@ impl Store {
 
     pub fn api_id_by_name(&self, name: &str) -> Result<Option<String>, StoreError> {
         Ok(self
-            .tree(Tree::ApiNames)
+            .tree(Tree::ApiNames)?
             .get(name.as_bytes())?
             .map(|v| String::from_utf8_lossy(&v).into_owned()))
     }
@@ -1196,37 +1196,27 @@ impl Store {
     // === bulk reads for the index ===
 
     pub fn all_apps(&self) -> impl Iterator<Item = Result<App, StoreError>> + '_ {
-        self.tree(Tree::Apps)
-            .iter()
-            .values()
+        self.values(Tree::Apps)
             .map(|v| app_from_record(&self.sealer, Self::decode_entry(Tree::Apps, &v?)?))
     }
 
     pub fn all_keys(&self) -> impl Iterator<Item = Result<KeyPair, StoreError>> + '_ {
-        self.tree(Tree::Keys)
-            .iter()
-            .values()
+        self.values(Tree::Keys)
             .map(|v| key_from_record(&self.sealer, Self::decode_entry(Tree::Keys, &v?)?))
     }
 
     pub fn all_groups(&self) -> impl Iterator<Item = Result<Group, StoreError>> + '_ {
-        self.tree(Tree::Groups)
-            .iter()
-            .values()
+        self.values(Tree::Groups)
             .map(|v| Ok(group_from_record(Self::decode_entry(Tree::Groups, &v?)?)))
     }
 
     pub fn all_apis(&self) -> impl Iterator<Item = Result<Api, StoreError>> + '_ {
-        self.tree(Tree::Apis)
-            .iter()
-            .values()
+        self.values(Tree::Apis)
             .map(|v| Ok(api_from_record(Self::decode_entry(Tree::Apis, &v?)?)))
     }
 
     pub fn all_grants(&self) -> impl Iterator<Item = Result<Grant, StoreError>> + '_ {
-        self.tree(Tree::Grants)
-            .iter()
-            .values()
+        self.values(Tree::Grants)
             .map(|v| grant_from_record(Self::decode_entry(Tree::Grants, &v?)?))
     }
 }

@@ -30,8 +30,9 @@ impl From<AdminError> for Status {
                 StoreError::AlreadyExists(_) => Code::AlreadyExists,
                 StoreError::FailedPrecondition(_) => Code::FailedPrecondition,
                 StoreError::InvalidArgument { .. } => Code::InvalidArgument,
-                // The write did not happen; the check path keeps serving from memory.
-                StoreError::Db(_) => Code::Unavailable,
+                // The outcome of a write that failed in storage is whatever the disk
+                // kept: re-read once the store has recovered. Checks keep serving.
+                StoreError::Db(_) | StoreError::Reopening => Code::Unavailable,
                 StoreError::Corrupt { .. }
                 | StoreError::SchemaMismatch { .. }
                 | StoreError::WrongMasterKey
