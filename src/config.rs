@@ -110,6 +110,26 @@ pub struct ServeArgs {
     /// Time limit of a TLS handshake, seconds.
     #[arg(long, env = "KEYGATE_TLS_HANDSHAKE_TIMEOUT_SECS")]
     pub tls_handshake_timeout_secs: Option<u64>,
+    /// Connections the check listener holds at once; past it new ones are closed.
+    #[arg(long, env = "KEYGATE_MAX_CONNECTIONS_CHECK")]
+    pub max_connections_check: Option<usize>,
+    /// Connections the HTTP listener holds at once; past it new ones are closed.
+    #[arg(long, env = "KEYGATE_MAX_CONNECTIONS_HTTP")]
+    pub max_connections_http: Option<usize>,
+    /// Connections the admin listener holds at once; past it new ones are closed.
+    #[arg(long, env = "KEYGATE_MAX_CONNECTIONS_ADMIN")]
+    pub max_connections_admin: Option<usize>,
+    /// Seconds a new connection may stay silent, and an HTTP/1 request may take to
+    /// send its headers (also how long an idle HTTP/1 keep-alive connection stays open).
+    #[arg(long, env = "KEYGATE_HEADER_READ_TIMEOUT_SECS")]
+    pub header_read_timeout_secs: Option<u64>,
+    /// Seconds a connection may make no progress (nothing read or written) before it
+    /// is closed; HTTP/2 peers are pinged at a quarter of it.
+    #[arg(long, env = "KEYGATE_IDLE_TIMEOUT_SECS")]
+    pub idle_timeout_secs: Option<u64>,
+    /// Concurrent HTTP/2 streams per connection on the check and admin listeners.
+    #[arg(long, env = "KEYGATE_MAX_CONCURRENT_STREAMS")]
+    pub max_concurrent_streams: Option<u32>,
     /// `strict` (default): a request whose path is not in canonical form (escaped
     /// unreserved characters, `//`, `.` or `..` segments) is denied `Malformed`.
     /// `normalize`: such paths are routed on their canonical form, for odd clients
@@ -181,6 +201,12 @@ struct FileConfig {
     check_timeout_ms: Option<u64>,
     admin_timeout_secs: Option<u64>,
     tls_handshake_timeout_secs: Option<u64>,
+    max_connections_check: Option<usize>,
+    max_connections_http: Option<usize>,
+    max_connections_admin: Option<usize>,
+    header_read_timeout_secs: Option<u64>,
+    idle_timeout_secs: Option<u64>,
+    max_concurrent_streams: Option<u32>,
     path_mode: Option<PathMode>,
     trust_client_stage: Option<bool>,
     trust_forwarded_headers: Option<bool>,
@@ -218,6 +244,16 @@ pub struct Limits {
     pub admin_timeout_secs: u64,
     /// Time limit of a TLS handshake.
     pub tls_handshake_timeout_secs: u64,
+    /// Connections each listener holds at once (`conn`).
+    pub max_connections_check: usize,
+    pub max_connections_http: usize,
+    pub max_connections_admin: usize,
+    /// Silence allowed on a new connection; HTTP/1 header read and keep-alive idle time.
+    pub header_read_timeout_secs: u64,
+    /// Time without progress after which a connection is closed.
+    pub idle_timeout_secs: u64,
+    /// HTTP/2 streams per connection on the gRPC listeners.
+    pub max_concurrent_streams: u32,
 }
 
 impl Default for Limits {
@@ -236,6 +272,16 @@ impl Default for Limits {
             check_timeout_ms: 2_000,
             admin_timeout_secs: 30,
             tls_handshake_timeout_secs: 10,
+            // Envoy holds one HTTP/2 connection per worker; NGINX one per concurrent
+            // subrequest (or its keepalive pool). Fitted under the fd limit at start.
+            max_connections_check: 1024,
+            max_connections_http: 1024,
+            max_connections_admin: 64,
+            header_read_timeout_secs: 10,
+            // Longer than NGINX's (60 s) and most load balancers' upstream keep-alive.
+            idle_timeout_secs: 120,
+            // The in-flight bound: more streams on one connection would be shed anyway.
+            max_concurrent_streams: 1024,
         }
     }
 }
@@ -378,6 +424,30 @@ impl Config {
                     .tls_handshake_timeout_secs
                     .or(file.tls_handshake_timeout_secs)
                     .unwrap_or(dl.tls_handshake_timeout_secs),
+                max_connections_check: args
+                    .max_connections_check
+                    .or(file.max_connections_check)
+                    .unwrap_or(dl.max_connections_check),
+                max_connections_http: args
+                    .max_connections_http
+                    .or(file.max_connections_http)
+                    .unwrap_or(dl.max_connections_http),
+                max_connections_admin: args
+                    .max_connections_admin
+                    .or(file.max_connections_admin)
+                    .unwrap_or(dl.max_connections_admin),
+                header_read_timeout_secs: args
+                    .header_read_timeout_secs
+                    .or(file.header_read_timeout_secs)
+                    .unwrap_or(dl.header_read_timeout_secs),
+                idle_timeout_secs: args
+                    .idle_timeout_secs
+                    .or(file.idle_timeout_secs)
+                    .unwrap_or(dl.idle_timeout_secs),
+                max_concurrent_streams: args
+                    .max_concurrent_streams
+                    .or(file.max_concurrent_streams)
+                    .unwrap_or(dl.max_concurrent_streams),
             },
             path_mode: args.path_mode.or(file.path_mode).unwrap_or(d.path_mode),
             trust_client_stage: args
@@ -448,6 +518,15 @@ impl Config {
             ("check_timeout_ms", l.check_timeout_ms),
             ("admin_timeout_secs", l.admin_timeout_secs),
             ("tls_handshake_timeout_secs", l.tls_handshake_timeout_secs),
+            ("max_connections_check", l.max_connections_check as u64),
+            ("max_connections_http", l.max_connections_http as u64),
+            ("max_connections_admin", l.max_connections_admin as u64),
+            ("header_read_timeout_secs", l.header_read_timeout_secs),
+            ("idle_timeout_secs", l.idle_timeout_secs),
+            (
+                "max_concurrent_streams",
+                u64::from(l.max_concurrent_streams),
+            ),
         ] {
             if v == 0 {
                 return bad(format!("{name} must be at least 1"));

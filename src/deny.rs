@@ -44,6 +44,9 @@ pub enum DenyCode {
     GrantExpired,
     /// The service is shedding load.
     Overloaded,
+    /// The request was not received (a slow body) and decided within the call's
+    /// time limit.
+    RequestTimeout,
     /// An internal fault; fail closed.
     Internal,
 }
@@ -56,7 +59,7 @@ pub struct DenyStatus {
 }
 
 impl DenyCode {
-    pub const ALL: [DenyCode; 25] = [
+    pub const ALL: [DenyCode; 26] = [
         DenyCode::MissingCredential,
         DenyCode::Malformed,
         DenyCode::SchemeNotAllowed,
@@ -81,6 +84,7 @@ impl DenyCode {
         DenyCode::NoGrant,
         DenyCode::GrantExpired,
         DenyCode::Overloaded,
+        DenyCode::RequestTimeout,
         DenyCode::Internal,
     ];
 
@@ -110,6 +114,7 @@ impl DenyCode {
             DenyCode::NoGrant => "NoGrant",
             DenyCode::GrantExpired => "GrantExpired",
             DenyCode::Overloaded => "Overloaded",
+            DenyCode::RequestTimeout => "RequestTimeout",
             DenyCode::Internal => "Internal",
         }
     }
@@ -144,6 +149,7 @@ impl DenyCode {
             | DenyCode::BodyIncomplete => (400, Code::InvalidArgument),
             DenyCode::BodyTooLarge => (413, Code::InvalidArgument),
             DenyCode::HeadersTooLarge => (431, Code::InvalidArgument),
+            DenyCode::RequestTimeout => (408, Code::DeadlineExceeded),
             DenyCode::ReplayCacheFull | DenyCode::Overloaded => (503, Code::ResourceExhausted),
             DenyCode::Internal => (503, Code::Unavailable),
         };

@@ -2,13 +2,15 @@
 //!
 //! Owns: binding (with errors that name the listener and address), which service is
 //! reachable on which port (admin operations only on the admin listener), TLS on each
-//! listener (`tls`), the check listener's bounds (size `limits`, load shedding in
-//! `shed`, message size, call timeouts), health and reflection (the admin service is
+//! listener (`tls`), connection hygiene on each (caps and timeouts in `conn`, HTTP/2
+//! keep-alive pings and stream limits here), the check listener's bounds (size
+//! `limits`, load shedding in `shed`, message size, call timeouts), health and reflection (the admin service is
 //! NOT_SERVING while the store refuses writes), and the shutdown sequence: health NOT_SERVING -> stop accepting ->
 //! in-flight calls finish (bounded by the grace period) -> store flushed.
 
 pub mod admin;
 pub mod check;
+pub mod conn;
 pub mod envoy_http;
 pub mod http;
 pub mod limits;
@@ -267,12 +269,44 @@ async fn recover_store(store: Arc<Store>, index: Arc<Index>) {
     }
 }
 
-/// Accepted connections with Nagle's algorithm off: a gRPC answer is written as
-/// HEADERS then DATA then trailers, and with Nagle on the later small writes wait for
-/// the client's delayed ACK (about 40 ms per call). tonic sets this only on sockets
-/// it binds itself.
-fn nodelay(listener: TcpListener) -> tonic::transport::server::TcpIncoming {
-    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true))
+/// The connection policy of `[check, http, admin]`, caps fitted under the open-file
+/// limit (raised to its hard limit first).
+fn connection_policies(limits: &crate::config::Limits) -> [conn::ConnPolicy; 3] {
+    let asked = [
+        limits.max_connections_check,
+        limits.max_connections_http,
+        limits.max_connections_admin,
+    ];
+    let fd_limit = conn::raise_fd_limit();
+    let caps = conn::fit(asked, fd_limit);
+    if caps != asked {
+        tracing::warn!(
+            fd_limit,
+            check = caps[0],
+            http = caps[1],
+            admin = caps[2],
+            "connection caps lowered to fit the open-file limit; raise `ulimit -n` to allow more"
+        );
+    }
+    caps.map(|max_connections| conn::ConnPolicy {
+        max_connections,
+        first_read_timeout: Duration::from_secs(limits.header_read_timeout_secs),
+        idle_timeout: Duration::from_secs(limits.idle_timeout_secs),
+    })
+}
+
+/// A gRPC server with the connection limits every gRPC listener shares: a stream cap
+/// per connection, and pings on idle connections at a quarter of the idle timeout, so
+/// a healthy idle peer (an Envoy between bursts) always makes progress and is never
+/// closed by `conn`, while a dead one is dropped when a ping goes unanswered.
+fn grpc_server(limits: &crate::config::Limits) -> Server {
+    let ping = Duration::from_secs(limits.idle_timeout_secs)
+        .div_f64(4.0)
+        .max(Duration::from_secs(1));
+    Server::builder()
+        .max_concurrent_streams(limits.max_concurrent_streams)
+        .http2_keepalive_interval(Some(ping))
+        .http2_keepalive_timeout(Some(ping.min(Duration::from_secs(20))))
 }
 
 /// Runs the service until `shutdown` resolves, then drains and flushes.
@@ -303,6 +337,24 @@ pub async fn run(
         None => tracing::info!("admin token taken from KEYGATE_ADMIN_TOKEN"),
     }
 
+    let policies = connection_policies(&limits);
+    let incoming = |listener: TcpListener,
+                    name: &'static str,
+                    which: tls::Listener,
+                    auth_failures: Option<Arc<std::sync::atomic::AtomicU64>>| {
+        let (policy, counters) = match which {
+            tls::Listener::Check => (policies[0], &shared.metrics.connections.check),
+            tls::Listener::Http => (policies[1], &shared.metrics.connections.http),
+            tls::Listener::Admin => (policies[2], &shared.metrics.connections.admin),
+        };
+        conn::Incoming::new(
+            listener,
+            name,
+            tls.as_ref().map(|t| t.accept(which, auth_failures)),
+            policy,
+            counters.clone(),
+        )
+    };
     let bound = listeners.addrs();
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = |mut rx: watch::Receiver<bool>| async move {
@@ -347,32 +399,22 @@ pub async fn run(
     };
     let recovery = tokio::spawn(recover_store(shared.store.clone(), shared.index.clone()));
     let (refl_v1, refl_v1alpha) = reflection(&[pb::ADMIN_DESCRIPTOR_SET])?;
-    let admin_router = Server::builder()
+    let admin_router = grpc_server(&limits)
         .timeout(Duration::from_secs(limits.admin_timeout_secs))
         .add_service(admin_health_svc)
         .add_service(refl_v1)
         .add_service(refl_v1alpha)
         .add_service(admin_svc);
-    let admin_task = match &tls {
-        Some(t) => tokio::spawn(
-            admin_router.serve_with_incoming_shutdown(
-                tls::TlsIncoming::new(
-                    listeners.admin,
-                    "admin",
-                    t.admin.clone(),
-                    t.handshake_timeout,
-                    // With mTLS a refused client certificate is a failed admin login.
-                    t.admin_mtls
-                        .then(|| shared.metrics.admin_auth_failures.clone()),
-                ),
-                stopped(stop_rx.clone()),
-            ),
+    let admin_task = tokio::spawn(admin_router.serve_with_incoming_shutdown(
+        incoming(
+            listeners.admin,
+            "admin",
+            tls::Listener::Admin,
+            // With mTLS a refused client certificate is a failed admin login.
+            Some(shared.metrics.admin_auth_failures.clone()),
         ),
-        None => tokio::spawn(
-            admin_router
-                .serve_with_incoming_shutdown(nodelay(listeners.admin), stopped(stop_rx.clone())),
-        ),
-    };
+        stopped(stop_rx.clone()),
+    ));
 
     // --- check listener: Envoy ext_authz, health, reflection; nothing else ---
     let (check_health, check_health_svc) = tonic_health::server::health_reporter();
@@ -393,32 +435,20 @@ pub async fn run(
         .max_decoding_message_size(limits.check_max_message_bytes),
         shed::InFlight::new(limits.check_max_in_flight),
     );
-    let check_router = Server::builder()
+    let check_router = grpc_server(&limits)
         .timeout(Duration::from_millis(limits.check_timeout_ms))
         .add_service(check_svc)
         .add_service(check_health_svc)
         .add_service(crefl_v1)
         .add_service(crefl_v1alpha);
-    let check_task = match &tls {
-        Some(t) => tokio::spawn(check_router.serve_with_incoming_shutdown(
-            tls::TlsIncoming::new(
-                listeners.check,
-                "check",
-                t.check.clone(),
-                t.handshake_timeout,
-                None,
-            ),
-            stopped(stop_rx.clone()),
-        )),
-        None => tokio::spawn(
-            check_router
-                .serve_with_incoming_shutdown(nodelay(listeners.check), stopped(stop_rx.clone())),
-        ),
-    };
+    let check_task = tokio::spawn(check_router.serve_with_incoming_shutdown(
+        incoming(listeners.check, "check", tls::Listener::Check, None),
+        stopped(stop_rx.clone()),
+    ));
 
     // --- http listener ---
     let http_task = tokio::spawn(http::serve(
-        tls::HttpListener::new(listeners.http, tls.as_ref()),
+        incoming(listeners.http, "http", tls::Listener::Http, None),
         shared.clone(),
         stopped(stop_rx.clone()),
     ));

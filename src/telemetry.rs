@@ -1,7 +1,8 @@
 //! Metrics: atomic counters on the hot path, rendered as Prometheus text on demand.
 //!
 //! Owns: what is counted (decisions by result, deny code and scheme; check latency;
-//! admin auth failures, admin writes) and the exposition format. Incrementing is a relaxed atomic
+//! admin auth failures, admin writes; connections per listener) and the exposition
+//! format. Incrementing is a relaxed atomic
 //! add: no lock and no allocation per request.
 
 use std::fmt::Write as _;
@@ -36,6 +37,26 @@ pub struct Metrics {
     latency_sum_us: AtomicU64,
     pub admin_auth_failures: std::sync::Arc<AtomicU64>,
     pub admin_writes: std::sync::Arc<AtomicU64>,
+    pub connections: Connections,
+}
+
+/// Connection counters of one listener, kept by `server::conn`.
+#[derive(Default)]
+pub struct ConnCounters {
+    /// Connections admitted and not yet closed (TLS handshakes included).
+    pub open: AtomicU64,
+    /// Connections closed at once because the listener was at its cap.
+    pub refused: AtomicU64,
+    /// Connections closed for making no progress (first-read or idle timeout).
+    pub timed_out: AtomicU64,
+}
+
+/// Per-listener connection counters.
+#[derive(Default)]
+pub struct Connections {
+    pub check: std::sync::Arc<ConnCounters>,
+    pub http: std::sync::Arc<ConnCounters>,
+    pub admin: std::sync::Arc<ConnCounters>,
 }
 
 impl Metrics {
@@ -212,6 +233,37 @@ impl Metrics {
             "keygate_admin_writes_total {}",
             self.admin_writes.load(Relaxed)
         );
+        let listeners = [
+            ("check", &self.connections.check),
+            ("http", &self.connections.http),
+            ("admin", &self.connections.admin),
+        ];
+        for (name, help, kind, get) in [
+            (
+                "keygate_connections",
+                "Open connections per listener.",
+                "gauge",
+                (|c: &ConnCounters| c.open.load(Relaxed)) as fn(&ConnCounters) -> u64,
+            ),
+            (
+                "keygate_connections_refused_total",
+                "Connections closed at once: the listener was at its connection cap.",
+                "counter",
+                |c| c.refused.load(Relaxed),
+            ),
+            (
+                "keygate_connections_timed_out_total",
+                "Connections closed for making no progress (first-read or idle timeout).",
+                "counter",
+                |c| c.timed_out.load(Relaxed),
+            ),
+        ] {
+            let _ = writeln!(o, "# HELP {name} {help}");
+            let _ = writeln!(o, "# TYPE {name} {kind}");
+            for (l, c) in listeners {
+                let _ = writeln!(o, "{name}{{listener=\"{l}\"}} {}", get(c));
+            }
+        }
         o
     }
 }

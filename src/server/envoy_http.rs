@@ -26,7 +26,10 @@ use axum::response::Response;
 
 use super::Shared;
 use super::http::{allow_response, count_front_door_deny, deny_response, header_str, headers_from};
+use std::sync::Arc;
+
 use super::render;
+use super::shed::InFlight;
 use crate::decide::Decision;
 use crate::deny::{Deny, DenyCode};
 use crate::request::{ROUTE_STAGE_HEADER, RequestView};
@@ -99,7 +102,9 @@ pub fn deny(d: &Deny, request_id: &str) -> Response {
     deny_response(d, request_id, status_for(d))
 }
 
-pub async fn check(shared: &Shared, req: Request) -> Response {
+/// Reads the body (bounded), then takes an in-flight slot and decides: a slow body
+/// holds no slot.
+pub async fn check(shared: &Shared, req: Request, in_flight: &Arc<InFlight>) -> Response {
     let mut view = view_from_envoy_http(&req);
     let request_id = render::request_id(&view);
     // Read no more than the limit (`--max-request-body-bytes`; set Envoy's
@@ -117,6 +122,9 @@ pub async fn check(shared: &Shared, req: Request) -> Response {
         }
     };
     attach_body(&mut view, body);
+    let Some(_slot) = in_flight.try_acquire() else {
+        return super::http::front_door_deny(shared, super::http::overloaded(), &request_id, deny);
+    };
     match shared.decide(&view, &request_id) {
         Decision::Allow(a) => {
             let remove = a.headers_to_remove.join(", ");

@@ -18,9 +18,10 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
+use super::conn::Incoming;
 use super::shed::InFlight;
-use super::tls::HttpListener;
 use super::{Shared, envoy_http, nginx, render};
 use crate::decide::{Allow, Decision};
 use crate::deny::{Deny, DenyCode};
@@ -32,14 +33,54 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 
+/// Serves the HTTP listener until `shutdown` resolves, then lets the requests in
+/// progress finish (the caller bounds how long).
 pub async fn serve(
-    listener: HttpListener,
+    incoming: Incoming,
     shared: Arc<Shared>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(shared))
-        .with_graceful_shutdown(shutdown)
-        .await
+    let header_read_timeout = Duration::from_secs(shared.config.limits.header_read_timeout_secs);
+    serve_router(incoming, router(shared), header_read_timeout, shutdown).await
+}
+
+/// HTTP/1.1 on each admitted connection, with hyper's header-read deadline on (it
+/// needs a timer, which `axum::serve` does not set: without one a client could take
+/// forever over its headers). In hyper the deadline also starts when a keep-alive
+/// connection goes idle, so it bounds idle keep-alive time as well.
+pub(super) async fn serve_router(
+    mut incoming: Incoming,
+    router: Router,
+    header_read_timeout: Duration,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    let mut http1 = hyper::server::conn::http1::Builder::new();
+    http1
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_read_timeout)
+        .keep_alive(true);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let conn = tokio::select! {
+            c = incoming.accept() => c,
+            _ = &mut shutdown => break,
+        };
+        let Some(conn) = conn else { break };
+        let peer = conn.remote_addr();
+        let service = hyper_util::service::TowerToHyperService::new(router.clone());
+        let serving = graceful.watch(http1.serve_connection(TokioIo::new(conn), service));
+        tokio::spawn(async move {
+            if let Err(e) = serving.await {
+                tracing::debug!(listener = "http", %peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+    // Stop accepting (frees the port), then wait for the connections to finish.
+    drop(incoming);
+    graceful.shutdown().await;
+    Ok(())
 }
 
 /// State of the HTTP listener: the shared service and this listener's own bound on
@@ -61,6 +102,11 @@ pub fn router(shared: Arc<Shared>) -> Router {
 }
 
 /// Dispatches the front doors by raw path prefix (see the module doc).
+///
+/// The whole call, body included, is bounded by the check time limit: a client that
+/// sends its body slowly gets `RequestTimeout` instead of holding a task forever, and
+/// the Envoy door takes its in-flight slot only once the body is in, so slow bodies
+/// cannot make every other check `Overloaded`.
 async fn front_door(State(door): State<Door>, req: Request) -> Response {
     let path = req.uri().path();
     let is_nginx = path == nginx::CHECK_PATH;
@@ -72,25 +118,59 @@ async fn front_door(State(door): State<Door>, req: Request) -> Response {
             (StatusCode::NOT_FOUND, "not found\n").into_response()
         };
     }
-    // Over the bound: a fast deny with a code instead of a growing queue.
-    let Some(_slot) = door.in_flight.try_acquire() else {
-        let d = Deny::new(
-            DenyCode::Overloaded,
-            "keygate is shedding load; retry shortly",
-        );
-        count_front_door_deny(&door.shared, &d);
-        let id = render::request_id(&crate::request::RequestView::default());
-        return if is_nginx {
-            nginx::deny(&d, &id)
-        } else {
-            envoy_http::deny(&d, &id)
-        };
-    };
-    if is_nginx {
-        nginx::check(&door.shared, req.headers())
+    let render_deny: fn(&Deny, &str) -> Response = if is_nginx {
+        nginx::deny
     } else {
-        envoy_http::check(&door.shared, req).await
+        envoy_http::deny
+    };
+    let caller_id = render::request_id_or_new(header_str(req.headers(), "x-request-id"));
+    let shared = &door.shared;
+    let limit = Duration::from_millis(shared.config.limits.check_timeout_ms);
+    let call = async {
+        if is_nginx {
+            match door.in_flight.try_acquire() {
+                Some(_slot) => nginx::check(shared, req.headers()),
+                None => front_door_deny(shared, overloaded(), &caller_id, render_deny),
+            }
+        } else {
+            envoy_http::check(shared, req, &door.in_flight).await
+        }
+    };
+    match tokio::time::timeout(limit, call).await {
+        Ok(response) => response,
+        Err(_) => {
+            let d = Deny::new(
+                DenyCode::RequestTimeout,
+                format!(
+                    "the request was not received and decided within {} ms",
+                    limit.as_millis()
+                ),
+            );
+            front_door_deny(shared, d, &caller_id, render_deny)
+        }
     }
+}
+
+/// The deny for a call over the in-flight bound: fast, with a code, instead of a
+/// growing queue.
+pub(super) fn overloaded() -> Deny {
+    Deny::new(
+        DenyCode::Overloaded,
+        "keygate is shedding load; retry shortly",
+    )
+}
+
+/// A deny a front door makes before (or instead of) `decide`: counted and logged like
+/// the pipeline's own, answered in the door's way with the caller's request id.
+pub(super) fn front_door_deny(
+    shared: &Shared,
+    d: Deny,
+    request_id: &str,
+    render_deny: fn(&Deny, &str) -> Response,
+) -> Response {
+    count_front_door_deny(shared, &d);
+    tracing::debug!(request_id, result = "deny", code = d.code.as_str(), reason = %d.message, "check");
+    render_deny(&d, request_id)
 }
 
 /// Ready once the store is open and the index loaded, which `Shared::open` guarantees

@@ -6,7 +6,13 @@ use crate::request::RequestView;
 
 /// The caller's `x-request-id` when it is sane, else a fresh random id.
 pub fn request_id(view: &RequestView) -> String {
-    if let Some(id) = view.headers.get("x-request-id")
+    request_id_or_new(view.headers.get("x-request-id"))
+}
+
+/// `caller` when it is a sane request id, else a fresh random id: for denies made
+/// before a request view exists, which keep the caller's id too.
+pub fn request_id_or_new(caller: Option<&str>) -> String {
+    if let Some(id) = caller
         && !id.is_empty()
         && id.len() <= 128
         && id.bytes().all(|b| b.is_ascii_graphic())

@@ -1,48 +1,22 @@
-//! TLS on the listeners: rustls (ring provider), one acceptor type for all three.
+//! TLS on the listeners: rustls (ring provider), one configuration per listener.
 //!
 //! Owns: reading and checking the certificate, key and admin client CA at start (errors
-//! name the file and the problem, so a bad deployment fails before serving), the
-//! per-listener rustls configurations (ALPN `h2` for the gRPC listeners, `http/1.1`
+//! name the file and the problem, so a bad deployment fails before serving), and the
+//! per-listener rustls configurations: ALPN `h2` for the gRPC listeners, `http/1.1`
 //! for the HTTP listener, a required and verified client certificate on admin when a
-//! CA is configured), and `TlsIncoming`, which accepts TCP connections and completes
-//! handshakes concurrently, each bounded in time, so that a slow or silent client can
-//! delay no one else.
-//!
-//! `TlsIncoming` is a `Stream` of TLS connections for tonic's
-//! `serve_with_incoming_shutdown` (tonic's `Connected` impl for rustls streams keeps
-//! `remote_addr()` and `peer_certs()` working) and, wrapped in `HttpListener`, an
-//! `axum::serve::Listener` for the HTTP listener.
+//! CA is configured. Accepting and handshaking is `conn`'s.
 
 use std::io;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, mpsc};
-use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::rustls::server::WebPkiClientVerifier;
 use tokio_rustls::rustls::{self, RootCertStore, ServerConfig};
-use tokio_rustls::server::TlsStream;
-use tokio_stream::Stream;
 
 use crate::config::TlsFiles;
-
-/// Handshakes in progress at once per listener. Past it, new connections are closed at
-/// once: a connection flood costs a bounded number of tasks and timers.
-const MAX_PENDING_HANDSHAKES: usize = 1024;
-/// Finished handshakes waiting for the server to take them.
-const READY_QUEUE: usize = 64;
-/// Pause after an accept error that is not about one connection (e.g. out of file
-/// descriptors), so the loop does not spin.
-const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -141,6 +115,35 @@ impl TlsSetup {
     }
 }
 
+/// Which listener a TLS configuration is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Listener {
+    Check,
+    Http,
+    Admin,
+}
+
+impl TlsSetup {
+    /// What `conn::Incoming` needs to run TLS on `listener`. `auth_failures` counts
+    /// refused handshakes as failed logins; on admin it is used only with mTLS.
+    pub fn accept(
+        &self,
+        listener: Listener,
+        auth_failures: Option<Arc<std::sync::atomic::AtomicU64>>,
+    ) -> super::conn::TlsAccept {
+        let (config, failures) = match listener {
+            Listener::Check => (&self.check, None),
+            Listener::Http => (&self.http, None),
+            Listener::Admin => (&self.admin, auth_failures.filter(|_| self.admin_mtls)),
+        };
+        super::conn::TlsAccept {
+            config: config.clone(),
+            handshake_timeout: self.handshake_timeout,
+            auth_failures: failures,
+        }
+    }
+}
+
 fn read_file(path: &Path, what: &'static str) -> Result<Vec<u8>, TlsError> {
     std::fs::read(path).map_err(|source| TlsError::Read {
         what,
@@ -177,251 +180,12 @@ fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
     })
 }
 
-/// TLS connections accepted on one listener, handshakes done.
-pub struct TlsIncoming {
-    ready: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
-    local_addr: io::Result<SocketAddr>,
-    accept_task: tokio::task::JoinHandle<()>,
-}
-
-impl TlsIncoming {
-    /// Starts accepting on `listener`. `name` labels logs; `auth_failures`, when given,
-    /// counts failed handshakes (on admin with mTLS, a missing or untrusted client
-    /// certificate is a failed authentication).
-    pub fn new(
-        listener: TcpListener,
-        name: &'static str,
-        config: Arc<ServerConfig>,
-        handshake_timeout: Duration,
-        auth_failures: Option<Arc<AtomicU64>>,
-    ) -> Self {
-        let local_addr = listener.local_addr();
-        let (tx, ready) = mpsc::channel(READY_QUEUE);
-        let accept_task = tokio::spawn(accept_loop(
-            listener,
-            name,
-            TlsAcceptor::from(config),
-            handshake_timeout,
-            auth_failures,
-            tx,
-        ));
-        Self {
-            ready,
-            local_addr,
-            accept_task,
-        }
-    }
-}
-
-impl Drop for TlsIncoming {
-    fn drop(&mut self) {
-        // The server stopped taking connections: stop accepting and free the port.
-        self.accept_task.abort();
-    }
-}
-
-async fn accept_loop(
-    listener: TcpListener,
-    name: &'static str,
-    acceptor: TlsAcceptor,
-    handshake_timeout: Duration,
-    auth_failures: Option<Arc<AtomicU64>>,
-    tx: mpsc::Sender<(TlsStream<TcpStream>, SocketAddr)>,
-) {
-    let pending = Arc::new(Semaphore::new(MAX_PENDING_HANDSHAKES));
-    loop {
-        let accepted = tokio::select! {
-            _ = tx.closed() => return,
-            a = listener.accept() => a,
-        };
-        let (tcp, peer) = match accepted {
-            Ok(a) => a,
-            Err(e) if is_per_connection(&e) => continue,
-            Err(e) => {
-                tracing::warn!(listener = name, error = %e, "accept failed; pausing");
-                tokio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
-                continue;
-            }
-        };
-        let Ok(permit) = pending.clone().try_acquire_owned() else {
-            tracing::warn!(
-                listener = name,
-                %peer,
-                "too many TLS handshakes in progress; connection closed"
-            );
-            continue;
-        };
-        let _ = tcp.set_nodelay(true);
-        let (acceptor, tx, failures) = (acceptor.clone(), tx.clone(), auth_failures.clone());
-        tokio::spawn(async move {
-            let outcome = tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await;
-            drop(permit);
-            match outcome {
-                Ok(Ok(stream)) => {
-                    // Err: the server is shutting down; the connection just closes.
-                    let _ = tx.send((stream, peer)).await;
-                }
-                Ok(Err(e)) => {
-                    if let Some(f) = &failures {
-                        f.fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!(listener = name, %peer, error = %e, "TLS handshake refused");
-                    } else {
-                        tracing::debug!(listener = name, %peer, error = %e, "TLS handshake failed");
-                    }
-                }
-                Err(_) => {
-                    tracing::debug!(listener = name, %peer, "TLS handshake timed out");
-                }
-            }
-        });
-    }
-}
-
-/// Errors that concern one connection only; the listener itself is fine.
-fn is_per_connection(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::ConnectionAborted
-            | io::ErrorKind::ConnectionReset
-            | io::ErrorKind::Interrupted
-            | io::ErrorKind::WouldBlock
-    )
-}
-
-impl Stream for TlsIncoming {
-    type Item = io::Result<TlsStream<TcpStream>>;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.ready
-            .poll_recv(cx)
-            .map(|next| next.map(|(stream, _)| Ok(stream)))
-    }
-}
-
-/// The HTTP listener, plaintext or TLS: what the HTTP front door serves on
-/// (`axum::serve(listener, router)`).
-pub enum HttpListener {
-    Plain(TcpListener),
-    Tls(TlsIncoming),
-}
-
-impl HttpListener {
-    /// TLS when `tls` is set.
-    pub fn new(listener: TcpListener, tls: Option<&TlsSetup>) -> Self {
-        match tls {
-            None => HttpListener::Plain(listener),
-            Some(t) => HttpListener::Tls(TlsIncoming::new(
-                listener,
-                "http",
-                t.http.clone(),
-                t.handshake_timeout,
-                None,
-            )),
-        }
-    }
-}
-
-impl axum::serve::Listener for HttpListener {
-    type Io = HttpIo;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        match self {
-            HttpListener::Plain(l) => {
-                let (io, addr) = axum::serve::Listener::accept(l).await;
-                // As on the gRPC listeners: without it small answers wait for the
-                // client's delayed ACK.
-                let _ = io.set_nodelay(true);
-                (HttpIo::Plain(io), addr)
-            }
-            HttpListener::Tls(t) => match t.ready.recv().await {
-                Some((io, addr)) => (HttpIo::Tls(Box::new(io)), addr),
-                // The accept task only ends when this receiver is gone (or the
-                // runtime shuts down): nothing more will come.
-                None => std::future::pending().await,
-            },
-        }
-    }
-
-    fn local_addr(&self) -> io::Result<Self::Addr> {
-        match self {
-            HttpListener::Plain(l) => l.local_addr(),
-            HttpListener::Tls(t) => match &t.local_addr {
-                Ok(a) => Ok(*a),
-                Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
-            },
-        }
-    }
-}
-
-/// One HTTP connection, plaintext or TLS.
-pub enum HttpIo {
-    Plain(TcpStream),
-    Tls(Box<TlsStream<TcpStream>>),
-}
-
-impl AsyncRead for HttpIo {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            HttpIo::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            HttpIo::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for HttpIo {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            HttpIo::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            HttpIo::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            HttpIo::Plain(s) => Pin::new(s).poll_flush(cx),
-            HttpIo::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            HttpIo::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            HttpIo::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
-        }
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            HttpIo::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-            HttpIo::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
-        }
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        match self {
-            HttpIo::Plain(s) => s.is_write_vectored(),
-            HttpIo::Tls(s) => s.is_write_vectored(),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::SocketAddr;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
 
     /// (dir holding ca.pem, cert.pem, key.pem; the CA certificate in DER).
     fn files() -> (tempfile::TempDir, TlsFiles, CertificateDer<'static>) {
@@ -475,10 +239,23 @@ mod tests {
         let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = tcp.local_addr().unwrap();
         let router = axum::Router::new().route("/healthz", axum::routing::get(|| async { "ok\n" }));
-        let server =
-            tokio::spawn(
-                async move { axum::serve(HttpListener::new(tcp, Some(&setup)), router).await },
-            );
+        let incoming = super::super::conn::Incoming::new(
+            tcp,
+            "http",
+            Some(setup.accept(Listener::Http, None)),
+            super::super::conn::ConnPolicy {
+                max_connections: 16,
+                first_read_timeout: Duration::from_secs(5),
+                idle_timeout: Duration::from_secs(5),
+            },
+            Default::default(),
+        );
+        let server = tokio::spawn(super::super::http::serve_router(
+            incoming,
+            router,
+            Duration::from_secs(5),
+            std::future::pending(),
+        ));
 
         let resp = get(addr, ca).await.unwrap();
         assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");

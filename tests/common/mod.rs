@@ -90,12 +90,23 @@ pub struct Keygate {
     /// Runs started so far; names this run's ready file and stderr log.
     run: u32,
     extra_args: Vec<String>,
+    /// When set, the process runs under this open-file limit (soft and hard), through
+    /// util-linux `prlimit`.
+    fd_limit: Option<u64>,
 }
 
 impl Keygate {
     /// Starts keygate on port 0 with a fresh data dir and waits until it serves.
     pub fn start() -> Self {
         Self::start_with_args(&[])
+    }
+
+    /// Like `start_with_args`, under an open-file limit of `fd_limit` (soft and hard).
+    pub fn start_with_fd_limit(fd_limit: u64, extra: &[&str]) -> Self {
+        let mut kg = Self::unstarted(None, extra);
+        kg.fd_limit = Some(fd_limit);
+        kg.spawn();
+        kg
     }
 
     /// Like `start`, with extra `serve` flags.
@@ -124,6 +135,7 @@ impl Keygate {
             },
             run: 0,
             extra_args: extra.iter().map(|s| (*s).to_owned()).collect(),
+            fd_limit: None,
         }
     }
 
@@ -146,7 +158,25 @@ impl Keygate {
         self.run += 1;
         let ready = self.ready_file();
         let log = File::create(self.stderr_file()).expect("stderr log file");
-        let mut cmd = command();
+        let mut cmd = match self.fd_limit {
+            None => command(),
+            Some(n) => {
+                let mut c = command();
+                let mut wrapped = Command::new("prlimit");
+                wrapped
+                    .arg(format!("--nofile={n}:{n}"))
+                    .arg("--")
+                    .arg(bin());
+                for (k, v) in c.get_envs() {
+                    match v {
+                        Some(v) => wrapped.env(k, v),
+                        None => wrapped.env_remove(k),
+                    };
+                }
+                c = wrapped;
+                c
+            }
+        };
         cmd.arg("serve")
             .arg("--data-dir")
             .arg(&self.data_dir)
