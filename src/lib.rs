@@ -14,7 +14,8 @@
 //! - [`index`]: the in-memory view the check path reads; refreshed after each write.
 //! - [`replay`]: the bounded nonce cache.
 //! - [`store`]: sled-backed persistence, sealed secrets, audit log.
-//! - [`server`]: the check, http and admin listeners; front doors translate only.
+//! - [`server`]: the check, http and admin listeners and their connection limits;
+//!   the front doors (`server::door`) translate only, with one table of deny statuses.
 //! - [`sign`]: the caller-side signer (library and `keygate sign`).
 //! - [`config`], [`clock`], [`model`], [`telemetry`], [`pb`] (generated code).
 

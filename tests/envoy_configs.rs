@@ -93,7 +93,10 @@ fn http_example_is_valid_and_matches_the_http_front_door() {
     let authz = ext_authz(&config);
     assert_eq!(authz["failure_mode_allow"], false);
     let svc = &authz["http_service"];
-    assert_eq!(svc["path_prefix"], keygate::server::envoy_http::PREFIX);
+    assert_eq!(
+        svc["path_prefix"],
+        keygate::server::door::envoy_http::PREFIX
+    );
     assert_eq!(
         svc["authorization_response"]["allowed_upstream_headers"]["patterns"][0]["prefix"],
         "x-keygate-"

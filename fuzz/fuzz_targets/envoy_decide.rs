@@ -10,7 +10,7 @@ use arbitrary::Arbitrary;
 use envoy_types::pb::envoy::config::core::v3::{HeaderMap, HeaderValue};
 use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Request};
 use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest};
-use keygate::server::check::view_from_envoy;
+use keygate::server::door::grpc::view_from_envoy;
 use keygate_fuzz::{exercise, judge};
 use libfuzzer_sys::fuzz_target;
 use prost::Message as _;

@@ -23,7 +23,7 @@ use keygate::model::{Api, Grant, GrantTarget};
 use keygate::replay::ReplayGuard;
 use keygate::request::RequestView;
 use keygate::scheme::{ApiSchemeOptions, SchemeConfig, SchemeKind, detect};
-use keygate::server::render;
+use keygate::server::door;
 use keygate::store::{NewApp, NewKey, Store};
 
 /// The fixed clock of the world (2023-11-14T22:13:20Z).
@@ -262,7 +262,7 @@ pub fn judge(v: &RequestView) -> Decision {
             other => panic!("{other} allowed without a valid signature: {v:?}"),
         },
         Decision::Deny(deny) => {
-            for (n, val) in render::deny_headers(deny, "rid") {
+            for (n, val) in door::deny_headers(deny, "rid") {
                 assert!(
                     !val.contains(['\r', '\n', '\0']),
                     "deny header {n} carries CR/LF/NUL: {val:?}"

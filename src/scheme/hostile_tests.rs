@@ -29,8 +29,8 @@ use crate::index::Snapshot;
 use crate::model::{Api, App, Grant, GrantTarget, KeyPair, Secret};
 use crate::replay::ReplayGuard;
 use crate::request::Headers;
-use crate::server::check::view_from_envoy;
-use crate::server::render;
+use crate::server::door;
+use crate::server::door::grpc::view_from_envoy;
 use crate::sign::{SignOptions, SignRequest, sign};
 
 const NOW: i64 = 1_700_000_000_000;
@@ -136,7 +136,7 @@ fn judge(v: &RequestView, snap: &Snapshot) -> Decision {
                 deny.code,
                 deny.message
             );
-            for (n, val) in render::deny_headers(deny, "rid") {
+            for (n, val) in door::deny_headers(deny, "rid") {
                 assert!(
                     !n.is_empty() && n.bytes().all(|b| b.is_ascii_graphic() && b != b':'),
                     "deny header name {n:?} is not a token ({:?})",
@@ -617,7 +617,7 @@ proptest! {
                 map.append(n, v);
             }
         }
-        if let Ok(v) = crate::server::nginx::view_from_nginx(&map, true) {
+        if let Ok(v) = crate::server::door::nginx::view_from_nginx(&map, true) {
             let d = judge(&v, &world());
             prop_assert!(!is_signed_allow(&d), "{d:?}\n{v:?}");
         }
@@ -626,7 +626,7 @@ proptest! {
             b = b.header(n, v);
         }
         if let Ok(req) = b.body(axum::body::Body::from(body.clone())) {
-            let mut v = crate::server::envoy_http::view_from_envoy_http(&req);
+            let mut v = crate::server::door::envoy_http::view_from_envoy_http(&req);
             v.body = Some(body);
             let d = judge(&v, &world());
             prop_assert!(!is_signed_allow(&d), "{d:?}\n{v:?}");

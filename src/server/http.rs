@@ -1,9 +1,9 @@
 //! The HTTP listener: the NGINX `auth_request` and Envoy HTTP-mode front doors, the
 //! liveness and readiness probes, and Prometheus metrics.
 //!
-//! Owns: routing on this listener and what the two HTTP front doors have in common
-//! (headers into a `RequestView`, an allow or a deny into a response). The doors
-//! themselves (`nginx`, `envoy_http`) translate only; policy stays in `decide`.
+//! Owns: serving HTTP/1.1 on this listener (`serve`), routing on it, the in-flight
+//! bound and the call time limit of its two front doors. The doors themselves
+//! (`door::nginx`, `door::envoy_http`) translate only; policy stays in `decide`.
 //!
 //! | path | what |
 //! |---|---|
@@ -21,14 +21,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::conn::Incoming;
+use super::door::http_wire::{early_deny, header_str};
+use super::door::{envoy_http, nginx, overloaded, request_id_or_new};
+use super::shared::Shared;
 use super::shed::InFlight;
-use super::{Shared, envoy_http, nginx, render};
-use crate::decide::{Allow, Decision};
 use crate::deny::{Deny, DenyCode};
-use crate::request::Headers;
-use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::http::{HeaderName, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -123,14 +122,14 @@ async fn front_door(State(door): State<Door>, req: Request) -> Response {
     } else {
         envoy_http::deny
     };
-    let caller_id = render::request_id_or_new(header_str(req.headers(), "x-request-id"));
+    let caller_id = request_id_or_new(header_str(req.headers(), "x-request-id"));
     let shared = &door.shared;
     let limit = Duration::from_millis(shared.config.limits.check_timeout_ms);
     let call = async {
         if is_nginx {
             match door.in_flight.try_acquire() {
                 Some(_slot) => nginx::check(shared, req.headers()),
-                None => front_door_deny(shared, overloaded(), &caller_id, render_deny),
+                None => early_deny(shared, overloaded(), &caller_id, render_deny),
             }
         } else {
             envoy_http::check(shared, req, &door.in_flight).await
@@ -146,31 +145,9 @@ async fn front_door(State(door): State<Door>, req: Request) -> Response {
                     limit.as_millis()
                 ),
             );
-            front_door_deny(shared, d, &caller_id, render_deny)
+            early_deny(shared, d, &caller_id, render_deny)
         }
     }
-}
-
-/// The deny for a call over the in-flight bound: fast, with a code, instead of a
-/// growing queue.
-pub(super) fn overloaded() -> Deny {
-    Deny::new(
-        DenyCode::Overloaded,
-        "keygate is shedding load; retry shortly",
-    )
-}
-
-/// A deny a front door makes before (or instead of) `decide`: counted and logged like
-/// the pipeline's own, answered in the door's way with the caller's request id.
-pub(super) fn front_door_deny(
-    shared: &Shared,
-    d: Deny,
-    request_id: &str,
-    render_deny: fn(&Deny, &str) -> Response,
-) -> Response {
-    count_front_door_deny(shared, &d);
-    tracing::debug!(request_id, result = "deny", code = d.code.as_str(), reason = %d.message, "check");
-    render_deny(&d, request_id)
 }
 
 /// Ready once the store is open and the index loaded, which `Shared::open` guarantees
@@ -200,70 +177,4 @@ async fn metrics(State(door): State<Door>) -> ([(HeaderName, &'static str); 1], 
         shared.replay.per_key(),
     );
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
-}
-
-/// Request headers as `Headers`, skipping the names in `skip` (lower-case). A value
-/// that is not UTF-8 is kept lossily: a signature over it then fails, which is a deny.
-pub(super) fn headers_from(map: &HeaderMap, skip: &[&str]) -> Headers {
-    let mut out = Headers::new();
-    for (name, value) in map {
-        let name = name.as_str();
-        if skip.contains(&name) {
-            continue;
-        }
-        match value.to_str() {
-            Ok(v) => out.push(name, v),
-            Err(_) => out.push(name, String::from_utf8_lossy(value.as_bytes()).into_owned()),
-        }
-    }
-    out
-}
-
-/// First value of `name` as text, if it is visible ASCII.
-pub(super) fn header_str<'a>(map: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    map.get(name).and_then(|v| v.to_str().ok())
-}
-
-/// Appends `name: value` when both are valid on the wire; a value keygate cannot send
-/// is dropped rather than failing the answer.
-pub(super) fn push_header(out: &mut HeaderMap, name: &str, value: &str) {
-    if let (Ok(n), Ok(v)) = (
-        HeaderName::from_bytes(name.as_bytes()),
-        HeaderValue::from_str(value),
-    ) {
-        out.append(n, v);
-    }
-}
-
-/// An allow: exactly 200 (Envoy treats any other 2xx as a deny), the identity headers
-/// and the request id, no body.
-pub(super) fn allow_response(a: &Allow, request_id: &str, extra: &[(&str, String)]) -> Response {
-    let mut headers = HeaderMap::new();
-    for (k, v) in &a.headers_to_set {
-        push_header(&mut headers, k, v);
-    }
-    push_header(&mut headers, "x-keygate-request-id", request_id);
-    for (k, v) in extra {
-        push_header(&mut headers, k, v);
-    }
-    (StatusCode::OK, headers).into_response()
-}
-
-/// A deny with the given status: keygate's headers, the scheme's, and the JSON body.
-pub(super) fn deny_response(d: &Deny, request_id: &str, status: u16) -> Response {
-    let mut headers = HeaderMap::new();
-    for (k, v) in render::deny_headers(d, request_id) {
-        push_header(&mut headers, &k, &v);
-    }
-    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN);
-    let mut resp = Response::new(Body::from(render::deny_json(d, request_id)));
-    *resp.status_mut() = status;
-    *resp.headers_mut() = headers;
-    resp
-}
-
-/// Counts a deny that a front door produced before reaching `decide` (a request it
-/// could not even translate), so `/metrics` sees every refusal.
-pub(super) fn count_front_door_deny(shared: &Shared, d: &Deny) {
-    shared.metrics.record(&Decision::Deny(d.clone()), None, 0);
 }

@@ -24,11 +24,12 @@ use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
 use envoy_types::pb::google::rpc;
 use tonic::{Request, Response, Status};
 
-use super::render;
-use super::{Shared, shed};
+use super::{Door, deny_headers, deny_json, request_id};
 use crate::decide::{Allow, Decision};
 use crate::deny::{Deny, DenyCode};
 use crate::request::{Headers, RequestView};
+use crate::server::shared::Shared;
+use crate::server::shed;
 
 pub struct CheckService {
     shared: Arc<Shared>,
@@ -196,17 +197,18 @@ fn allow_response(a: &Allow) -> CheckResponse {
 
 fn deny_response(d: &Deny, request_id: &str) -> CheckResponse {
     let status = d.code.status();
-    let mut headers: Vec<HeaderValueOption> = render::deny_headers(d, request_id)
+    let http = Door::Grpc.http_status(d.code);
+    let mut headers: Vec<HeaderValueOption> = deny_headers(d, request_id)
         .iter()
         .map(|(k, v)| header(k, v))
         .collect();
     headers.shrink_to_fit();
     let denied = DeniedHttpResponse {
         status: Some(HttpStatus {
-            code: i32::from(status.http),
+            code: i32::from(http),
         }),
         headers,
-        body: render::deny_json(d, request_id),
+        body: deny_json(d, request_id),
     };
     CheckResponse {
         status: Some(rpc::Status {
@@ -238,7 +240,7 @@ fn overloaded(shared: &Shared, req: &CheckRequest, limit: usize) -> CheckRespons
     if let Some(id) = sent_id {
         view.headers.push("x-request-id", id);
     }
-    let request_id = render::request_id(&view);
+    let request_id = request_id(&view);
     tracing::debug!(
         request_id,
         result = "deny",
@@ -261,7 +263,7 @@ impl Authorization for CheckService {
             )));
         }
         let view = view_from_envoy(req.get_ref());
-        let request_id = render::request_id(&view);
+        let request_id = request_id(&view);
         let decision = self.shared.decide(&view, &request_id);
         let resp = match &decision {
             Decision::Allow(a) => allow_response(a),

@@ -24,15 +24,15 @@
 use axum::extract::Request;
 use axum::response::Response;
 
-use super::Shared;
-use super::http::{allow_response, count_front_door_deny, deny_response, header_str, headers_from};
 use std::sync::Arc;
 
-use super::render;
-use super::shed::InFlight;
+use super::http_wire::{allow_response, deny_response, early_deny, header_str, headers_from};
+use super::{Door, overloaded, request_id};
 use crate::decide::Decision;
 use crate::deny::{Deny, DenyCode};
 use crate::request::{ROUTE_STAGE_HEADER, RequestView};
+use crate::server::shared::Shared;
+use crate::server::shed::InFlight;
 
 pub const PREFIX: &str = "/envoy";
 
@@ -88,25 +88,16 @@ fn attach_body(view: &mut RequestView, body: Vec<u8>) {
     }
 }
 
-/// A deny's status on this door: never 5xx (see the module doc).
-fn status_for(d: &Deny) -> u16 {
-    match d.code.status().http {
-        s if s < 500 => s,
-        _ if d.code.status().grpc == tonic::Code::ResourceExhausted => 429,
-        _ => 403,
-    }
-}
-
 /// A deny as this door answers it.
 pub fn deny(d: &Deny, request_id: &str) -> Response {
-    deny_response(d, request_id, status_for(d))
+    deny_response(d, request_id, Door::EnvoyHttp)
 }
 
 /// Reads the body (bounded), then takes an in-flight slot and decides: a slow body
 /// holds no slot.
 pub async fn check(shared: &Shared, req: Request, in_flight: &Arc<InFlight>) -> Response {
     let mut view = view_from_envoy_http(&req);
-    let request_id = render::request_id(&view);
+    let request_id = request_id(&view);
     // Read no more than the limit (`--max-request-body-bytes`; set Envoy's
     // `max_request_bytes` at or below it): a bigger body is a deny, never buffered.
     let max = shared.config.limits.max_request_body_bytes;
@@ -117,13 +108,12 @@ pub async fn check(shared: &Shared, req: Request, in_flight: &Arc<InFlight>) -> 
                 DenyCode::BodyTooLarge,
                 format!("the body is larger than the {max} bytes keygate accepts"),
             );
-            count_front_door_deny(shared, &d);
-            return deny(&d, &request_id);
+            return early_deny(shared, d, &request_id, deny);
         }
     };
     attach_body(&mut view, body);
     let Some(_slot) = in_flight.try_acquire() else {
-        return super::http::front_door_deny(shared, super::http::overloaded(), &request_id, deny);
+        return early_deny(shared, overloaded(), &request_id, deny);
     };
     match shared.decide(&view, &request_id) {
         Decision::Allow(a) => {
@@ -204,13 +194,5 @@ mod tests {
             Some(&b""[..]),
             "marker + empty = empty body"
         );
-    }
-
-    #[test]
-    fn no_deny_is_5xx() {
-        for code in DenyCode::ALL {
-            let s = status_for(&Deny::new(code, "m"));
-            assert!((400..500).contains(&s), "{code}: {s}");
-        }
     }
 }

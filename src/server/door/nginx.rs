@@ -25,18 +25,18 @@
 //!   compare (`x-keygate-body-digest`), and APIs with `body_digest_required` are denied
 //!   (`BodyDigestMissing`). See the README's "Use with NGINX".
 
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use axum::response::Response;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
 
-use super::Shared;
-use super::http::{allow_response, count_front_door_deny, deny_response, header_str, headers_from};
-use super::render;
+use super::http_wire::{allow_response, deny_response, early_deny, header_str, headers_from};
+use super::{Door, request_id, request_id_or_new};
 use crate::decide::Decision;
 use crate::deny::{Deny, DenyCode};
 use crate::request::{ROUTE_STAGE_HEADER, RequestView, spelled_like};
+use crate::server::shared::Shared;
 
 pub const CHECK_PATH: &str = "/nginx/check";
 pub const RENDER_DENY_PATH: &str = "/nginx/render-deny";
@@ -161,12 +161,11 @@ pub fn check(shared: &Shared, headers: &HeaderMap) -> Response {
     let view = match view_from_nginx(headers, shared.config.trust_forwarded_headers) {
         Ok(v) => v,
         Err(d) => {
-            count_front_door_deny(shared, &d);
-            let id = render::request_id(&RequestView::default());
-            return deny(&d, &id);
+            let id = request_id_or_new(header_str(headers, "x-request-id"));
+            return early_deny(shared, d, &id, deny);
         }
     };
-    let request_id = render::request_id(&view);
+    let request_id = request_id(&view);
     match shared.decide(&view, &request_id) {
         Decision::Allow(a) => allow_response(&a, &request_id, &[]),
         Decision::Deny(d) => deny(&d, &request_id),
@@ -176,9 +175,7 @@ pub fn check(shared: &Shared, headers: &HeaderMap) -> Response {
 /// 401 when the caller has not proven who it is, else 403: the only two statuses
 /// `auth_request` passes on. The real status travels in the packed deny.
 pub fn deny(d: &Deny, request_id: &str) -> Response {
-    let real = d.code.status().http;
-    let status = if real == 401 { 401 } else { 403 };
-    let mut resp = deny_response(d, request_id, status);
+    let mut resp = deny_response(d, request_id, Door::NginxAuthRequest);
     // NGINX copies a 401's WWW-Authenticate to the client itself; the renderer sends
     // the real one, so sending it here too would double it.
     resp.headers_mut()
@@ -210,7 +207,7 @@ fn clip(s: &str, max: usize) -> String {
 /// header buffer: the vendor headers go first when it would not fit, then the message.
 fn pack(d: &Deny, request_id: &str) -> String {
     let mut p = Packed {
-        status: d.code.status().http,
+        status: Door::NginxRenderer.http_status(d.code),
         code: d.code.as_str().to_owned(),
         message: clip(&d.message, MAX_MESSAGE),
         request_id: request_id.to_owned(),
@@ -248,10 +245,10 @@ fn renderable(name: &str) -> bool {
     ) && !n.starts_with(':')
 }
 
-/// `/nginx/render-deny`: answers with the deny packed in `x-keygate-deny`. Never 2xx:
-/// whatever arrives here, the answer is a refusal (a status outside 400..=599 or an
-/// unreadable pack becomes a 403), so a broken or hostile header cannot turn into an
-/// allow.
+/// `/nginx/render-deny`: answers with the deny packed in `x-keygate-deny`, with the
+/// status of its code. Never 2xx: whatever arrives here, the answer is a refusal (an
+/// unknown code is `Internal`, an unreadable pack a 403), so a broken or hostile header
+/// cannot turn into an allow.
 pub fn render_deny(headers: &HeaderMap) -> Response {
     let packed = header_str(headers, DENY_HEADER)
         .and_then(|v| URL_SAFE_NO_PAD.decode(v.trim()).ok())
@@ -261,8 +258,8 @@ pub fn render_deny(headers: &HeaderMap) -> Response {
             DenyCode::Internal,
             "access denied (the deny details did not reach the renderer; check the nginx config)",
         );
-        let id = render::request_id(&RequestView::default());
-        return deny_response(&d, &id, StatusCode::FORBIDDEN.as_u16());
+        // Answered as the subrequest would have been: a refusal, 403.
+        return deny_response(&d, &request_id_or_new(None), Door::NginxAuthRequest);
     };
     let code = DenyCode::ALL
         .into_iter()
@@ -274,18 +271,12 @@ pub fn render_deny(headers: &HeaderMap) -> Response {
         .into_iter()
         .filter(|(n, _)| renderable(n))
         .collect();
-    let status = if (400..=599).contains(&p.status) {
-        p.status
-    } else {
-        403
-    };
-    let request_id =
-        if p.request_id.len() <= 128 && p.request_id.bytes().all(|b| b.is_ascii_graphic()) {
-            p.request_id
-        } else {
-            render::request_id(&RequestView::default())
-        };
-    deny_response(&d, &request_id, status)
+    // The status follows from the code (one table, `Door`), not from the pack.
+    deny_response(
+        &d,
+        &request_id_or_new(Some(&p.request_id)),
+        Door::NginxRenderer,
+    )
 }
 
 #[cfg(test)]

@@ -1,0 +1,134 @@
+//! State shared by the front doors and the admin API, and the one call every front
+//! door makes to decide.
+//!
+//! Owns: opening the data dir at start (master key, store, index; a warning when the
+//! key lives inside the data dir) and `Shared::decide`, which applies the size limits,
+//! runs the pipeline on the current index, and counts and logs the decision.
+
+use std::sync::Arc;
+
+use super::error::ServeError;
+use super::limits;
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::decide::{DecideConfig, Decision, decide};
+use crate::index::Index;
+use crate::replay::ReplayGuard;
+use crate::request::RequestView;
+use crate::store::{Store, StoreError};
+use crate::telemetry::Metrics;
+
+/// State shared by the front doors and the admin API.
+pub struct Shared {
+    pub config: Config,
+    pub store: Arc<Store>,
+    pub index: Arc<Index>,
+    pub clock: Arc<dyn Clock>,
+    pub replay: ReplayGuard,
+    pub decide_config: DecideConfig,
+    pub metrics: Metrics,
+}
+
+impl Shared {
+    /// Opens the data dir (master key, store) and builds the index.
+    pub fn open(config: Config, clock: Arc<dyn Clock>) -> Result<Self, ServeError> {
+        config.ensure_data_dir()?;
+        let (master_key, key_path) = config.master_key()?;
+        tracing::info!(master_key_file = %key_path.display(), "master key loaded");
+        // The key seals every secret in the store: kept beside it, whoever copies the
+        // data dir (a backup, a disk image) can open every secret.
+        let inside = |p: &std::path::Path| {
+            let dir = std::fs::canonicalize(&config.data_dir).unwrap_or(config.data_dir.clone());
+            std::fs::canonicalize(p).is_ok_and(|k| k.starts_with(&dir))
+        };
+        if inside(&key_path) {
+            tracing::warn!(
+                master_key_file = %key_path.display(),
+                "the master key lives inside the data dir: anyone with a copy of the data dir \
+                 can read every secret. In production keep it elsewhere (--master-key-file, \
+                 e.g. a secrets mount) and out of backups of the data dir"
+            );
+        }
+        let db_dir = config.data_dir.join("db");
+        let store = Store::open(&db_dir, &master_key, clock.clone()).map_err(|source| {
+            let staged = crate::store::rotate::staged_path(&key_path);
+            match source {
+                StoreError::WrongMasterKey if staged.exists() => ServeError::InterruptedRotation {
+                    dir: db_dir.clone(),
+                    staged,
+                },
+                source => ServeError::Store {
+                    dir: db_dir.clone(),
+                    source,
+                },
+            }
+        })?;
+        let started = std::time::Instant::now();
+        let index = Index::load(&store).map_err(|source| ServeError::Store {
+            dir: db_dir,
+            source,
+        })?;
+        let sizes = index.sizes();
+        tracing::info!(
+            apps = sizes.apps,
+            keys = sizes.keys,
+            apis = sizes.apis,
+            grants = sizes.grants,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "index loaded"
+        );
+        let mut decide_config = DecideConfig {
+            default_stage: config.default_stage.to_ascii_uppercase(),
+            extend_info_header: config.extend_info_header.to_ascii_lowercase(),
+            path_mode: config.path_mode,
+            trust_client_stage: config.trust_client_stage,
+            ..DecideConfig::default()
+        };
+        decide_config.schemes.timestamp_window_ms = (config.timestamp_window_secs * 1000) as i64;
+        Ok(Self {
+            replay: ReplayGuard::new(
+                config.replay_capacity,
+                config
+                    .replay_per_key_capacity
+                    .unwrap_or(config.replay_capacity / 16),
+            ),
+            config,
+            store: Arc::new(store),
+            index: Arc::new(index),
+            clock,
+            decide_config,
+            metrics: Metrics::default(),
+        })
+    }
+
+    /// Runs the pipeline for one request from any front door, logs and counts it.
+    /// A request over a size limit is denied before any scheme looks at it.
+    pub fn decide(&self, view: &RequestView, request_id: &str) -> Decision {
+        let started = std::time::Instant::now();
+        let decision = match limits::check(view, &self.config.limits) {
+            Some(deny) => Decision::Deny(deny),
+            None => {
+                let snapshot = self.index.read();
+                decide(
+                    view,
+                    &snapshot,
+                    &self.replay,
+                    self.clock.now_ms(),
+                    &self.decide_config,
+                )
+            }
+        };
+        let elapsed_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        match &decision {
+            Decision::Allow(a) => {
+                self.metrics.record(&decision, Some(a.scheme), elapsed_us);
+                tracing::debug!(request_id, result = "allow", app_id = %a.app_id, api_id = %a.api_id, scheme = a.scheme, elapsed_us, "check");
+            }
+            Decision::Deny(d) => {
+                self.metrics.record(&decision, None, elapsed_us);
+                tracing::debug!(request_id, result = "deny", code = d.code.as_str(), reason = %d.message, elapsed_us, "check");
+            }
+        }
+        decision
+    }
+}
