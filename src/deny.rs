@@ -170,6 +170,9 @@ pub struct Deny {
     pub code: DenyCode,
     pub message: String,
     pub headers: Vec<(String, String)>,
+    /// The scheme whose credential the request carried (its name, which is also its
+    /// metric label); `None` when the deny came before one was found.
+    pub scheme: Option<&'static str>,
 }
 
 impl Deny {
@@ -178,7 +181,14 @@ impl Deny {
             code,
             message: message.into(),
             headers: Vec::new(),
+            scheme: None,
         }
+    }
+
+    /// The same deny, attributed to the scheme named `scheme`.
+    pub fn for_scheme(mut self, scheme: &'static str) -> Self {
+        self.scheme = Some(scheme);
+        self
     }
 
     pub fn with_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {

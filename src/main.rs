@@ -28,7 +28,7 @@ enum Command {
     /// Run the service: check (gRPC), http and admin (gRPC) listeners.
     Serve(Box<ServeArgs>),
     /// Sign a request the way a caller would: print the headers to add, or a curl line.
-    Sign(Box<keygate::sign::SignArgs>),
+    Sign(Box<keygate::sign::cli::SignArgs>),
     /// Re-encrypt every stored secret under a new master key (service stopped).
     RotateMasterKey(keygate::config::RotateArgs),
 }
@@ -47,7 +47,7 @@ fn init_logging() {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Sign(args) => match keygate::sign::run(&args) {
+        Command::Sign(args) => match keygate::sign::cli::run(&args) {
             Ok(out) => {
                 print!("{out}");
                 ExitCode::SUCCESS

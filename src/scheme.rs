@@ -92,6 +92,28 @@ impl SchemeKind {
     }
 }
 
+impl SchemeKind {
+    /// The scheme's value in the admin API (`keygate.admin.v1.AuthScheme`).
+    pub fn proto(self) -> crate::pb::admin::AuthScheme {
+        use crate::pb::admin::AuthScheme;
+        match self {
+            SchemeKind::Aliyun => AuthScheme::Aliyun,
+            SchemeKind::AppCode => AuthScheme::Appcode,
+            SchemeKind::Tencent => AuthScheme::Tencent,
+            SchemeKind::Bkapi => AuthScheme::Bkapi,
+            SchemeKind::SigV4 => AuthScheme::Sigv4,
+            SchemeKind::Rfc9421 => AuthScheme::Rfc9421,
+        }
+    }
+
+    /// The scheme an admin API value names; `None` for `UNSPECIFIED` or an unknown value.
+    pub fn from_proto(value: i32) -> Option<SchemeKind> {
+        SchemeKind::ALL
+            .into_iter()
+            .find(|k| k.proto() as i32 == value)
+    }
+}
+
 impl fmt::Display for SchemeKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -297,17 +319,24 @@ pub fn detect(view: &RequestView) -> Result<Credential, Deny> {
         (None, _) => None,
     };
     let inner = match kind {
-        Some(SchemeKind::Aliyun) => {
-            Inner::Aliyun(aliyun::AliyunCredential::parse(view, appcode_hdr)?)
+        Some(kind) => {
+            parse_headers(view, kind, appcode_hdr).map_err(|d| d.for_scheme(kind.as_str()))?
         }
-        Some(SchemeKind::AppCode) => Inner::AppCode(appcode::AppCodeCredential::from_header(view)?),
-        Some(SchemeKind::Tencent) => Inner::Tencent(tencent::TencentCredential::parse(view)?),
-        Some(SchemeKind::SigV4) => Inner::SigV4(sigv4::SigV4Credential::parse_header(view)?),
-        Some(SchemeKind::Bkapi) => Inner::Bkapi(bkapi::BkCredential::parse(view)?),
-        Some(SchemeKind::Rfc9421) => Inner::Rfc9421(rfc9421::Rfc9421Credential::parse(view)?),
         None => detect_query(view)?,
     };
     Ok(Credential { inner })
+}
+
+/// The credential of `kind`, carried in headers.
+fn parse_headers(view: &RequestView, kind: SchemeKind, appcode_hdr: bool) -> Result<Inner, Deny> {
+    Ok(match kind {
+        SchemeKind::Aliyun => Inner::Aliyun(aliyun::AliyunCredential::parse(view, appcode_hdr)?),
+        SchemeKind::AppCode => Inner::AppCode(appcode::AppCodeCredential::from_header(view)?),
+        SchemeKind::Tencent => Inner::Tencent(tencent::TencentCredential::parse(view)?),
+        SchemeKind::SigV4 => Inner::SigV4(sigv4::SigV4Credential::parse_header(view)?),
+        SchemeKind::Bkapi => Inner::Bkapi(bkapi::BkCredential::parse(view)?),
+        SchemeKind::Rfc9421 => Inner::Rfc9421(rfc9421::Rfc9421Credential::parse(view)?),
+    })
 }
 
 /// Credentials carried in the query: presigned SigV4, legacy BlueKing, AppCode.
@@ -321,11 +350,15 @@ fn detect_query(view: &RequestView) -> Result<Inner, Deny> {
             DenyCode::MissingCredential,
             "no credential of any known scheme",
         )),
-        (true, false, false) => Ok(Inner::SigV4(sigv4::SigV4Credential::parse_presigned(view)?)),
-        (false, true, false) => Ok(Inner::Bkapi(bkapi::BkCredential::parse(view)?)),
-        (false, false, true) => Ok(Inner::AppCode(appcode::AppCodeCredential::from_query(
-            view,
-        )?)),
+        (true, false, false) => sigv4::SigV4Credential::parse_presigned(view)
+            .map(Inner::SigV4)
+            .map_err(|d| d.for_scheme(SchemeKind::SigV4.as_str())),
+        (false, true, false) => bkapi::BkCredential::parse(view)
+            .map(Inner::Bkapi)
+            .map_err(|d| d.for_scheme(SchemeKind::Bkapi.as_str())),
+        (false, false, true) => appcode::AppCodeCredential::from_query(view)
+            .map(Inner::AppCode)
+            .map_err(|d| d.for_scheme(SchemeKind::AppCode.as_str())),
         _ => Err(deny(
             DenyCode::Malformed,
             "credentials of several schemes in the query",
@@ -509,6 +542,7 @@ impl Credential {
     /// SDKs still show something useful. The status stays keygate's; headers the deny
     /// already carries are kept.
     pub fn decorate_deny(&self, deny: Deny) -> Deny {
+        let deny = deny.for_scheme(self.kind().as_str());
         match &self.inner {
             Inner::Aliyun(_) => aliyun::decorate(deny),
             Inner::AppCode(_) => appcode::decorate(deny),

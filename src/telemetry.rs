@@ -11,27 +11,35 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use crate::decide::Decision;
 use crate::deny::DenyCode;
 use crate::index::IndexSizes;
+use crate::scheme::SchemeKind;
 
 /// Latency bucket upper bounds, microseconds.
 const BUCKETS_US: [u64; 10] = [
     50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 50_000, 250_000,
 ];
-const SCHEMES: [&str; 8] = [
-    "aliyun",
-    "appcode",
-    "tencent",
-    "bkapi",
-    "sigv4",
-    "rfc9421",
-    "anonymous",
-    "none",
-];
+/// Scheme labels: every `SchemeKind`, then an anonymous allow, then a decision made
+/// before any credential was found.
+const SCHEME_LABELS: usize = SchemeKind::ALL.len() + 2;
+
+fn scheme_label(i: usize) -> &'static str {
+    match SchemeKind::ALL.get(i) {
+        Some(k) => k.as_str(),
+        None if i == SchemeKind::ALL.len() => "anonymous",
+        None => "none",
+    }
+}
+
+fn scheme_index(label: Option<&str>) -> usize {
+    label
+        .and_then(|l| (0..SCHEME_LABELS - 1).find(|&i| scheme_label(i) == l))
+        .unwrap_or(SCHEME_LABELS - 1)
+}
 
 #[derive(Default)]
 pub struct Metrics {
     allowed: AtomicU64,
     denied: [AtomicU64; DenyCode::ALL.len()],
-    by_scheme: [AtomicU64; SCHEMES.len()],
+    by_scheme: [AtomicU64; SCHEME_LABELS],
     latency_buckets: [AtomicU64; BUCKETS_US.len()],
     latency_count: AtomicU64,
     latency_sum_us: AtomicU64,
@@ -60,20 +68,21 @@ pub struct Connections {
 }
 
 impl Metrics {
-    pub fn record(&self, decision: &Decision, scheme: Option<&str>, elapsed_us: u64) {
-        match decision {
-            Decision::Allow(_) => self.allowed.fetch_add(1, Relaxed),
+    /// Counts one decision by result, deny code and scheme (an allow's, or the scheme
+    /// of the credential a deny was about: `none` only when there was none).
+    pub fn record(&self, decision: &Decision, elapsed_us: u64) {
+        let scheme = match decision {
+            Decision::Allow(a) => {
+                self.allowed.fetch_add(1, Relaxed);
+                Some(a.scheme)
+            }
             Decision::Deny(d) => {
                 let i = DenyCode::ALL.iter().position(|c| *c == d.code).unwrap_or(0);
-                self.denied[i].fetch_add(1, Relaxed)
+                self.denied[i].fetch_add(1, Relaxed);
+                d.scheme
             }
         };
-        let s = scheme.unwrap_or("none");
-        let i = SCHEMES
-            .iter()
-            .position(|x| *x == s)
-            .unwrap_or(SCHEMES.len() - 1);
-        self.by_scheme[i].fetch_add(1, Relaxed);
+        self.by_scheme[scheme_index(scheme)].fetch_add(1, Relaxed);
         if let Some(b) = BUCKETS_US.iter().position(|&ub| elapsed_us <= ub) {
             self.latency_buckets[b].fetch_add(1, Relaxed);
         }
@@ -125,11 +134,12 @@ impl Metrics {
             "# HELP keygate_decisions_by_scheme_total Check decisions by signature scheme."
         );
         let _ = writeln!(o, "# TYPE keygate_decisions_by_scheme_total counter");
-        for (i, s) in SCHEMES.iter().enumerate() {
+        for (i, n) in self.by_scheme.iter().enumerate() {
             let _ = writeln!(
                 o,
-                "keygate_decisions_by_scheme_total{{scheme=\"{s}\"}} {}",
-                self.by_scheme[i].load(Relaxed)
+                "keygate_decisions_by_scheme_total{{scheme=\"{}\"}} {}",
+                scheme_label(i),
+                n.load(Relaxed)
             );
         }
         let _ = writeln!(

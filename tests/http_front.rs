@@ -362,11 +362,17 @@ async fn metrics_count_what_happened() {
         ),
         0
     );
+    // A deny counts under the scheme of the credential it was about (the NoGrant one
+    // is aliyun's); `none` is only for requests without any credential.
     assert_eq!(
         metric(
             &text,
             r#"keygate_decisions_by_scheme_total{scheme="aliyun"}"#
         ),
+        3
+    );
+    assert_eq!(
+        metric(&text, r#"keygate_decisions_by_scheme_total{scheme="none"}"#),
         2
     );
     assert_eq!(

@@ -1178,3 +1178,38 @@ fn sigv4_unsorted_signed_headers_list() {
         .verify(&t, &cfg(), &api(), SECRET)
         .unwrap();
 }
+
+/// Every scheme has one admin API value and back; nothing else maps to a scheme.
+#[test]
+fn scheme_kinds_and_admin_values_map_one_to_one() {
+    use crate::pb::admin::AuthScheme;
+    for k in SchemeKind::ALL {
+        assert_eq!(SchemeKind::from_proto(k.proto() as i32), Some(k));
+        assert_eq!(k.as_str().parse::<SchemeKind>(), Ok(k));
+    }
+    assert_eq!(SchemeKind::from_proto(AuthScheme::Unspecified as i32), None);
+    assert_eq!(SchemeKind::from_proto(999), None);
+}
+
+/// A deny about a credential names its scheme (the metric label), also when the
+/// credential could not even be parsed; a request without one names none.
+#[test]
+fn denies_name_the_scheme_of_the_credential_they_are_about() {
+    let mut v = RequestView {
+        method: "GET".into(),
+        host: "h".into(),
+        path: "/".into(),
+        ..Default::default()
+    };
+    assert_eq!(detect(&v).err().map(|d| d.scheme), Some(None));
+    v.headers.push("x-ca-key", "k");
+    v.headers.push("x-ca-key", "k2");
+    // Duplicate header: refused before any scheme is chosen.
+    assert_eq!(detect(&v).err().map(|d| d.scheme), Some(None));
+    v.headers = crate::request::Headers::new();
+    v.headers.push("authorization", "hmac garbage");
+    let Err(d) = detect(&v) else {
+        panic!("an unparseable Tencent credential was accepted")
+    };
+    assert_eq!(d.scheme, Some("tencent"), "{d:?}");
+}

@@ -104,7 +104,7 @@ pub fn overloaded() -> Deny {
 /// Counts and logs a deny a door made before (or instead of) `decide` (shed, timed
 /// out, untranslatable), so `/metrics` and the log see every refusal.
 pub fn record_early_deny(shared: &Shared, d: &Deny, request_id: &str) {
-    shared.metrics.record(&Decision::Deny(d.clone()), None, 0);
+    shared.metrics.record(&Decision::Deny(d.clone()), 0);
     tracing::debug!(request_id, result = "deny", code = d.code.as_str(), reason = %d.message, "check");
 }
 

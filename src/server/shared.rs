@@ -121,12 +121,12 @@ impl Shared {
         let elapsed_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
         match &decision {
             Decision::Allow(a) => {
-                self.metrics.record(&decision, Some(a.scheme), elapsed_us);
+                self.metrics.record(&decision, elapsed_us);
                 tracing::debug!(request_id, result = "allow", app_id = %a.app_id, api_id = %a.api_id, scheme = a.scheme, elapsed_us, "check");
             }
             Decision::Deny(d) => {
-                self.metrics.record(&decision, None, elapsed_us);
-                tracing::debug!(request_id, result = "deny", code = d.code.as_str(), reason = %d.message, elapsed_us, "check");
+                self.metrics.record(&decision, elapsed_us);
+                tracing::debug!(request_id, result = "deny", code = d.code.as_str(), scheme = d.scheme.unwrap_or("none"), reason = %d.message, elapsed_us, "check");
             }
         }
         decision

@@ -12,6 +12,7 @@ use super::status::{AdminError, invalid};
 use crate::model;
 use crate::pb::admin as pb;
 use crate::route::Template;
+use crate::scheme::SchemeKind;
 
 pub type R<T> = Result<T, AdminError>;
 
@@ -191,31 +192,14 @@ fn host(field: &str, v: &str) -> R<Option<String>> {
 }
 
 fn scheme_name(field: &str, s: i32) -> R<String> {
-    let name = match pb::AuthScheme::try_from(s) {
-        Ok(pb::AuthScheme::Aliyun) => "aliyun",
-        Ok(pb::AuthScheme::Appcode) => "appcode",
-        Ok(pb::AuthScheme::Tencent) => "tencent",
-        Ok(pb::AuthScheme::Bkapi) => "bkapi",
-        Ok(pb::AuthScheme::Sigv4) => "sigv4",
-        Ok(pb::AuthScheme::Rfc9421) => "rfc9421",
-        Ok(pb::AuthScheme::Unspecified) | Err(_) => {
-            return Err(invalid(field, format!("{s} is not an accepted scheme")));
-        }
-    };
-    Ok(name.to_owned())
+    SchemeKind::from_proto(s)
+        .map(|k| k.as_str().to_owned())
+        .ok_or_else(|| invalid(field, format!("{s} is not an accepted scheme")))
 }
 
 fn scheme_enum(name: &str) -> i32 {
-    let s = match name {
-        "aliyun" => pb::AuthScheme::Aliyun,
-        "appcode" => pb::AuthScheme::Appcode,
-        "tencent" => pb::AuthScheme::Tencent,
-        "bkapi" => pb::AuthScheme::Bkapi,
-        "sigv4" => pb::AuthScheme::Sigv4,
-        "rfc9421" => pb::AuthScheme::Rfc9421,
-        _ => pb::AuthScheme::Unspecified,
-    };
-    s as i32
+    name.parse::<SchemeKind>()
+        .map_or(pb::AuthScheme::Unspecified, SchemeKind::proto) as i32
 }
 
 // === field masks ===

@@ -248,7 +248,7 @@ fn overloaded(shared: &Shared, req: &CheckRequest, limit: usize) -> CheckRespons
         "check shed"
     );
     let response = deny_response(&deny, &request_id);
-    shared.metrics.record(&Decision::Deny(deny), None, 0);
+    shared.metrics.record(&Decision::Deny(deny), 0);
     response
 }
 
