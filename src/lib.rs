@@ -17,7 +17,9 @@
 //! - [`server`]: the check, http and admin listeners and their connection limits;
 //!   the front doors (`server::door`) translate only, with one table of deny statuses.
 //! - [`sign`]: the caller-side signer (library and `keygate sign`).
-//! - [`config`], [`clock`], [`model`], [`telemetry`], [`pb`] (generated code).
+//! - [`config`]: flags, environment and file, resolved once; [`keyfile`]: the files
+//!   that hold secrets (admin token, master key) and the data dir.
+//! - [`clock`], [`model`], [`telemetry`], [`pb`] (generated code).
 
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
@@ -27,6 +29,7 @@ pub mod config;
 pub mod decide;
 pub mod deny;
 pub mod index;
+pub mod keyfile;
 pub mod model;
 pub mod path;
 pub mod pb;

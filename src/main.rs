@@ -54,7 +54,11 @@ fn main() -> ExitCode {
             }
             Err(e) => fail(&e),
         },
-        Command::RotateMasterKey(args) => match keygate::store::rotate::rotate(&args) {
+        Command::RotateMasterKey(args) => match keygate::store::rotate::rotate(
+            &args.data_dir,
+            &args.key_path(),
+            args.new_key_file.as_deref(),
+        ) {
             Ok(keygate::store::rotate::Rotation::Done { resealed, key_file }) => {
                 println!(
                     "re-encrypted {} key pairs ({} previous secrets) and {} AppCodes; the new master key is in {}",

@@ -26,7 +26,7 @@ use std::borrow::Cow;
 use std::fmt;
 
 /// How strictly a path must already be canonical.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PathMode {
     /// Refuse any path that is not already in canonical form.

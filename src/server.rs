@@ -179,7 +179,11 @@ pub async fn run(
         }
         None => None,
     };
-    let (admin_token, token_path) = cfg.admin_token(std::env::var("KEYGATE_ADMIN_TOKEN").ok())?;
+    let (admin_token, token_path) = crate::keyfile::admin_token(
+        cfg.admin_token_file.as_deref(),
+        &cfg.data_dir,
+        std::env::var("KEYGATE_ADMIN_TOKEN").ok(),
+    )?;
     match &token_path {
         Some(p) => {
             tracing::info!(admin_token_file = %p.display(), "admin token loaded (send it as 'authorization: Bearer <token>')")

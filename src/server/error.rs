@@ -6,12 +6,15 @@ use std::path::PathBuf;
 
 use super::tls;
 use crate::config::ConfigError;
+use crate::keyfile::KeyFileError;
 use crate::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     #[error(transparent)]
     Config(#[from] ConfigError),
+    #[error(transparent)]
+    KeyFile(#[from] KeyFileError),
     #[error("{listener} listener: cannot bind {addr}: {source}")]
     Bind {
         listener: &'static str,

@@ -13,8 +13,10 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::decide::{DecideConfig, Decision, decide};
 use crate::index::Index;
+use crate::keyfile;
 use crate::replay::ReplayGuard;
 use crate::request::RequestView;
+use crate::store::seal::MASTER_KEY_LEN;
 use crate::store::{Store, StoreError};
 use crate::telemetry::Metrics;
 
@@ -32,8 +34,11 @@ pub struct Shared {
 impl Shared {
     /// Opens the data dir (master key, store) and builds the index.
     pub fn open(config: Config, clock: Arc<dyn Clock>) -> Result<Self, ServeError> {
-        config.ensure_data_dir()?;
-        let (master_key, key_path) = config.master_key()?;
+        keyfile::ensure_data_dir(&config.data_dir)?;
+        let (master_key, key_path) = keyfile::master_key::<MASTER_KEY_LEN>(
+            config.master_key_file.as_deref(),
+            &config.data_dir,
+        )?;
         tracing::info!(master_key_file = %key_path.display(), "master key loaded");
         // The key seals every secret in the store: kept beside it, whoever copies the
         // data dir (a backup, a disk image) can open every secret.

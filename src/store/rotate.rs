@@ -33,7 +33,7 @@ use super::convert::{app_from_record, app_to_record, key_from_record, key_to_rec
 use super::ops::APP_CODE_PURPOSE;
 use super::schema::{self, KEY_CHECK_PLAINTEXT, META_KEY_CHECK, Tree};
 use super::seal::{MASTER_KEY_LEN, Sealer};
-use crate::config::{ConfigError, RotateArgs, read_master_key_file, replace_master_key_file};
+use crate::keyfile::{self, KeyFileError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RotateError {
@@ -46,9 +46,9 @@ pub enum RotateError {
     #[error("the new key is the current key")]
     SameKey,
     #[error("cannot finish the key file swap: {0}")]
-    Swap(ConfigError),
+    Swap(KeyFileError),
     #[error(transparent)]
-    Config(#[from] ConfigError),
+    KeyFile(#[from] KeyFileError),
     #[error("store: {0}")]
     Store(#[from] StoreError),
 }
@@ -81,22 +81,28 @@ pub fn staged_path(key_file: &Path) -> PathBuf {
     key_file.with_file_name(name)
 }
 
-/// Runs the rotation described in the module doc.
-pub fn rotate(args: &RotateArgs) -> Result<Rotation, RotateError> {
-    let db_dir = args.data_dir.join("db");
+/// Runs the rotation described in the module doc on the store in `data_dir`, whose
+/// master key is in `key_file` (where the new key goes too); the new key comes from
+/// `new_key_file` or is generated.
+pub fn rotate(
+    data_dir: &Path,
+    key_file: &Path,
+    new_key_file: Option<&Path>,
+) -> Result<Rotation, RotateError> {
+    let db_dir = data_dir.join("db");
     if !db_dir.join("conf").exists() {
         return Err(RotateError::NoStore(db_dir));
     }
-    let key_file = args.key_path();
+    let key_file = key_file.to_owned();
     let staged = staged_path(&key_file);
     let db = open_exclusive(&db_dir)?;
     let meta = db.open_tree("meta").map_err(StoreError::from)?;
-    let old = read_master_key_file(&key_file)?;
+    let old = keyfile::read_key_file::<MASTER_KEY_LEN>(&key_file)?;
 
     match schema::check_meta(&meta, &Sealer::new(&old), false) {
         Ok(()) => {}
         Err(StoreError::WrongMasterKey) if staged.exists() => {
-            let pending = read_master_key_file(&staged)?;
+            let pending = keyfile::read_key_file::<MASTER_KEY_LEN>(&staged)?;
             schema::check_meta(&meta, &Sealer::new(&pending), false)?;
             // Step 2 had committed: only the swap is missing.
             drop((meta, db));
@@ -106,8 +112,8 @@ pub fn rotate(args: &RotateArgs) -> Result<Rotation, RotateError> {
         Err(e) => return Err(e.into()),
     }
 
-    let new = match &args.new_key_file {
-        Some(path) => read_master_key_file(path)?,
+    let new = match new_key_file {
+        Some(path) => keyfile::read_key_file::<MASTER_KEY_LEN>(path)?,
         None => {
             let mut k = Zeroizing::new([0u8; MASTER_KEY_LEN]);
             getrandom::getrandom(&mut k[..])
@@ -119,7 +125,7 @@ pub fn rotate(args: &RotateArgs) -> Result<Rotation, RotateError> {
         return Err(RotateError::SameKey);
     }
 
-    replace_master_key_file(&staged, &new)?;
+    keyfile::replace_key_file(&staged, &new[..])?;
     let resealed = reseal(&db, &Sealer::new(&old), &Sealer::new(&new))?;
     db.flush().map_err(StoreError::from)?;
     verify(&db, &Sealer::new(&new))?;
@@ -145,14 +151,8 @@ fn open_exclusive(db_dir: &Path) -> Result<sled::Db, RotateError> {
 /// the staging file renamed over it, so an operator-chosen path keeps its name; the
 /// staging file goes last, so a crash here leaves it for a rerun.
 fn swap(staged: &Path, key_file: &Path, key: &[u8; MASTER_KEY_LEN]) -> Result<(), RotateError> {
-    replace_master_key_file(key_file, key).map_err(RotateError::Swap)?;
-    std::fs::remove_file(staged).map_err(|source| {
-        RotateError::Swap(ConfigError::Io {
-            what: "cannot remove the staged key",
-            path: staged.to_owned(),
-            source,
-        })
-    })
+    keyfile::replace_key_file(key_file, &key[..]).map_err(RotateError::Swap)?;
+    keyfile::remove(staged, "cannot remove the staged key").map_err(RotateError::Swap)
 }
 
 fn corrupt(tree: Tree, e: codec::CodecError) -> StoreError {

@@ -6,6 +6,8 @@
 //! (`Caller`s). Data-dir mode uses the store's offline import (no flush per write,
 //! one at the end); admin mode goes through the real management API.
 
+use keygate::keyfile;
+use keygate::store::seal::MASTER_KEY_LEN;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -99,8 +101,10 @@ pub async fn into_data_dir(data_dir: &Path, spec: &Spec) -> Result<Vec<Caller>> 
         data_dir: data_dir.to_owned(),
         ..Config::default()
     };
-    config.ensure_data_dir().ctx("data dir")?;
-    let (master_key, _) = config.master_key().ctx("master key")?;
+    keyfile::ensure_data_dir(&config.data_dir).ctx("data dir")?;
+    let (master_key, _) =
+        keyfile::master_key::<MASTER_KEY_LEN>(config.master_key_file.as_deref(), &config.data_dir)
+            .ctx("master key")?;
     let store = Store::open_for_import(&data_dir.join("db"), &master_key, Arc::new(SystemClock))
         .ctx(format!("open the store in {}", data_dir.display()))?;
     let started = Instant::now();
@@ -338,7 +342,9 @@ pub fn from_data_dir(data_dir: &Path, limit: usize) -> Result<Vec<Caller>> {
         data_dir: data_dir.to_owned(),
         ..Config::default()
     };
-    let (master_key, _) = config.master_key().ctx("master key")?;
+    let (master_key, _) =
+        keyfile::master_key::<MASTER_KEY_LEN>(config.master_key_file.as_deref(), &config.data_dir)
+            .ctx("master key")?;
     let store = Store::open(&data_dir.join("db"), &master_key, Arc::new(SystemClock))
         .ctx(format!("open the store in {}", data_dir.display()))?;
     let paths: HashMap<String, String> = store
