@@ -1,7 +1,7 @@
 //! The canonical form of a request path and host: what routing and grants are decided on.
 //!
 //! Owns: the one reading of a path and a host that keygate shares with the proxies and
-//! upstreams in front of and behind it (`../shared/design.md`, "Request integrity").
+//! upstreams in front of and behind it (SECURITY.md §8).
 //! Upstreams decode percent-escapes, resolve dot segments and merge slashes before they
 //! route; if keygate matched the raw bytes instead, `/v1/x/../admin` would be authorized
 //! as `/v1/{*rest}` and served as `/v1/admin`. So:

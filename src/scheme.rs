@@ -1,8 +1,8 @@
 //! Signature schemes: find the credential in a request, verify it, judge its freshness.
 //!
-//! Owns: scheme detection (`detect`), the parsed `Credential` and the per-scheme rules
-//! of `shared/spec/signatures.md` (one file per scheme, shared canonicalisation in
-//! `canonical`). It knows nothing about apps, keys or grants: the pipeline looks the
+//! Owns: scheme detection (`detect`), the parsed `Credential` and each scheme's rules
+//! as its vendor or RFC publishes them (one file per scheme, citing its source; shared
+//! canonicalisation in `canonical`). It knows nothing about apps, keys or grants: the pipeline looks the
 //! credential up and hands `verify` one candidate secret at a time. Every parser here is
 //! total: any bytes in, a `Deny` out, never a panic.
 //!

@@ -1,5 +1,5 @@
 //! The HTTP listener against the real binary: Envoy HTTP-mode contract (requests shaped
-//! as Envoy's `http_service` sends them, ext_authz.md §2), the NGINX endpoints without
+//! as Envoy's ext_authz `http_service` sends them), the NGINX endpoints without
 //! NGINX, and `/metrics` after a known sequence of decisions.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]

@@ -1,5 +1,5 @@
-//! Spec vectors (`shared/spec/signatures.md` worked examples), byte for byte, through the
-//! public API: `detect` → `verify` → `check_fresh` → `check_body`, plus the public
+//! Worked examples of each scheme (the vendors' published examples where they give
+//! one, and RFC 9421's), byte for byte, through the public API: `detect` → `verify` → `check_fresh` → `check_body`, plus the public
 //! string-to-sign builders where the spec prints the intermediate text.
 
 #![allow(

@@ -462,7 +462,7 @@ fn anonymous_only_where_allowed() {
     assert!(a.headers_to_remove.iter().any(|h| h == "x-keygate-app-id"));
 }
 
-// === request integrity (see crate::path and ../shared/design.md) ===
+// === request integrity (see crate::path and SECURITY.md §8) ===
 
 /// api1 `/v1/items/{id}` granted; `admin` `/v1/items/admin` (literal, not granted) and a
 /// host-specific `hosted` API on admin.example.com (not granted) beside a host-less one.

@@ -2,7 +2,8 @@
 admin client, asked by envoy-data-plane's client exactly as Envoy would ask it.
 
 Requests are signed by the Alibaba (X-Ca-*) signer below, written from
-shared/spec/signatures.md §1 with hmac/hashlib/base64 only, so every allow cross-checks
+Alibaba Cloud API Gateway's "Use digest authentication to call an API" signature
+rules with hmac/hashlib/base64 only, so every allow cross-checks
 keygate's StringToSign against an implementation that shares no code with it (and that
 signer is itself pinned to the spec's vendor vectors first)."""
 
@@ -32,7 +33,7 @@ from conftest import (
     unique,
 )
 
-# === an independent Alibaba API Gateway signer (signatures.md §1.2, §1.3) ===
+# === an independent Alibaba API Gateway signer (string-to-sign and signature) ===
 
 # Headers with a fixed slot in the StringToSign (or that are the signature itself).
 FIXED_SLOTS = ("accept", "content-md5", "content-type", "date")
@@ -127,7 +128,7 @@ def aliyun_sign(
 
 
 def test_reference_signer_reproduces_the_spec_vectors():
-    """The independent signer is right before it judges the server (signatures.md §1.6)."""
+    """The independent signer is right before it judges the server (the published vectors)."""
     list_ = "x-ca-key,x-ca-nonce,x-ca-timestamp"
     get = {
         "Accept": "application/json",

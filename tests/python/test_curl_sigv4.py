@@ -2,9 +2,9 @@
 run by the test, and the captured request (method, raw path and query, headers, body)
 goes to the Check listener the way Envoy would describe it.
 
-curl 7.88 signs the path and query exactly as on the wire, unsorted (signatures.md §4.4),
-so the unsorted query below is allowed only because keygate retries with the raw query,
-as the spec's verifier rule requires."""
+curl 7.88 signs the path and query exactly as on the wire, unsorted (AWS's canonical
+request sorts them), so the unsorted query below is allowed only because keygate also
+tries the raw query, as its SigV4 verifier does for such clients."""
 
 from __future__ import annotations
 

@@ -3,7 +3,7 @@
 //! Owns: translating Envoy's authorization request into a `RequestView` and a
 //! `Decision` into the response Envoy reads. No policy.
 //!
-//! What Envoy sends (ext_authz.md §2): the client's method, `path_prefix` + the
+//! What Envoy sends (Envoy's ext_authz filter docs, "HTTP service"): the client's method, `path_prefix` + the
 //! original path with its query, the original `Host`, `Authorization`, the headers
 //! matching `allowed_headers`, and the buffered body when `with_request_body` is set
 //! (then with `x-envoy-auth-partial-body`). `Content-Length` is Envoy's own (0 or the

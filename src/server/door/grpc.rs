@@ -148,7 +148,8 @@ fn header(key: &str, value: &str) -> HeaderValueOption {
             value: value.to_owned(),
             raw_value: Vec::new(),
         }),
-        // `append` (deprecated) stays unset. Portable overwrite across Envoy versions (see ext_authz.md §1.3): a client can
+        // `append` (deprecated) stays unset: `append_action` overwrites on every Envoy
+        // version that has it (envoy.config.core.v3.HeaderValueOption), so a client can
         // never smuggle its own copy of an identity header past us.
         append_action: HeaderAppendAction::OverwriteIfExistsOrAdd as i32,
         ..Default::default()
