@@ -7,8 +7,10 @@
 #   - .venv (python3 -m venv) with tests/python/requirements.txt installed; reinstalled
 #     only when that file (or the Python) changes, tracked by a stamp file in .venv;
 #   - nginx via apt-get when missing and running as root (for the NGINX front-door tests);
-#   - then cargo fmt --check, cargo clippy -D warnings and cargo test, all three run even
-#     if one fails, so one run shows every problem; exits non-zero if any failed.
+#   - then cargo fmt --check, cargo clippy -D warnings, cargo doc (warnings denied) and
+#     cargo test, for the whole workspace (keygate and the keygate-bench load
+#     generator); all run even if one fails, so one run shows every problem; exits
+#     non-zero if any failed.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -66,12 +68,16 @@ step() {
         failed+=("$name")
     fi
 }
+# --all-features: the benches need `test-util` (the shared fixtures); without it clippy
+# would skip them.
 step fmt cargo fmt --all -- --check
-step clippy cargo clippy --all-targets -- -D warnings
+step clippy cargo clippy --all-targets --all-features -- -D warnings
+doc() { RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --quiet; }
+step doc doc
 # Keep cargo's output for the total below, and show it as it runs.
 test_log=$(mktemp)
 trap 'rm -f "$test_log"' EXIT
-run_tests() { cargo test 2>&1 | tee "$test_log"; return "${PIPESTATUS[0]}"; }
+run_tests() { cargo test --all-features 2>&1 | tee "$test_log"; return "${PIPESTATUS[0]}"; }
 step test run_tests
 
 if ((${#failed[@]})); then

@@ -20,6 +20,7 @@
 //! - [`config`]: flags, environment and file, resolved once; [`keyfile`]: the files
 //!   that hold secrets (admin token, master key) and the data dir.
 //! - [`clock`], [`model`], [`telemetry`], [`pb`] (generated code).
+//! - `testkit` (feature `test-util`): fixtures for tests, benches and fuzz targets.
 
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
@@ -41,3 +42,5 @@ pub mod server;
 pub mod sign;
 pub mod store;
 pub mod telemetry;
+#[cfg(any(test, feature = "test-util"))]
+pub mod testkit;

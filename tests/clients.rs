@@ -9,13 +9,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-fn in_ci() -> bool {
-    std::env::var("CI")
-        .is_ok_and(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes"))
-}
+use common::in_ci;
 
 fn python(root: &Path) -> PathBuf {
     if let Some(p) = std::env::var_os("KEYGATE_PYTHON").filter(|p| !p.is_empty()) {

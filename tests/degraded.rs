@@ -123,7 +123,7 @@ const NOT_SERVING: i32 = 2;
 async fn disk_full_fails_admin_writes_and_check_keeps_serving() {
     let fs = match Tmpfs::mount("16m") {
         Ok(fs) => fs,
-        Err(e) if std::env::var("CI").as_deref() == Ok("true") => {
+        Err(e) if common::in_ci() => {
             panic!("degraded-store test needs a tmpfs mount (run as root): {e}")
         }
         Err(e) => {

@@ -37,7 +37,7 @@ fn find_nginx() -> Option<PathBuf> {
 fn nginx_or_skip() -> Option<PathBuf> {
     match find_nginx() {
         Some(p) => Some(p),
-        None if std::env::var("CI").is_ok_and(|v| v == "true") => panic!(
+        None if common::in_ci() => panic!(
             "nginx is not installed: the NGINX end-to-end tests need Debian's nginx \
              (apt-get install nginx; scripts/test.sh does it when run as root)"
         ),

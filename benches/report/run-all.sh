@@ -10,11 +10,11 @@ uptime
 # The 1M data dir: 1M apps (default key pair + AppCode each), 10 APIs, 1M grants.
 [ -d $D1M ] || ./target/release/keygate-bench populate --data-dir $D1M --apps 1000000 --apis 10
 for i in 1 2 3; do
-  cargo bench --bench decide -- --warm-up-time 1 --measurement-time 4 > $OUT/decide.$i.log 2>&1
+  cargo bench --features test-util --bench decide -- --warm-up-time 1 --measurement-time 4 > $OUT/decide.$i.log 2>&1
 done
-cargo bench --bench index -- --warm-up-time 1 --measurement-time 3 > $OUT/index.log 2>&1
-cargo bench --bench canonical -- --warm-up-time 1 --measurement-time 3 > $OUT/canonical.log 2>&1
-cargo bench --bench store -- --warm-up-time 1 --measurement-time 5 > $OUT/store.log 2>&1
+cargo bench --features test-util --bench index -- --warm-up-time 1 --measurement-time 3 > $OUT/index.log 2>&1
+cargo bench --features test-util --bench canonical -- --warm-up-time 1 --measurement-time 3 > $OUT/canonical.log 2>&1
+cargo bench --features test-util --bench store -- --warm-up-time 1 --measurement-time 5 > $OUT/store.log 2>&1
 uptime
 ./target/release/keygate-bench load --apps 1000 --front grpc --front http --baseline --repeat 3 \
   --duration 4 --warmup 1 --concurrency 32 --connections 4 --sweep 25,50,75 \

@@ -30,7 +30,7 @@
 //!   the other.
 //! * Error codes besides those in the spec (`A400IK`, `A401AC`, `A400AC`, `A403EP`,
 //!   `A400DH`) follow
-//!   Alibaba's class+status+reason pattern and are marked **[U]**.
+//!   Alibaba's class+status+reason pattern and are marked **\[U\]**.
 
 use crate::deny::{Deny, DenyCode};
 use crate::request::RequestView;
@@ -422,7 +422,7 @@ pub fn parse_timestamp(ts: &str) -> Option<i64> {
     }
 }
 
-/// Alibaba's `X-Ca-Error-Code` and message for a deny code. **[U]** where not in the
+/// Alibaba's `X-Ca-Error-Code` and message for a deny code. **\[U\]** where not in the
 /// spec (see module docs).
 pub(crate) fn vendor_error(code: DenyCode) -> Option<(&'static str, &'static str)> {
     Some(match code {

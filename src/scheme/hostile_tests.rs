@@ -32,6 +32,7 @@ use crate::request::Headers;
 use crate::server::door;
 use crate::server::door::grpc::view_from_envoy;
 use crate::sign::{SignOptions, SignRequest, sign};
+use crate::testkit::received;
 
 const NOW: i64 = 1_700_000_000_000;
 const APP: &str = "app1";
@@ -155,25 +156,6 @@ fn judge(v: &RequestView, snap: &Snapshot) -> Decision {
 
 fn is_signed_allow(d: &Decision) -> bool {
     matches!(d, Decision::Allow(a) if a.scheme != "anonymous")
-}
-
-/// The view keygate builds for `req` sent with `signed` applied.
-fn received(req: &SignRequest, signed: &crate::sign::Signed) -> RequestView {
-    let rest = signed.url.split_once("://").map_or("", |(_, r)| r);
-    let split = rest.find(['/', '?']).unwrap_or(rest.len());
-    let (host, target) = rest.split_at(split);
-    let mut v = RequestView {
-        method: req.method.to_ascii_uppercase(),
-        scheme: "https".into(),
-        host: host.to_owned(),
-        body: req.body.clone(),
-        ..RequestView::default()
-    };
-    v.set_target(if target.is_empty() { "/" } else { target });
-    for (n, val) in req.headers.iter().chain(&signed.headers) {
-        v.headers.push(n, val.as_str());
-    }
-    v
 }
 
 /// A request to `api1` signed with `secret` under `scheme`.

@@ -6,7 +6,8 @@
 use proptest::prelude::*;
 
 use super::*;
-use crate::sign::{SignOptions, SignRequest, Signed, sign};
+use crate::sign::{SignOptions, SignRequest, sign};
+use crate::testkit::received;
 
 const NOW: i64 = 1_700_000_000_123;
 const SECRET: &[u8] = b"round-trip-secret";
@@ -17,25 +18,6 @@ fn cfg() -> SchemeConfig {
 
 fn api() -> ApiSchemeOptions {
     ApiSchemeOptions::default()
-}
-
-/// The request keygate would see after a client sent `req` with `signed` applied.
-fn received(req: &SignRequest, signed: &Signed) -> RequestView {
-    let (scheme, rest) = signed.url.split_once("://").unwrap();
-    let split = rest.find(['/', '?']).unwrap_or(rest.len());
-    let (host, target) = rest.split_at(split);
-    let mut v = RequestView {
-        method: req.method.to_ascii_uppercase(),
-        scheme: scheme.to_owned(),
-        host: host.to_owned(),
-        body: req.body.clone(),
-        ..RequestView::default()
-    };
-    v.set_target(if target.is_empty() { "/" } else { target });
-    for (n, val) in req.headers.iter().chain(&signed.headers) {
-        v.headers.push(n, val.as_str());
-    }
-    v
 }
 
 fn opts<'a>(scheme: SchemeKind, key: &'a str) -> SignOptions<'a> {

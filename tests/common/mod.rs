@@ -34,6 +34,13 @@ pub const TOKEN: &str = "e2e-admin-token-0123456789abcdef";
 const DEADLINE: Duration = Duration::from_secs(30);
 const POLL: Duration = Duration::from_millis(10);
 
+/// Whether this is a CI run (`CI` is `1`, `true` or `yes`, as `tests/python/conftest.py`
+/// reads it): a missing prerequisite then fails the test instead of skipping it.
+pub fn in_ci() -> bool {
+    std::env::var("CI")
+        .is_ok_and(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes"))
+}
+
 /// The path of the binary under test.
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_keygate")

@@ -5,25 +5,15 @@
 //!
 //! This file parses the command line and hands off to the modules below.
 
-#[path = "keygate_bench/admin_writes.rs"]
 mod admin_writes;
-#[path = "keygate_bench/dataset.rs"]
 mod dataset;
-#[path = "keygate_bench/error.rs"]
 mod error;
-#[path = "keygate_bench/load.rs"]
 mod load;
-#[path = "keygate_bench/noop.rs"]
 mod noop;
-#[path = "keygate_bench/report.rs"]
 mod report;
-#[path = "keygate_bench/requests.rs"]
 mod requests;
-#[path = "keygate_bench/scenario.rs"]
 mod scenario;
-#[path = "keygate_bench/spawn.rs"]
 mod spawn;
-#[path = "keygate_bench/startup.rs"]
 mod startup;
 
 use std::path::PathBuf;

@@ -5,7 +5,20 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use std::path::{Path, PathBuf};
 use std::process::Command;
+
+/// The service binary beside this package's own: `cargo test` at the workspace root
+/// builds both.
+fn keygate_bin() -> PathBuf {
+    let bin = Path::new(env!("CARGO_BIN_EXE_keygate-bench")).with_file_name("keygate");
+    assert!(
+        bin.exists(),
+        "no keygate binary at {}: run the tests from the workspace root (cargo test), which builds it",
+        bin.display()
+    );
+    bin
+}
 
 #[test]
 fn load_generator_runs_and_writes_its_report() {
@@ -23,7 +36,7 @@ fn load_generator_runs_and_writes_its_report() {
         ])
         .args(["--front", "grpc", "--front", "http"])
         .arg("--keygate-bin")
-        .arg(env!("CARGO_BIN_EXE_keygate"))
+        .arg(keygate_bin())
         .arg("--report-dir")
         .arg(&report)
         .env_remove("KEYGATE_ADMIN_TOKEN")
