@@ -433,7 +433,7 @@ impl Admin for AdminService {
         let mut merged = api_out(&current);
         let incoming = a.clone();
         for p in &paths {
-            copy_api_field(&mut merged, &incoming, p);
+            api_copy_masked(&mut merged, &incoming, p);
         }
         let validated = api_in(&merged)?;
         let fields = paths.join(",");
@@ -583,25 +583,5 @@ impl AdminService {
                 .map_err(AdminError::from)?,
         );
         Ok(Response::new(key_out(&key, false)))
-    }
-}
-
-/// Copies one masked field between API messages (before validation).
-fn copy_api_field(dst: &mut pb::Api, src: &pb::Api, path: &str) {
-    match path {
-        "name" => dst.name = src.name.clone(),
-        "group_id" => dst.group_id = src.group_id.clone(),
-        "description" => dst.description = src.description.clone(),
-        "host" => dst.host = src.host.clone(),
-        "methods" => dst.methods = src.methods.clone(),
-        "path" => dst.path = src.path.clone(),
-        "auth_schemes" => dst.auth_schemes = src.auth_schemes.clone(),
-        "anonymous_allowed" => dst.anonymous_allowed = src.anonymous_allowed,
-        "body_digest_required" => dst.body_digest_required = src.body_digest_required,
-        "tencent_strip_env_prefix" => dst.tencent_strip_env_prefix = src.tencent_strip_env_prefix,
-        "sigv4_region" => dst.sigv4_region = src.sigv4_region.clone(),
-        "sigv4_service" => dst.sigv4_service = src.sigv4_service.clone(),
-        "replay_protection" => dst.replay_protection = src.replay_protection,
-        _ => {}
     }
 }
