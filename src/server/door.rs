@@ -69,10 +69,24 @@ pub fn request_id_or_new(caller: Option<&str>) -> String {
     {
         return id.to_owned();
     }
-    let mut raw = [0u8; 12];
-    // Without randomness the id is still unique enough for logs: fall back to zeros.
-    let _ = getrandom::getrandom(&mut raw);
-    hex::encode(raw)
+    fresh_id()
+}
+
+/// A new request id: a random 64-bit prefix drawn once per process, then a counter.
+/// Unique within the process and across restarts, and no system call per request (a
+/// request id correlates logs; it is not a secret).
+fn fresh_id() -> String {
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static PREFIX: OnceLock<u64> = OnceLock::new();
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let prefix = *PREFIX.get_or_init(|| {
+        let mut raw = [0u8; 8];
+        // Without randomness the ids are still unique within this process.
+        let _ = getrandom::getrandom(&mut raw);
+        u64::from_le_bytes(raw)
+    });
+    format!("{prefix:016x}{:08x}", NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
 /// A deny's body on every door: `{"code","message","request_id"}`.
@@ -129,5 +143,15 @@ mod tests {
             Door::NginxAuthRequest.http_status(DenyCode::SignatureMismatch),
             401
         );
+    }
+
+    #[test]
+    fn request_ids_are_the_callers_when_sane_else_fresh_and_distinct() {
+        assert_eq!(request_id_or_new(Some("abc-123")), "abc-123");
+        let a = request_id_or_new(Some("has space"));
+        let b = request_id_or_new(None);
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 24);
+        assert!(a.bytes().all(|c| c.is_ascii_hexdigit()), "{a}");
     }
 }

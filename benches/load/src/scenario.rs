@@ -149,7 +149,21 @@ pub async fn run(args: LoadArgs) -> Result<()> {
                 callers = Some(dataset::into_data_dir(&data_dir, &args.spec).await?);
             }
             let token = random_token()?;
-            let server = spawn::keygate(&bin, &data_dir, &token, work.path(), &[])?;
+            // Every signed request carries a fresh nonce that stays live for twice the
+            // timestamp window: the cache must hold all of a run set's nonces, or later
+            // runs measure ReplayCacheFull denies instead of decisions.
+            let nonces = args.repeat.max(1)
+                * args.front.len().max(1)
+                * args.max_requests
+                * (1 + args.sweep.len());
+            let capacity = (nonces + nonces / 4).max(1_000_000);
+            let extra = [
+                "--replay-capacity".to_owned(),
+                capacity.to_string(),
+                "--replay-per-key-capacity".to_owned(),
+                capacity.to_string(),
+            ];
+            let server = spawn::keygate(&bin, &data_dir, &token, work.path(), &extra)?;
             eprintln!(
                 "keygate {} serving (check {}) after {:.2} s",
                 bin.display(),

@@ -41,15 +41,26 @@ impl CheckService {
     }
 }
 
-/// Envoy's request attributes as a `RequestView`.
+/// Envoy's request attributes as a `RequestView` (copies them; the Check handler
+/// hands its request over to `into_view` instead).
 pub fn view_from_envoy(req: &CheckRequest) -> RequestView {
-    let attrs = req.attributes.clone().unwrap_or_default();
-    let http: HttpRequest = attrs.request.and_then(|r| r.http).unwrap_or_default();
+    into_view(req.clone())
+}
+
+/// Envoy's request attributes as a `RequestView`, moving the strings out of the
+/// request rather than copying them: this runs on every Check.
+pub fn into_view(req: CheckRequest) -> RequestView {
+    let mut attrs = req.attributes.unwrap_or_default();
+    let mut http: HttpRequest = attrs
+        .request
+        .take()
+        .and_then(|r| r.http)
+        .unwrap_or_default();
     let mut view = RequestView::default();
     let mut headers = Headers::new();
     let mut pseudo: HashMap<&str, String> = HashMap::new();
     if !http.headers.is_empty() {
-        for (k, v) in &http.headers {
+        for (k, v) in std::mem::take(&mut http.headers) {
             match k.strip_prefix(':') {
                 Some(p) => {
                     pseudo.insert(
@@ -60,17 +71,17 @@ pub fn view_from_envoy(req: &CheckRequest) -> RequestView {
                             "scheme" => "scheme",
                             _ => "other",
                         },
-                        v.clone(),
+                        v,
                     );
                 }
-                None => headers.push(k, v.clone()),
+                None => headers.push(&k, v),
             }
         }
-    } else if let Some(map) = &http.header_map {
+    } else if let Some(map) = http.header_map.take() {
         // encode_raw_headers: duplicates kept, values as raw bytes.
-        for h in &map.headers {
+        for h in map.headers {
             let v = if h.raw_value.is_empty() {
-                h.value.clone()
+                h.value
             } else {
                 String::from_utf8_lossy(&h.raw_value).into_owned()
             };
@@ -86,22 +97,23 @@ pub fn view_from_envoy(req: &CheckRequest) -> RequestView {
             }
         }
     }
-    view.method = if http.method.is_empty() {
-        pseudo.get("method").cloned().unwrap_or_default()
+    let mut method = if http.method.is_empty() {
+        pseudo.remove("method").unwrap_or_default()
     } else {
-        http.method.clone()
-    }
-    .to_ascii_uppercase();
-    view.scheme = http.scheme.clone();
+        std::mem::take(&mut http.method)
+    };
+    method.make_ascii_uppercase();
+    view.method = method;
+    view.scheme = std::mem::take(&mut http.scheme);
     view.host = if http.host.is_empty() {
-        pseudo.get("authority").cloned().unwrap_or_default()
+        pseudo.remove("authority").unwrap_or_default()
     } else {
-        http.host.clone()
+        std::mem::take(&mut http.host)
     };
     let target = if http.path.is_empty() {
-        pseudo.get("path").cloned().unwrap_or_default()
+        pseudo.remove("path").unwrap_or_default()
     } else {
-        http.path.clone()
+        std::mem::take(&mut http.path)
     };
     view.set_target(&target);
     // Envoy marks every attached body with x-envoy-auth-partial-body; without it the
@@ -126,8 +138,8 @@ pub fn view_from_envoy(req: &CheckRequest) -> RequestView {
         }
     }
     view.headers = headers;
-    view.stage_hint = attrs.context_extensions.get("stage").cloned();
-    view.api_hint = attrs.context_extensions.get("api").cloned();
+    view.stage_hint = attrs.context_extensions.remove("stage");
+    view.api_hint = attrs.context_extensions.remove("api");
     view.peer = attrs
         .source
         .and_then(|p| p.address)
@@ -263,7 +275,7 @@ impl Authorization for CheckService {
                 o.limit,
             )));
         }
-        let view = view_from_envoy(req.get_ref());
+        let view = into_view(req.into_inner());
         let request_id = request_id(&view);
         let decision = self.shared.decide(&view, &request_id);
         let resp = match &decision {
