@@ -177,7 +177,9 @@ pub fn run(args: &SignArgs) -> Result<String, SignError> {
             out.push_str(&signed.url);
             out.push('\n');
         }
-        for (n, v) in &signed.headers {
+        // Every header the request must carry: the caller's own (some are signed, e.g.
+        // listed in X-Ca-Signature-Headers) and the ones signing adds.
+        for (n, v) in req.headers.iter().chain(&signed.headers) {
             out.push_str(n);
             out.push_str(": ");
             out.push_str(v);

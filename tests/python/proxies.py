@@ -342,8 +342,8 @@ def sign(
     data: bytes | None = None,
     extra: list[str] | None = None,
 ) -> tuple[str, list[tuple[str, str]]]:
-    """`keygate sign` for `url`: (the target to send, path?query, and the headers to
-    add). The secret goes in on standard input."""
+    """`keygate sign` for `url`: (the target to send, path?query, and every header the
+    request must carry, `headers` included). The secret goes in on standard input."""
     cmd = [str(keygate_bin()), "sign", "--scheme", scheme, "--key", key, "--secret-file", "-",
            "-X", method]
     for n, v in headers or []:

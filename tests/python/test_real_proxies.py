@@ -264,9 +264,9 @@ def signed(proxy: Proxy, who: Caller, scheme: str, method: str, target: str,
     headers = list(headers or [])
     key, secret = creds(who, scheme)
     url = f"http://{proxy.authority}{target}"
-    to_send, added = sign(scheme, key, secret, method, url, headers=headers, data=body,
+    to_send, every = sign(scheme, key, secret, method, url, headers=headers, data=body,
                           extra=extra)
-    return to_send, headers + added
+    return to_send, every
 
 
 def fire(proxy: Proxy, who: Caller, scheme: str, method: str, target: str,
