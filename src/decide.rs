@@ -278,124 +278,128 @@ fn decide_signed(
 ) -> Result<Allow, Deny> {
     let opts = api_options(api);
     let who = authenticate(view, snap, now_ms, cfg, cred, &opts)?;
-
-    if !who.app.enabled {
-        return Err(Deny::new(
-            DenyCode::AppDisabled,
-            format!("app {} is disabled", who.app.id),
-        ));
-    }
-    if let Some(key) = who.key {
-        if !key.enabled {
+    // From here on the caller has proven who it is: a deny names its app (for the
+    // proxy's access log), which a deny before the signature verified never does.
+    let authorized = || -> Result<Allow, Deny> {
+        if !who.app.enabled {
             return Err(Deny::new(
-                DenyCode::KeyDisabled,
-                format!("key {} is disabled", key.app_key),
+                DenyCode::AppDisabled,
+                format!("app {} is disabled", who.app.id),
             ));
         }
-        if key.expires_ms.is_some_and(|e| now_ms >= e) {
-            return Err(Deny::new(
-                DenyCode::KeyExpired,
-                format!("key {} has expired", key.app_key),
-            ));
-        }
-    }
-
-    cred.check_fresh(&cfg.schemes, &opts, now_ms)?;
-    if let Some(token) = replay_token(cred, api)? {
-        let scope = format!(
-            "{}/{}",
-            cred.kind().as_str(),
-            who.key.map_or(who.app.id.as_str(), |k| k.app_key.as_str())
-        );
-        match replay.check_and_insert(&scope, &token, now_ms, cred.nonce_ttl_ms(&cfg.schemes)) {
-            Ok(()) => {}
-            Err(ReplayError::Replayed) => {
-                return Err(Deny::new(DenyCode::NonceReplayed, "nonce already used"));
-            }
-            Err(ReplayError::Full) => {
+        if let Some(key) = who.key {
+            if !key.enabled {
                 return Err(Deny::new(
-                    DenyCode::ReplayCacheFull,
-                    "replay cache is full; retry shortly",
+                    DenyCode::KeyDisabled,
+                    format!("key {} is disabled", key.app_key),
                 ));
             }
-            Err(ReplayError::KeyFull) => {
+            if key.expires_ms.is_some_and(|e| now_ms >= e) {
                 return Err(Deny::new(
-                    DenyCode::ReplayCacheFull,
-                    "this key holds its whole share of the replay cache; retry shortly",
+                    DenyCode::KeyExpired,
+                    format!("key {} has expired", key.app_key),
                 ));
             }
         }
-    }
 
-    let body = cred.check_body(view)?;
-    let Some(api) = api else {
-        return Err(Deny::new(
-            DenyCode::ApiNotFound,
-            "no API matches this request",
-        ));
-    };
-    if api.body_digest_required && !matches!(body, BodyCheck::Verified) {
-        let why = match body {
-            BodyCheck::NotAvailable => {
-                "the API requires a verified body digest, but the body was not sent to keygate"
+        cred.check_fresh(&cfg.schemes, &opts, now_ms)?;
+        if let Some(token) = replay_token(cred, api)? {
+            let scope = format!(
+                "{}/{}",
+                cred.kind().as_str(),
+                who.key.map_or(who.app.id.as_str(), |k| k.app_key.as_str())
+            );
+            match replay.check_and_insert(&scope, &token, now_ms, cred.nonce_ttl_ms(&cfg.schemes)) {
+                Ok(()) => {}
+                Err(ReplayError::Replayed) => {
+                    return Err(Deny::new(DenyCode::NonceReplayed, "nonce already used"));
+                }
+                Err(ReplayError::Full) => {
+                    return Err(Deny::new(
+                        DenyCode::ReplayCacheFull,
+                        "replay cache is full; retry shortly",
+                    ));
+                }
+                Err(ReplayError::KeyFull) => {
+                    return Err(Deny::new(
+                        DenyCode::ReplayCacheFull,
+                        "this key holds its whole share of the replay cache; retry shortly",
+                    ));
+                }
             }
-            _ => "the API requires the signature to cover the body",
+        }
+
+        let body = cred.check_body(view)?;
+        let Some(api) = api else {
+            return Err(Deny::new(
+                DenyCode::ApiNotFound,
+                "no API matches this request",
+            ));
         };
-        return Err(Deny::new(DenyCode::BodyDigestMissing, why));
-    }
-    if !accepts(api, cred.kind()) {
-        return Err(Deny::new(
-            DenyCode::SchemeNotAllowed,
-            format!(
-                "API {} does not accept the {} scheme",
-                api.id,
-                cred.kind().as_str()
-            ),
-        ));
-    }
-    check_grant(snap, &who.app.id, api, stage, now_ms)?;
+        if api.body_digest_required && !matches!(body, BodyCheck::Verified) {
+            let why = match body {
+                BodyCheck::NotAvailable => {
+                    "the API requires a verified body digest, but the body was not sent to keygate"
+                }
+                _ => "the API requires the signature to cover the body",
+            };
+            return Err(Deny::new(DenyCode::BodyDigestMissing, why));
+        }
+        if !accepts(api, cred.kind()) {
+            return Err(Deny::new(
+                DenyCode::SchemeNotAllowed,
+                format!(
+                    "API {} does not accept the {} scheme",
+                    api.id,
+                    cred.kind().as_str()
+                ),
+            ));
+        }
+        check_grant(snap, &who.app.id, api, stage, now_ms)?;
 
-    let mut headers_to_set = vec![
-        ("x-keygate-app-id".to_owned(), who.app.id.clone()),
-        ("x-keygate-api-id".to_owned(), api.id.clone()),
-        ("x-keygate-stage".to_owned(), stage.to_owned()),
-        (
-            "x-keygate-scheme".to_owned(),
-            cred.kind().as_str().to_owned(),
-        ),
-    ];
-    let mut headers_to_remove = cred.headers_to_remove();
-    let (body_state, digest_header) = match body {
-        BodyCheck::Verified => ("verified", None),
-        BodyCheck::NotCovered => ("unsigned", None),
-        BodyCheck::NotAvailable => ("unverified", cred.body_digest_header(view)),
+        let mut headers_to_set = vec![
+            ("x-keygate-app-id".to_owned(), who.app.id.clone()),
+            ("x-keygate-api-id".to_owned(), api.id.clone()),
+            ("x-keygate-stage".to_owned(), stage.to_owned()),
+            (
+                "x-keygate-scheme".to_owned(),
+                cred.kind().as_str().to_owned(),
+            ),
+        ];
+        let mut headers_to_remove = cred.headers_to_remove();
+        let (body_state, digest_header) = match body {
+            BodyCheck::Verified => ("verified", None),
+            BodyCheck::NotCovered => ("unsigned", None),
+            BodyCheck::NotAvailable => ("unverified", cred.body_digest_header(view)),
+        };
+        headers_to_set.push((BODY_HEADER.to_owned(), body_state.to_owned()));
+        match digest_header {
+            Some(h) => headers_to_set.push((BODY_DIGEST_HEADER.to_owned(), h.to_owned())),
+            None => headers_to_remove.push(BODY_DIGEST_HEADER.to_owned()),
+        }
+        match who.key {
+            Some(k) => headers_to_set.push(("x-keygate-app-key".to_owned(), k.app_key.clone())),
+            None => headers_to_remove.push("x-keygate-app-key".to_owned()),
+        }
+        if who.app.extend_info.is_empty() {
+            headers_to_remove.push(cfg.extend_info_header.clone());
+        } else {
+            headers_to_set.push((cfg.extend_info_header.clone(), who.app.extend_info.clone()));
+        }
+        forged_identity_headers(view, cfg, &headers_to_set, &mut headers_to_remove);
+        Ok(Allow {
+            app_id: who.app.id.clone(),
+            app_key: who.key.map(|k| k.app_key.clone()).unwrap_or_default(),
+            api_id: api.id.clone(),
+            stage: stage.to_owned(),
+            scheme: cred.kind().as_str(),
+            headers_to_set,
+            headers_to_remove,
+            query_params_to_remove: cred.query_params_to_remove(),
+            sealed: decision::Sealed(()),
+        })
     };
-    headers_to_set.push((BODY_HEADER.to_owned(), body_state.to_owned()));
-    match digest_header {
-        Some(h) => headers_to_set.push((BODY_DIGEST_HEADER.to_owned(), h.to_owned())),
-        None => headers_to_remove.push(BODY_DIGEST_HEADER.to_owned()),
-    }
-    match who.key {
-        Some(k) => headers_to_set.push(("x-keygate-app-key".to_owned(), k.app_key.clone())),
-        None => headers_to_remove.push("x-keygate-app-key".to_owned()),
-    }
-    if who.app.extend_info.is_empty() {
-        headers_to_remove.push(cfg.extend_info_header.clone());
-    } else {
-        headers_to_set.push((cfg.extend_info_header.clone(), who.app.extend_info.clone()));
-    }
-    forged_identity_headers(view, cfg, &headers_to_set, &mut headers_to_remove);
-    Ok(Allow {
-        app_id: who.app.id.clone(),
-        app_key: who.key.map(|k| k.app_key.clone()).unwrap_or_default(),
-        api_id: api.id.clone(),
-        stage: stage.to_owned(),
-        scheme: cred.kind().as_str(),
-        headers_to_set,
-        headers_to_remove,
-        query_params_to_remove: cred.query_params_to_remove(),
-        sealed: decision::Sealed(()),
-    })
+    authorized().map_err(|d| d.for_app(&who.app.id))
 }
 
 /// Finds the credential's key (or app) and verifies the signature.

@@ -173,6 +173,9 @@ pub struct Deny {
     /// The scheme whose credential the request carried (its name, which is also its
     /// metric label); `None` when the deny came before one was found.
     pub scheme: Option<&'static str>,
+    /// The app whose signature verified before the request was denied (a disabled app,
+    /// no grant, a replay...); `None` when the caller never proved who it is.
+    pub app_id: Option<String>,
 }
 
 impl Deny {
@@ -182,7 +185,14 @@ impl Deny {
             message: message.into(),
             headers: Vec::new(),
             scheme: None,
+            app_id: None,
         }
+    }
+
+    /// The same deny, naming the app that proved its identity.
+    pub fn for_app(mut self, app_id: &str) -> Self {
+        self.app_id = Some(app_id.to_owned());
+        self
     }
 
     /// The same deny, attributed to the scheme named `scheme`.

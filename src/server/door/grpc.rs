@@ -230,7 +230,25 @@ fn deny_response(d: &Deny, request_id: &str) -> CheckResponse {
             details: Vec::new(),
         }),
         http_response: Some(HttpResponse::DeniedResponse(denied)),
-        dynamic_metadata: None,
+        dynamic_metadata: Some(deny_metadata(d, request_id)),
+    }
+}
+
+/// What a deny tells Envoy's access log (`%DYNAMIC_METADATA(envoy.filters.http.ext_authz:...)%`,
+/// emitted for denied checks as for allowed ones): the code, the request id, the scheme
+/// of the credential and, once its signature verified, the app. Never a secret.
+fn deny_metadata(d: &Deny, request_id: &str) -> Struct {
+    let fields = [
+        ("deny_code", Some(d.code.as_str())),
+        ("request_id", Some(request_id)),
+        ("scheme", d.scheme),
+        ("app_id", d.app_id.as_deref()),
+    ];
+    Struct {
+        fields: fields
+            .into_iter()
+            .filter_map(|(k, v)| Some((k.to_owned(), string_value(v?))))
+            .collect(),
     }
 }
 
