@@ -148,6 +148,16 @@ pub struct ServeArgs {
     /// caller can fill the cache for the others (default: a sixteenth of its capacity).
     #[arg(long, env = "KEYGATE_REPLAY_PER_KEY_CAPACITY")]
     pub replay_per_key_capacity: Option<usize>,
+    /// `text` (default) or `json`: one JSON object per log line, for log pipelines.
+    #[arg(long, env = "KEYGATE_LOG_FORMAT")]
+    pub log_format: Option<LogFormat>,
+    /// Which decisions get an info-level log line: `all` (default), `denies` or `off`.
+    #[arg(long, env = "KEYGATE_DECISION_LOG")]
+    pub decision_log: Option<DecisionLog>,
+    /// Most decision lines per second; the rest are counted and reported in the next
+    /// line (`suppressed`), so a flood cannot fill the disk.
+    #[arg(long, env = "KEYGATE_DECISION_LOG_RATE")]
+    pub decision_log_rate: Option<u32>,
 }
 
 impl ServeArgs {
@@ -195,6 +205,25 @@ impl RotateArgs {
             .clone()
             .unwrap_or_else(|| self.data_dir.join("master.key"))
     }
+}
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// Which decisions are logged, one info line each (rate-limited).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum DecisionLog {
+    #[default]
+    All,
+    Denies,
+    Off,
 }
 
 /// Certificate files for TLS on the listeners. Read and checked at start by
@@ -293,6 +322,9 @@ pub struct Config {
     pub trust_forwarded_headers: bool,
     /// `None`: a sixteenth of `replay_capacity`.
     pub replay_per_key_capacity: Option<usize>,
+    pub log_format: LogFormat,
+    pub decision_log: DecisionLog,
+    pub decision_log_rate: u32,
 }
 
 impl Default for Config {
@@ -316,6 +348,9 @@ impl Default for Config {
             trust_client_stage: false,
             trust_forwarded_headers: false,
             replay_per_key_capacity: None,
+            log_format: LogFormat::Text,
+            decision_log: DecisionLog::All,
+            decision_log_rate: 100,
         }
     }
 }
@@ -360,6 +395,9 @@ impl Config {
             master_key_file: o.master_key_file,
             ready_file: o.ready_file,
             replay_per_key_capacity: o.replay_per_key_capacity,
+            log_format: o.log_format.unwrap_or(d.log_format),
+            decision_log: o.decision_log.unwrap_or(d.decision_log),
+            decision_log_rate: o.decision_log_rate.unwrap_or(d.decision_log_rate),
             tls: tls_files(o.tls_cert, o.tls_key, o.admin_client_ca)?,
             limits: Limits {
                 check_max_in_flight: o.check_max_in_flight.unwrap_or(dl.check_max_in_flight),
@@ -396,6 +434,11 @@ impl Config {
 
     fn validate(&self) -> Result<(), ConfigError> {
         let bad = |m: String| Err(ConfigError::Invalid(m));
+        if self.decision_log_rate == 0 {
+            return bad(
+                "decision_log_rate must be at least 1 (use decision_log = \"off\" for none)".into(),
+            );
+        }
         if self.replay_per_key_capacity == Some(0) {
             return bad("replay_per_key_capacity must be at least 1".into());
         }

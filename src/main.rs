@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use keygate::config::{Config, ServeArgs};
+use keygate::config::{Config, LogFormat, ServeArgs};
 
 /// mimalloc instead of the system allocator: the check path and the index build
 /// allocate many small objects, and glibc's free-list upkeep was their largest single
@@ -33,15 +33,24 @@ enum Command {
     RotateMasterKey(keygate::config::RotateArgs),
 }
 
-fn init_logging() {
+fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("KEYGATE_LOG")
         .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        // One object per line, the event's fields at the top level (`jq .code`).
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .init(),
+    }
 }
 
 fn main() -> ExitCode {
@@ -79,11 +88,12 @@ fn main() -> ExitCode {
             Err(e) => fail(&e),
         },
         Command::Serve(args) => {
-            init_logging();
+            // Resolved first: it says how to log. Its own errors go to stderr as text.
             let config = match Config::resolve(&args) {
                 Ok(c) => c,
                 Err(e) => return fail(&e),
             };
+            init_logging(config.log_format);
             let runtime = match tokio::runtime::Runtime::new() {
                 Ok(r) => r,
                 Err(e) => return fail(&e),

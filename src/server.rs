@@ -10,6 +10,7 @@
 
 pub mod admin;
 pub mod conn;
+pub mod decision_log;
 pub mod door;
 pub mod error;
 pub mod http;

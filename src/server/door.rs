@@ -118,8 +118,9 @@ pub fn overloaded() -> Deny {
 /// Counts and logs a deny a door made before (or instead of) `decide` (shed, timed
 /// out, untranslatable), so `/metrics` and the log see every refusal.
 pub fn record_early_deny(shared: &Shared, d: &Deny, request_id: &str) {
-    shared.metrics.record(&Decision::Deny(d.clone()), 0);
-    tracing::debug!(request_id, result = "deny", code = d.code.as_str(), reason = %d.message, "check");
+    let decision = Decision::Deny(d.clone());
+    shared.metrics.record(&decision, 0);
+    shared.decision_log.record(None, request_id, &decision, 0);
 }
 
 #[cfg(test)]

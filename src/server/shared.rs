@@ -7,6 +7,7 @@
 
 use std::sync::Arc;
 
+use super::decision_log::DecisionLog;
 use super::error::ServeError;
 use super::limits;
 use crate::clock::Clock;
@@ -29,6 +30,7 @@ pub struct Shared {
     pub replay: ReplayGuard,
     pub decide_config: DecideConfig,
     pub metrics: Metrics,
+    pub decision_log: DecisionLog,
 }
 
 impl Shared {
@@ -90,6 +92,7 @@ impl Shared {
             ..DecideConfig::default()
         };
         decide_config.schemes.timestamp_window_ms = (config.timestamp_window_secs * 1000) as i64;
+        let decision_log = DecisionLog::new(config.decision_log, config.decision_log_rate);
         Ok(Self {
             replay: ReplayGuard::new(
                 config.replay_capacity,
@@ -103,6 +106,7 @@ impl Shared {
             clock,
             decide_config,
             metrics: Metrics::default(),
+            decision_log,
         })
     }
 
@@ -124,16 +128,9 @@ impl Shared {
             }
         };
         let elapsed_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-        match &decision {
-            Decision::Allow(a) => {
-                self.metrics.record(&decision, elapsed_us);
-                tracing::debug!(request_id, result = "allow", app_id = %a.app_id, api_id = %a.api_id, scheme = a.scheme, elapsed_us, "check");
-            }
-            Decision::Deny(d) => {
-                self.metrics.record(&decision, elapsed_us);
-                tracing::debug!(request_id, result = "deny", code = d.code.as_str(), scheme = d.scheme.unwrap_or("none"), reason = %d.message, elapsed_us, "check");
-            }
-        }
+        self.metrics.record(&decision, elapsed_us);
+        self.decision_log
+            .record(Some(view), request_id, &decision, elapsed_us);
         decision
     }
 }

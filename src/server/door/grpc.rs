@@ -272,14 +272,8 @@ fn overloaded(shared: &Shared, req: &CheckRequest, limit: usize) -> CheckRespons
         view.headers.push("x-request-id", id);
     }
     let request_id = request_id(&view);
-    tracing::debug!(
-        request_id,
-        result = "deny",
-        code = DenyCode::Overloaded.as_str(),
-        "check shed"
-    );
     let response = deny_response(&deny, &request_id);
-    shared.metrics.record(&Decision::Deny(deny), 0);
+    super::record_early_deny(shared, &deny, &request_id);
     response
 }
 
