@@ -27,7 +27,9 @@ use codec::CodecError;
 use schema::Tree;
 use seal::{SealError, Sealer};
 
-pub use ops::{ApiPatch, AppPatch, GrantFilter, GroupPatch, KeyPatch, NewApp, NewKey, Page};
+pub use ops::{
+    ApiPatch, AppFilter, AppPatch, GrantFilter, GroupPatch, KeyPatch, NewApp, NewKey, Page,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -602,6 +602,27 @@ async fn list_apps_filters_by_owner_and_tag_and_pages() {
     let want: Vec<String> = [0, 2, 4].iter().map(|&i| all[i].clone()).collect();
     assert_eq!(ids(acme_prod.apps), sorted(want));
 
+    // Found by name: a prefix, case ignored, combined with the other filters.
+    let by_name = |prefix: &str, owner: &str| pb::ListAppsRequest {
+        name_prefix: prefix.into(),
+        owner: owner.into(),
+        ..Default::default()
+    };
+    let one = c
+        .list_apps(by_name("APP-3", ""))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(ids(one.apps), vec![all[3].clone()]);
+    let globex_named = c
+        .list_apps(by_name("app-", "globex"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(ids(globex_named.apps), sorted(all[5..].to_vec()));
+    let none = c.list_apps(by_name("zzz", "")).await.unwrap().into_inner();
+    assert!(none.apps.is_empty());
+
     // page_size=2 walks every app exactly once, unfiltered and filtered.
     for (owner, expected) in [("", all.clone()), ("acme", all[..5].to_vec())] {
         let mut seen = Vec::new();
@@ -613,7 +634,7 @@ async fn list_apps_filters_by_owner_and_tag_and_pages() {
                     page_size: 2,
                     page_token: token.clone(),
                     owner: owner.into(),
-                    tag: String::new(),
+                    ..Default::default()
                 })
                 .await
                 .unwrap()

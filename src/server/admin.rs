@@ -118,7 +118,14 @@ impl Admin for AdminService {
         });
         let (apps, next) = self
             .store
-            .list_apps(&page(r.page_size, &r.page_token)?, filter(&r.owner), tag)
+            .list_apps(
+                &page(r.page_size, &r.page_token)?,
+                crate::store::AppFilter {
+                    owner: filter(&r.owner),
+                    tag,
+                    name_prefix: filter(&r.name_prefix),
+                },
+            )
             .map_err(AdminError::from)?;
         Ok(Response::new(pb::ListAppsResponse {
             apps: apps.iter().map(|a| app_out(a, false)).collect(),

@@ -69,6 +69,32 @@ pub struct GroupPatch {
 /// An update of an API: the caller applies its field mask to a copy.
 pub type ApiPatch = Box<dyn Fn(&mut Api) + Send + Sync>;
 
+/// Which apps `list_apps` returns; every filter set must match.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct AppFilter<'a> {
+    pub owner: Option<&'a str>,
+    /// `(key, None)`: the tag with any value; `(key, Some(v))`: with value `v`.
+    pub tag: Option<(&'a str, Option<&'a str>)>,
+    /// The name starts with this, ASCII case ignored.
+    pub name_prefix: Option<&'a str>,
+}
+
+impl AppFilter<'_> {
+    fn matches(&self, r: &AppRecord) -> bool {
+        self.owner.is_none_or(|o| r.owner == o)
+            && self.tag.is_none_or(|(k, val)| {
+                r.tags
+                    .get(k)
+                    .is_some_and(|x| val.is_none_or(|val| x == val))
+            })
+            && self.name_prefix.is_none_or(|p| {
+                r.name
+                    .get(..p.len())
+                    .is_some_and(|head| head.eq_ignore_ascii_case(p))
+            })
+    }
+}
+
 #[derive(Clone, Debug, Default)]
 pub struct GrantFilter {
     pub app_id: Option<String>,
@@ -413,18 +439,11 @@ impl Store {
     pub fn list_apps(
         &self,
         page: &Page,
-        owner: Option<&str>,
-        tag: Option<(&str, Option<&str>)>,
+        filter: AppFilter<'_>,
     ) -> Result<(Vec<App>, String), StoreError> {
         self.page(Tree::Apps, b"", page, |_, v| {
             let r: AppRecord = Self::decode_entry(Tree::Apps, v)?;
-            let owner_ok = owner.is_none_or(|o| r.owner == o);
-            let tag_ok = tag.is_none_or(|(k, val)| {
-                r.tags
-                    .get(k)
-                    .is_some_and(|x| val.is_none_or(|val| x == val))
-            });
-            if owner_ok && tag_ok {
+            if filter.matches(&r) {
                 app_from_record(&self.sealer, r).map(Some)
             } else {
                 Ok(None)

@@ -167,7 +167,9 @@ async fn paging_walks_everything_once() {
     let mut seen = Vec::new();
     let mut token = String::new();
     loop {
-        let (apps, next) = s.list_apps(&Page { size: 3, token }, None, None).unwrap();
+        let (apps, next) = s
+            .list_apps(&Page { size: 3, token }, AppFilter::default())
+            .unwrap();
         seen.extend(apps.into_iter().map(|a| a.name));
         if next.is_empty() {
             break;
@@ -184,8 +186,7 @@ async fn paging_walks_everything_once() {
                 size: 3,
                 token: "garbage!".into()
             },
-            None,
-            None
+            AppFilter::default()
         ),
         Err(StoreError::InvalidArgument {
             field: "page_token",
