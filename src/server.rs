@@ -120,6 +120,51 @@ async fn recover_store(store: Arc<Store>, index: Arc<Index>) {
     }
 }
 
+/// Every minute, deletes the previous secrets whose grace period has ended (they
+/// stopped verifying at its end; this removes them from the store and the index).
+async fn expire_previous_secrets(shared: Arc<Shared>) {
+    const EVERY: Duration = Duration::from_secs(60);
+    const BATCH: usize = 1000;
+    let mut tick = tokio::time::interval(EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if *shared.store.degraded().borrow() {
+            continue;
+        }
+        let due = match shared
+            .store
+            .expired_previous_secrets(shared.clock.now_ms(), BATCH)
+        {
+            Ok(due) => due,
+            Err(error) => {
+                tracing::warn!(%error, "cannot list expired previous secrets; will retry");
+                continue;
+            }
+        };
+        let mut dropped = 0usize;
+        for app_key in &due {
+            match shared
+                .store
+                .drop_expired_previous_secret("keygate", app_key)
+                .await
+            {
+                Ok(changes) => {
+                    dropped += usize::from(!changes.is_empty());
+                    shared.index.refresh(&shared.store, &changes);
+                }
+                Err(error) => {
+                    tracing::warn!(%error, app_key, "cannot delete an expired previous secret; will retry");
+                    break;
+                }
+            }
+        }
+        if dropped > 0 {
+            tracing::info!(dropped, "deleted previous secrets whose grace period ended");
+        }
+    }
+}
+
 /// The connection policy of `[check, http, admin]`, caps fitted under the open-file
 /// limit (raised to its hard limit first).
 fn connection_policies(limits: &crate::config::Limits) -> [conn::ConnPolicy; 3] {
@@ -253,6 +298,7 @@ pub async fn run(
         })
     };
     let recovery = tokio::spawn(recover_store(shared.store.clone(), shared.index.clone()));
+    let expiry = tokio::spawn(expire_previous_secrets(shared.clone()));
     let (refl_v1, refl_v1alpha) = reflection(&[pb::ADMIN_DESCRIPTOR_SET])?;
     let admin_router = grpc_server(&limits)
         .timeout(Duration::from_secs(limits.admin_timeout_secs))
@@ -317,6 +363,7 @@ pub async fn run(
     shutdown.await;
     degraded_watch.abort();
     recovery.abort();
+    expiry.abort();
     tracing::info!("shutting down: health NOT_SERVING, draining in-flight calls");
     admin_health
         .set_service_status("", tonic_health::ServingStatus::NotServing)

@@ -767,6 +767,67 @@ impl Store {
         Ok((key, vec![Change::Key(app_key.to_owned())]))
     }
 
+    /// Key pairs whose previous secret's grace period has ended by `now_ms`, at most
+    /// `limit` of them.
+    pub fn expired_previous_secrets(
+        &self,
+        now_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        let mut out = Vec::new();
+        for v in self.values(Tree::Keys) {
+            let r: KeyRecord = Self::decode_entry(Tree::Keys, &v?)?;
+            if !r.sealed_previous_secret.is_empty() && r.previous_until_ms <= now_ms {
+                out.push(r.app_key);
+                if out.len() >= limit {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Drops `app_key`'s previous secret once its grace period has ended, so an old
+    /// secret does not stay in the store (sealed) for ever. One write with its audit
+    /// event; no change when there is nothing to drop (reset again meanwhile, deleted).
+    pub async fn drop_expired_previous_secret(
+        &self,
+        actor: &str,
+        app_key: &str,
+    ) -> Result<Vec<Change>, StoreError> {
+        let dropped = self
+            .write(
+                || Ok(()),
+                |tx, ()| {
+                    let Some(mut r) = tx.get::<KeyRecord>(Tree::Keys, app_key.as_bytes())? else {
+                        return Ok(false);
+                    };
+                    if r.sealed_previous_secret.is_empty() || r.previous_until_ms > tx.stamp.now_ms
+                    {
+                        return Ok(false);
+                    }
+                    r.sealed_previous_secret = Vec::new();
+                    r.previous_until_ms = 0;
+                    tx.put(Tree::Keys, app_key.as_bytes(), &r)?;
+                    audit(
+                        tx,
+                        actor,
+                        "ExpirePreviousSecret",
+                        "key_pair",
+                        app_key,
+                        "the previous secret's grace period ended; it is deleted".into(),
+                    )?;
+                    Ok(true)
+                },
+            )
+            .await?;
+        Ok(if dropped {
+            vec![Change::Key(app_key.to_owned())]
+        } else {
+            Vec::new()
+        })
+    }
+
     pub async fn delete_key(&self, actor: &str, app_key: &str) -> Result<Vec<Change>, StoreError> {
         self.write(|| Ok(()), |tx, ()| {
             let r: KeyRecord = require(tx, Tree::Keys, "key pair", app_key)?;

@@ -308,3 +308,68 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+/// A previous secret is deleted once its grace period has ended, with an audit event,
+/// and not before; a second sweep finds nothing.
+#[tokio::test]
+async fn expired_previous_secrets_are_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(1_700_000_000_000));
+    let s = Store::open(dir.path(), &KEY, clock.clone()).unwrap();
+    let ((_, key), _) = s.create_app("t", new_app("rot")).await.unwrap();
+    let (reset, _) = s
+        .reset_secret("t", &key.app_key, 1_000, None)
+        .await
+        .unwrap();
+    assert!(s.get_key(&key.app_key).unwrap().unwrap().previous.is_some());
+
+    clock.advance(999);
+    assert!(
+        s.expired_previous_secrets(clock.now_ms(), 10)
+            .unwrap()
+            .is_empty()
+    );
+    clock.advance(1);
+    let due = s.expired_previous_secrets(clock.now_ms(), 10).unwrap();
+    assert_eq!(due, vec![key.app_key.clone()]);
+    let changes = s
+        .drop_expired_previous_secret("keygate", &key.app_key)
+        .await
+        .unwrap();
+    assert_eq!(changes, vec![Change::Key(key.app_key.clone())]);
+    let after = s.get_key(&key.app_key).unwrap().unwrap();
+    assert!(after.previous.is_none());
+    assert_eq!(
+        after.secret.expose(),
+        reset.secret.expose(),
+        "the current secret stays"
+    );
+
+    let (events, _) = s
+        .list_audit(
+            &Page {
+                size: 100,
+                token: String::new(),
+            },
+            Some(&key.app_key),
+            None,
+        )
+        .unwrap();
+    assert!(
+        events
+            .iter()
+            .any(|e| e.action == "ExpirePreviousSecret" && e.actor == "keygate"),
+        "{events:?}"
+    );
+    assert!(
+        s.expired_previous_secrets(clock.now_ms(), 10)
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        s.drop_expired_previous_secret("keygate", &key.app_key)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
