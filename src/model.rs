@@ -34,13 +34,21 @@ impl Secret {
 /// the marker lets code and tests require that property by type.
 impl zeroize::ZeroizeOnDrop for Secret {}
 
+/// Serialised redacted, like `Debug`: what serialises a model (the audit log's
+/// before/after summaries) can never write a secret.
+impl serde::Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("<redacted>")
+    }
+}
+
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Secret(<redacted>)")
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct App {
     pub id: String,
     pub name: String,
@@ -55,13 +63,13 @@ pub struct App {
 }
 
 /// A previous secret that still verifies until `until_ms` (after a reset with grace).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct PreviousSecret {
     pub secret: Secret,
     pub until_ms: i64,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct KeyPair {
     pub app_key: String,
     pub app_id: String,
@@ -74,7 +82,7 @@ pub struct KeyPair {
     pub update_ms: i64,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct Group {
     pub id: String,
     pub name: String,
@@ -84,7 +92,7 @@ pub struct Group {
     pub update_ms: i64,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Api {
     pub id: String,
     pub name: String,
@@ -110,7 +118,7 @@ pub struct Api {
     pub update_ms: i64,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize)]
 pub enum GrantTarget {
     Api(String),
     Group(String),
@@ -124,7 +132,7 @@ impl GrantTarget {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct Grant {
     pub id: String,
     pub app_id: String,

@@ -15,6 +15,7 @@ pub mod seal;
 mod commit;
 mod convert;
 mod ops;
+mod summary;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, PoisonError};

@@ -1162,6 +1162,27 @@ async fn audit_log_lists_writes_in_order_without_secrets() {
         ("DeleteApp", "app", a.id.as_str()),
     ];
     assert_eq!(got, want, "audit events: {events:#?}");
+    // Summaries say what changed, before and after, in words.
+    let summary_of = |action: &str| {
+        events
+            .iter()
+            .find(|e| e.action == action)
+            .map(|e| e.summary.as_str())
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        summary_of("UpdateApp"),
+        "description: (empty) → now audited"
+    );
+    assert_eq!(summary_of("DisableKeyPair"), "enabled: true → false");
+    assert!(
+        summary_of("CreateApi").contains(&format!("path={}", x.path)),
+        "{events:#?}"
+    );
+    assert!(
+        !events.iter().any(|e| e.summary.contains("Some(")),
+        "debug text in a summary: {events:#?}"
+    );
     assert!(
         events.windows(2).all(|w| w[0].id < w[1].id),
         "ids increase: {events:#?}"

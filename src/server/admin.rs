@@ -443,11 +443,10 @@ impl Admin for AdminService {
             api_copy_masked(&mut merged, &incoming, p);
         }
         let validated = api_in(&merged)?;
-        let fields = paths.join(",");
         let patch: crate::store::ApiPatch = Box::new(move |dst| api_apply(dst, &validated, &paths));
         let api = self.commit(
             self.store
-                .update_api(&who, &a.id, &fields, patch)
+                .update_api(&who, &a.id, patch)
                 .await
                 .map_err(AdminError::from)?,
         );

@@ -12,6 +12,7 @@ use super::codec::{
 };
 use super::convert::*;
 use super::schema::Tree;
+use super::summary;
 use super::{Change, Store, StoreError, Tx, TxResult, abort};
 use crate::model::{
     Api, App, AuditEvent, Grant, GrantTarget, Group, KeyPair, PreviousSecret, Secret,
@@ -255,11 +256,6 @@ fn delete_grant_tx(tx: &Tx<'_>, g: &GrantRecord) -> TxResult<()> {
     tx.del(Tree::GrantsByTarget, &join(&[target, &g.id]))
 }
 
-fn changed(fields: &[(&str, bool)]) -> String {
-    let names: Vec<&str> = fields.iter().filter(|(_, c)| *c).map(|(n, _)| *n).collect();
-    format!("updated: {}", names.join(", "))
-}
-
 impl Store {
     // === generic reads ===
 
@@ -463,6 +459,8 @@ impl Store {
                 || Ok(()),
                 |tx, ()| {
                     let mut r: AppRecord = require(tx, Tree::Apps, "app", id)?;
+                    let before =
+                        app_from_record(&self.sealer, r.clone()).map_err(ConflictAbort::from)?;
                     if let Some(name) = &patch.name {
                         rename_tx(tx, Tree::AppNames, "App", id, &r.owner, &mut r.name, name)?;
                     }
@@ -480,18 +478,9 @@ impl Store {
                     }
                     r.update_ms = tx.stamp.now_ms;
                     tx.put(Tree::Apps, id.as_bytes(), &r)?;
-                    let summary = changed(&[
-                        ("name", patch.name.is_some()),
-                        ("description", patch.description.is_some()),
-                        ("tags", patch.tags.is_some()),
-                        ("extend_info", patch.extend_info.is_some()),
-                        ("enabled", patch.enabled.is_some()),
-                    ]);
-                    let summary = match patch.enabled {
-                        Some(e) if action != "UpdateApp" => format!("enabled={e}"),
-                        _ => summary,
-                    };
-                    audit(tx, actor, action, "app", id, summary)?;
+                    let after =
+                        app_from_record(&self.sealer, r.clone()).map_err(ConflictAbort::from)?;
+                    audit(tx, actor, action, "app", id, summary::diff(&before, &after))?;
                     Ok(r)
                 },
             )
@@ -700,6 +689,8 @@ impl Store {
                 || Ok(()),
                 |tx, ()| {
                     let mut r: KeyRecord = require(tx, Tree::Keys, "key pair", app_key)?;
+                    let before =
+                        key_from_record(&self.sealer, r.clone()).map_err(ConflictAbort::from)?;
                     if let Some(e) = patch.expires_ms {
                         r.expires_ms = e.unwrap_or(0);
                     }
@@ -708,14 +699,16 @@ impl Store {
                     }
                     r.update_ms = tx.stamp.now_ms;
                     tx.put(Tree::Keys, app_key.as_bytes(), &r)?;
-                    let summary = match (patch.enabled, patch.expires_ms) {
-                        (Some(e), None) => format!("enabled={e}"),
-                        _ => changed(&[
-                            ("expires_at", patch.expires_ms.is_some()),
-                            ("enabled", patch.enabled.is_some()),
-                        ]),
-                    };
-                    audit(tx, actor, action, "key_pair", app_key, summary)?;
+                    let after =
+                        key_from_record(&self.sealer, r.clone()).map_err(ConflictAbort::from)?;
+                    audit(
+                        tx,
+                        actor,
+                        action,
+                        "key_pair",
+                        app_key,
+                        summary::diff(&before, &after),
+                    )?;
                     Ok(r)
                 },
             )
@@ -920,6 +913,7 @@ impl Store {
                 || Ok(()),
                 |tx, ()| {
                     let mut r: GroupRecord = require(tx, Tree::Groups, "group", id)?;
+                    let before = group_from_record(r.clone());
                     if let Some(name) = &patch.name {
                         rename_tx(
                             tx,
@@ -942,10 +936,7 @@ impl Store {
                         "UpdateGroup",
                         "group",
                         id,
-                        changed(&[
-                            ("name", patch.name.is_some()),
-                            ("description", patch.description.is_some()),
-                        ]),
+                        summary::diff(&before, &group_from_record(r.clone())),
                     )?;
                     Ok(r)
                 },
@@ -1055,10 +1046,7 @@ impl Store {
                     "CreateApi",
                     "api",
                     &api.id,
-                    format!(
-                        "name={} path={} methods={:?}",
-                        api.name, api.path, api.methods
-                    ),
+                    summary::describe(&api),
                 )
             },
         )
@@ -1098,7 +1086,6 @@ impl Store {
         &self,
         actor: &str,
         id: &str,
-        fields: &str,
         patch: ApiPatch,
     ) -> Result<(Api, Vec<Change>), StoreError> {
         let api = self
@@ -1113,14 +1100,7 @@ impl Store {
                     api.create_ms = old.create_ms;
                     api.update_ms = tx.stamp.now_ms;
                     Self::put_api_tx(tx, &api, Some(&old))?;
-                    audit(
-                        tx,
-                        actor,
-                        "UpdateApi",
-                        "api",
-                        id,
-                        format!("updated: {fields}"),
-                    )?;
+                    audit(tx, actor, "UpdateApi", "api", id, summary::diff(&old, &api))?;
                     Ok(api)
                 },
             )
@@ -1196,10 +1176,7 @@ impl Store {
                     "CreateGrant",
                     "grant",
                     &grant.id,
-                    format!(
-                        "app={} {kind}={target} stages={:?} expires_ms={:?}",
-                        grant.app_id, grant.stages, grant.expires_ms
-                    ),
+                    summary::describe(&grant),
                 )
             },
         )
