@@ -18,6 +18,7 @@ mod ops;
 mod summary;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError};
 
 use sled::Transactional;
@@ -103,7 +104,8 @@ fn abort<T>(e: StoreError) -> TxResult<T> {
 }
 
 /// The audit id and time of one write, taken under the writer lock so that audit ids
-/// follow commit order (a reader paging the log by id never skips an event).
+/// follow commit order and are dense: the id is used up only by a write that committed
+/// its audit record, so a gap in the log would mean a lost event, never a failed write.
 pub(crate) struct Stamp {
     pub(crate) audit_id: u64,
     pub(crate) now_ms: i64,
@@ -162,6 +164,9 @@ impl Tx<'_> {
 struct Engine {
     db: sled::Db,
     trees: Vec<sled::Tree>,
+    /// The next audit id: one past the last audit record on disk when opened, then
+    /// advanced by each write that committed one (under the writer lock).
+    next_audit_id: std::sync::atomic::AtomicU64,
     /// Flushes for every writer (group commit).
     flusher: commit::GroupCommit,
 }
@@ -179,10 +184,18 @@ impl Engine {
         let fresh = meta.is_empty() && trees.iter().all(|t| t.is_empty());
         schema::check_meta(&meta, sealer, fresh)?;
         db.flush()?;
+        let next_audit_id = match trees[Tree::Audit.idx()].last()? {
+            Some((k, _)) => <[u8; 8]>::try_from(k.as_ref())
+                .map(u64::from_be_bytes)
+                .map_err(|_| StoreError::corrupt("audit", "an audit key is not 8 bytes"))?
+                .saturating_add(1),
+            None => 1,
+        };
         Ok(Self {
             flusher: commit::GroupCommit::start(db.clone())?,
             db,
             trees,
+            next_audit_id: std::sync::atomic::AtomicU64::new(next_audit_id),
         })
     }
 
@@ -383,7 +396,7 @@ impl Store {
             let _writer = self.write_lock.lock().await;
             let engine = self.engine()?;
             let stamp = Stamp {
-                audit_id: engine.db.generate_id()?,
+                audit_id: engine.next_audit_id.load(Ordering::Relaxed),
                 now_ms: self.now_ms(),
             };
             let prepared = prepare()?;
@@ -396,6 +409,16 @@ impl Store {
                     &prepared,
                 )
             })?;
+            // Used up only if the write recorded its event (a write that found nothing
+            // to do records none).
+            if engine
+                .tree(Tree::Audit)
+                .contains_key(stamp.audit_id.to_be_bytes())?
+            {
+                engine
+                    .next_audit_id
+                    .store(stamp.audit_id.saturating_add(1), Ordering::Relaxed);
+            }
             (out, engine)
         };
         if self.durable_writes {
