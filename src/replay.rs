@@ -104,6 +104,8 @@ pub struct ReplayGuard {
     owners: Vec<Owners>,
     per_shard: usize,
     per_key: usize,
+    /// Keyed per process: a caller cannot aim its scopes at another's share counter.
+    scope_hasher: std::collections::hash_map::RandomState,
 }
 
 impl ReplayGuard {
@@ -115,6 +117,7 @@ impl ReplayGuard {
             owners: (0..SHARDS).map(|_| Mutex::default()).collect(),
             per_shard: capacity.div_ceil(SHARDS).max(1),
             per_key: per_key.max(1),
+            scope_hasher: std::collections::hash_map::RandomState::new(),
         }
     }
 
@@ -129,11 +132,11 @@ impl ReplayGuard {
         d
     }
 
-    fn scope_id(scope: &str) -> ScopeId {
-        let full = Sha256::digest(scope.as_bytes());
-        let mut b = [0u8; 8];
-        b.copy_from_slice(&full[..8]);
-        u64::from_be_bytes(b)
+    /// The share counter a scope is charged to. A keyed SipHash, not SHA-256: it only
+    /// has to spread scopes, and the key keeps callers from choosing collisions.
+    fn scope_id(&self, scope: &str) -> ScopeId {
+        use std::hash::BuildHasher as _;
+        self.scope_hasher.hash_one(scope)
     }
 
     /// Records `nonce` for `scope` (scheme + AppKey) until `now_ms + ttl_ms`, unless it is
@@ -146,7 +149,7 @@ impl ReplayGuard {
         ttl_ms: i64,
     ) -> Result<(), ReplayError> {
         let d = Self::digest(scope, nonce);
-        let id = Self::scope_id(scope);
+        let id = self.scope_id(scope);
         let shard = &self.shards[usize::from(d[0]) % SHARDS];
         // A key's count includes its expired nonces not yet swept from other shards;
         // before refusing a key, sweep them all once and look again.

@@ -39,6 +39,18 @@ impl Headers {
         self.0.push((name.to_ascii_lowercase(), value.into()));
     }
 
+    /// `push` for a name the caller already owns: lower-cased in place, no copy (the
+    /// gRPC door moves Envoy's header map in this way on every Check).
+    pub fn push_owned(&mut self, mut name: String, value: String) {
+        name.make_ascii_lowercase();
+        self.0.push((name, value));
+    }
+
+    /// Room for `n` more headers.
+    pub fn reserve(&mut self, n: usize) {
+        self.0.reserve(n);
+    }
+
     /// First value of `name` (which must be given lower-case).
     pub fn get(&self, name: &str) -> Option<&str> {
         self.0

@@ -107,10 +107,11 @@ pub fn string_to_sign(view: &RequestView, header_list: Option<&str>, variant: Va
         names.sort_unstable();
     }
     for name in names {
+        let start = s.len();
+        s.push_str(name);
         if variant.lowercase_names {
-            s.extend(name.chars().map(|c| c.to_ascii_lowercase()));
-        } else {
-            s.push_str(name);
+            // In place: ASCII case mapping keeps UTF-8 valid, and costs no char loop.
+            s[start..].make_ascii_lowercase();
         }
         s.push(':');
         s.push_str(header_ci(view, name).unwrap_or(""));

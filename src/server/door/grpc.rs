@@ -60,6 +60,7 @@ pub fn into_view(req: CheckRequest) -> RequestView {
     let mut headers = Headers::new();
     let mut pseudo: HashMap<&str, String> = HashMap::new();
     if !http.headers.is_empty() {
+        headers.reserve(http.headers.len());
         for (k, v) in std::mem::take(&mut http.headers) {
             match k.strip_prefix(':') {
                 Some(p) => {
@@ -74,7 +75,7 @@ pub fn into_view(req: CheckRequest) -> RequestView {
                         v,
                     );
                 }
-                None => headers.push(&k, v),
+                None => headers.push_owned(k, v),
             }
         }
     } else if let Some(map) = http.header_map.take() {
@@ -93,7 +94,7 @@ pub fn into_view(req: CheckRequest) -> RequestView {
                     pseudo.insert("authority", v);
                 }
                 Some(_) => {}
-                None => headers.push(&h.key, v),
+                None => headers.push_owned(h.key, v),
             }
         }
     }
