@@ -17,6 +17,7 @@
 //! - [`server`]: the check, http and admin listeners and their connection limits;
 //!   the front doors (`server::door`) translate only, with one table of deny statuses.
 //! - [`sign`]: the caller-side signer (library and `keygate sign`).
+//! - [`tools`]: `keygate backup` (an admin API client) and `keygate restore`.
 //! - [`config`]: flags, environment and file, resolved once; [`keyfile`]: the files
 //!   that hold secrets (admin token, master key) and the data dir.
 //! - [`clock`], [`model`], [`telemetry`], [`pb`] (generated code).
@@ -44,3 +45,4 @@ pub mod store;
 pub mod telemetry;
 #[cfg(any(test, feature = "test-util"))]
 pub mod testkit;
+pub mod tools;

@@ -31,6 +31,10 @@ enum Command {
     Sign(Box<keygate::sign::cli::SignArgs>),
     /// Re-encrypt every stored secret under a new master key (service stopped).
     RotateMasterKey(keygate::config::RotateArgs),
+    /// Copy a running keygate's whole store into a file (secrets stay sealed).
+    Backup(Box<keygate::tools::BackupArgs>),
+    /// Fill an empty data dir from a backup file (service stopped).
+    Restore(keygate::tools::RestoreArgs),
 }
 
 fn init_logging(format: LogFormat) {
@@ -82,6 +86,29 @@ fn main() -> ExitCode {
                 println!(
                     "finished an interrupted rotation; the new master key is in {}",
                     key_file.display()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(&e),
+        },
+        Command::Backup(args) => {
+            let runtime = match tokio::runtime::Runtime::new() {
+                Ok(r) => r,
+                Err(e) => return fail(&e),
+            };
+            match runtime.block_on(keygate::tools::backup(&args)) {
+                Ok(bytes) => {
+                    println!("backup written to {} ({bytes} bytes)", args.out.display());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(&e),
+            }
+        }
+        Command::Restore(args) => match keygate::tools::restore(&args) {
+            Ok(records) => {
+                println!(
+                    "restored {records} records into {}; start keygate on it with the same master key",
+                    args.data_dir.display()
                 );
                 ExitCode::SUCCESS
             }

@@ -7,6 +7,7 @@
 //! `Store::write`). Callers see model types, `StoreError` and `Change`s; sled's types
 //! appear only in this module tree and in `StoreError::Db`.
 
+pub mod backup;
 pub mod codec;
 pub mod rotate;
 pub mod schema;

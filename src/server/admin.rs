@@ -546,6 +546,46 @@ impl Admin for AdminService {
             next_page_token: next,
         }))
     }
+
+    type BackupStream = tokio_stream::wrappers::ReceiverStream<Result<pb::BackupChunk, Status>>;
+
+    /// Takes the backup into a temp file (writes wait only that long), then streams it
+    /// in 64 KiB chunks and removes it, however the stream ends.
+    async fn backup(&self, req: Request<pb::BackupRequest>) -> Res<Self::BackupStream> {
+        let who = actor(&req);
+        let (path, stats) = self.store.backup_to_temp().await?;
+        tracing::info!(actor = %who, records = stats.records, bytes = stats.bytes, "backup taken");
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tokio::spawn(async move {
+            use tokio::io::AsyncReadExt as _;
+            let sent = async {
+                let mut file = tokio::fs::File::open(&path).await?;
+                let mut buf = vec![0u8; 64 * 1024];
+                loop {
+                    let n = file.read(&mut buf).await?;
+                    if n == 0 {
+                        return Ok::<(), std::io::Error>(());
+                    }
+                    let chunk = pb::BackupChunk {
+                        data: buf.get(..n).unwrap_or_default().to_vec(),
+                    };
+                    if tx.send(Ok(chunk)).await.is_err() {
+                        return Ok(()); // the client went away
+                    }
+                }
+            }
+            .await;
+            if let Err(e) = sent {
+                let _ = tx
+                    .send(Err(Status::internal(format!("reading the backup: {e}"))))
+                    .await;
+            }
+            let _ = tokio::fs::remove_file(&path).await;
+        });
+        Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(
+            rx,
+        )))
+    }
 }
 
 impl AdminService {

@@ -45,3 +45,16 @@ impl From<AdminError> for Status {
         Status::new(code, e.to_string())
     }
 }
+
+impl From<crate::store::backup::BackupError> for Status {
+    fn from(e: crate::store::backup::BackupError) -> Self {
+        use crate::store::backup::BackupError;
+        match e {
+            BackupError::Store(s) => AdminError::from(s).into(),
+            other => {
+                tracing::error!(error = %other, "backup failed");
+                Status::internal(other.to_string())
+            }
+        }
+    }
+}

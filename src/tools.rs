@@ -1,0 +1,192 @@
+//! `keygate backup` and `keygate restore`: the operator's side of backups.
+//!
+//! Owns: the command-line options and both flows. `backup` is a client of the admin
+//! API's `Backup` call (the service stays up), writing the stream to a file (0600) that
+//! appears whole or not at all. `restore` fills an empty data dir from such a file
+//! (`store::backup::restore`), then opens it with the master key to prove the key
+//! opens its secrets; if it does not, the restored database is removed again.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use crate::store::backup::{BackupError, restore as restore_db};
+use crate::store::seal::MASTER_KEY_LEN;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ToolError {
+    #[error("{0}")]
+    Usage(String),
+    #[error("admin API at {addr}: {message}")]
+    Admin { addr: String, message: String },
+    #[error("{what} {path}: {source}")]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Backup(#[from] BackupError),
+    #[error(transparent)]
+    KeyFile(#[from] crate::keyfile::KeyFileError),
+    #[error("the restored store does not open with {key}: {source}")]
+    Verify {
+        key: PathBuf,
+        source: crate::store::StoreError,
+    },
+}
+
+/// `keygate backup`: a consistent copy of a running keygate's store.
+#[derive(clap::Args, Debug, Clone)]
+pub struct BackupArgs {
+    /// The admin listener (`host:port`).
+    #[arg(long, env = "KEYGATE_ADMIN_ADDR", default_value = "127.0.0.1:50052")]
+    pub admin_addr: String,
+    /// File holding the admin token (else `KEYGATE_ADMIN_TOKEN`).
+    #[arg(long, env = "KEYGATE_ADMIN_TOKEN_FILE")]
+    pub admin_token_file: Option<PathBuf>,
+    /// PEM CA bundle to verify the admin listener's TLS certificate (TLS when set).
+    #[arg(long)]
+    pub tls_ca: Option<PathBuf>,
+    /// Where to write the backup (must not exist).
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+/// `keygate restore`: fill an empty data dir from a backup (service stopped).
+#[derive(clap::Args, Debug, Clone)]
+pub struct RestoreArgs {
+    /// The backup file.
+    #[arg(long)]
+    pub from: PathBuf,
+    /// The data dir to fill; its `db` must not exist or be empty.
+    #[arg(long, env = "KEYGATE_DATA_DIR", default_value = "keygate-data")]
+    pub data_dir: PathBuf,
+    /// The master key the backup was taken under (default `<data_dir>/master.key`).
+    #[arg(long, env = "KEYGATE_MASTER_KEY_FILE")]
+    pub master_key_file: Option<PathBuf>,
+}
+
+/// Streams a backup from the admin API into `args.out`; returns the bytes written.
+pub async fn backup(args: &BackupArgs) -> Result<u64, ToolError> {
+    use crate::pb::admin::admin_client::AdminClient;
+    let token = match std::env::var("KEYGATE_ADMIN_TOKEN")
+        .ok()
+        .filter(|t| !t.trim().is_empty())
+    {
+        Some(t) => t.trim().to_owned(),
+        None => {
+            let path = args.admin_token_file.as_ref().ok_or_else(|| {
+                ToolError::Usage(
+                    "no admin token: set KEYGATE_ADMIN_TOKEN or --admin-token-file".into(),
+                )
+            })?;
+            std::fs::read_to_string(path)
+                .map_err(|source| ToolError::Io {
+                    what: "cannot read admin token file",
+                    path: path.clone(),
+                    source,
+                })?
+                .trim()
+                .to_owned()
+        }
+    };
+    let admin = |message: String| ToolError::Admin {
+        addr: args.admin_addr.clone(),
+        message,
+    };
+    let scheme = if args.tls_ca.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let mut endpoint =
+        tonic::transport::Endpoint::from_shared(format!("{scheme}://{}", args.admin_addr))
+            .map_err(|e| admin(e.to_string()))?;
+    if let Some(ca) = &args.tls_ca {
+        let pem = std::fs::read(ca).map_err(|source| ToolError::Io {
+            what: "cannot read TLS CA",
+            path: ca.clone(),
+            source,
+        })?;
+        endpoint = endpoint
+            .tls_config(
+                tonic::transport::ClientTlsConfig::new()
+                    .ca_certificate(tonic::transport::Certificate::from_pem(pem)),
+            )
+            .map_err(|e| admin(e.to_string()))?;
+    }
+    let channel = endpoint.connect().await.map_err(|e| admin(e.to_string()))?;
+    let mut req = tonic::Request::new(crate::pb::admin::BackupRequest {});
+    let bearer = format!("Bearer {token}")
+        .parse()
+        .map_err(|_| ToolError::Usage("the admin token is not valid header text".into()))?;
+    req.metadata_mut().insert("authorization", bearer);
+    let mut stream = AdminClient::new(channel)
+        .backup(req)
+        .await
+        .map_err(|s| admin(format!("{:?}: {}", s.code(), s.message())))?
+        .into_inner();
+
+    // Written beside the target and renamed at the end: a failed backup leaves no file
+    // that looks whole.
+    let partial = args.out.with_extension("partial");
+    let io = |what: &'static str, path: &Path| {
+        let path = path.to_owned();
+        move |source| ToolError::Io { what, path, source }
+    };
+    if args.out.exists() {
+        return Err(ToolError::Usage(format!(
+            "{} exists; choose a new file",
+            args.out.display()
+        )));
+    }
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut file = opts.open(&partial).map_err(io("cannot create", &partial))?;
+    let mut bytes = 0u64;
+    let result = async {
+        while let Some(chunk) = stream
+            .message()
+            .await
+            .map_err(|s| admin(format!("{:?}: {}", s.code(), s.message())))?
+        {
+            file.write_all(&chunk.data)
+                .map_err(io("cannot write", &partial))?;
+            bytes += chunk.data.len() as u64;
+        }
+        file.sync_all().map_err(io("cannot write", &partial))?;
+        std::fs::rename(&partial, &args.out).map_err(io("cannot rename to", &args.out))
+    }
+    .await;
+    if result.is_err() {
+        let _ = std::fs::remove_file(&partial);
+    }
+    result.map(|()| bytes)
+}
+
+/// Restores `args.from` into `args.data_dir` and checks the master key opens it.
+pub fn restore(args: &RestoreArgs) -> Result<u64, ToolError> {
+    let db_dir = args.data_dir.join("db");
+    let key_path = args
+        .master_key_file
+        .clone()
+        .unwrap_or_else(|| args.data_dir.join("master.key"));
+    // Read the key first: a restore that cannot be opened is not done at all.
+    let key = crate::keyfile::read_key_file::<MASTER_KEY_LEN>(&key_path)?;
+    crate::keyfile::ensure_data_dir(&args.data_dir)?;
+    let stats = restore_db(&args.from, &db_dir)?;
+    let clock = std::sync::Arc::new(crate::clock::SystemClock);
+    if let Err(source) = crate::store::Store::open(&db_dir, &key, clock) {
+        let _ = std::fs::remove_dir_all(&db_dir);
+        return Err(ToolError::Verify {
+            key: key_path,
+            source,
+        });
+    }
+    Ok(stats.records)
+}
