@@ -4,11 +4,12 @@
 //! Owns: answering lookups in constant time (hash maps and a segment trie; nothing
 //! scans), and staying equal to the store. After every committed write the admin layer
 //! calls `refresh` with the store's `Change`s; `refresh` re-reads exactly those entities
-//! from the store under the write lock, so the last refresh always installs the latest
+//! from the store, then installs them under the write lock (checks never wait for a
+//! store read), one refresh at a time, so the last refresh always installs the latest
 //! committed state, whatever order concurrent writers finish in.
 
 use std::collections::HashMap;
-use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, mpsc};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, mpsc};
 
 use sha2::{Digest, Sha256};
 
@@ -247,6 +248,16 @@ fn send_batches<T>(
 #[derive(Default)]
 pub struct Index {
     inner: RwLock<Snapshot>,
+    /// Held by `refresh` and `reload` so that they install in the order they read.
+    refreshing: Mutex<()>,
+}
+
+/// An entity re-read for a refresh, before the write lock is taken.
+enum Fresh {
+    App(App),
+    Key(KeyPair),
+    Api(Api),
+    Grant(Grant),
 }
 
 impl Index {
@@ -294,6 +305,7 @@ impl Index {
         })?;
         Ok(Self {
             inner: RwLock::new(s),
+            refreshing: Mutex::new(()),
         })
     }
 
@@ -305,31 +317,49 @@ impl Index {
 
     /// Re-reads the changed entities from the store. An entity the store no longer has,
     /// or cannot read, is removed: the check path then denies instead of using stale data.
+    ///
+    /// The store is read before the write lock is taken, so checks wait only for the
+    /// map updates, never for store reads (a cascade delete of an app with many grants
+    /// re-reads each one). Refreshes run one at a time: each reads after the writes it
+    /// follows committed and installs what it read before the next one reads, so the
+    /// last refresh always installs the latest committed state.
     pub fn refresh(&self, store: &Store, changes: &[Change]) {
+        let _one_at_a_time = self
+            .refreshing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let read: Vec<(&Change, Result<Option<Fresh>, StoreError>)> = changes
+            .iter()
+            .map(|change| {
+                let fresh = match change {
+                    Change::App(id) => store.get_app(id).map(|a| a.map(Fresh::App)),
+                    Change::Key(k) => store.get_key(k).map(|k| k.map(Fresh::Key)),
+                    Change::Api(id) => store.get_api(id).map(|a| a.map(Fresh::Api)),
+                    Change::Grant(id) => store.get_grant(id).map(|g| g.map(Fresh::Grant)),
+                    // Groups carry no data the check path needs: grants name them by id.
+                    Change::Group(_) => Ok(None),
+                };
+                (change, fresh)
+            })
+            .collect();
         let mut s = self.inner.write().unwrap_or_else(PoisonError::into_inner);
-        for change in changes {
-            let result = match change {
-                Change::App(id) => {
-                    s.drop_app(id);
-                    store.get_app(id).map(|a| a.map(|a| s.put_app(a)))
+        for (change, fresh) in read {
+            match change {
+                Change::App(id) => s.drop_app(id),
+                Change::Key(k) => s.drop_key(k),
+                Change::Api(id) => s.drop_api(id),
+                Change::Grant(id) => s.drop_grant(id),
+                Change::Group(_) => {}
+            }
+            match fresh {
+                Ok(Some(Fresh::App(a))) => s.put_app(a),
+                Ok(Some(Fresh::Key(k))) => s.put_key(k),
+                Ok(Some(Fresh::Api(a))) => s.put_api(a),
+                Ok(Some(Fresh::Grant(g))) => s.put_grant(g),
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::error!(error = %e, ?change, "index refresh could not read the store; entity left out (denies)");
                 }
-                Change::Key(k) => {
-                    s.drop_key(k);
-                    store.get_key(k).map(|a| a.map(|a| s.put_key(a)))
-                }
-                Change::Api(id) => {
-                    s.drop_api(id);
-                    store.get_api(id).map(|a| a.map(|a| s.put_api(a)))
-                }
-                Change::Grant(id) => {
-                    s.drop_grant(id);
-                    store.get_grant(id).map(|a| a.map(|a| s.put_grant(a)))
-                }
-                // Groups carry no data the check path needs: grants name them by id.
-                Change::Group(_) => Ok(None),
-            };
-            if let Err(e) = result {
-                tracing::error!(error = %e, ?change, "index refresh could not read the store; entity left out (denies)");
             }
         }
     }
@@ -338,6 +368,10 @@ impl Index {
     /// reopened from disk). Built aside first: checks wait only for the swap, and the
     /// old snapshot is freed after the lock is released.
     pub fn reload(&self, store: &Store) -> Result<(), StoreError> {
+        let _one_at_a_time = self
+            .refreshing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         let fresh = Index::load(store)?
             .inner
             .into_inner()
