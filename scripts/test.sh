@@ -7,6 +7,7 @@
 #   - .venv (python3 -m venv) with tests/python/requirements.txt installed; reinstalled
 #     only when that file (or the Python) changes, tracked by a stamp file in .venv;
 #   - nginx via apt-get when missing and running as root (for the NGINX front-door tests);
+#   - redis-server the same way (for the shared nonce store tests);
 #   - then cargo fmt --check, cargo clippy -D warnings, cargo doc (warnings denied) and
 #     cargo test, for the whole workspace (keygate and the keygate-bench load
 #     generator); all run even if one fails, so one run shows every problem; exits
@@ -57,6 +58,17 @@ if ! command -v nginx >/dev/null && [[ ! -x /usr/sbin/nginx ]]; then
     fi
 fi
 
+# --- redis-server (for the shared nonce store tests) -----------------------------------
+if ! command -v redis-server >/dev/null; then
+    if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
+        say "installing redis-server"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+    else
+        echo "warning: redis-server is not installed and this is not root: the Redis tests cannot run" >&2
+    fi
+fi
+
 # --- checks and tests ------------------------------------------------------------------
 export KEYGATE_PYTHON=$venv/bin/python
 failed=()
@@ -77,7 +89,7 @@ step doc doc
 # Keep cargo's output for the total below, and show it as it runs.
 test_log=$(mktemp)
 trap 'rm -f "$test_log"' EXIT
-run_tests() { cargo test --all-features 2>&1 | tee "$test_log"; return "${PIPESTATUS[0]}"; }
+run_tests() { cargo test --all-features --no-fail-fast 2>&1 | tee "$test_log"; return "${PIPESTATUS[0]}"; }
 step test run_tests
 
 if ((${#failed[@]})); then

@@ -11,6 +11,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use crate::nonce::NonceStoreKind;
 use crate::path::PathMode;
 
 #[derive(Debug, thiserror::Error)]
@@ -158,6 +159,21 @@ pub struct ServeArgs {
     /// line (`suppressed`), so a flood cannot fill the disk.
     #[arg(long, env = "KEYGATE_DECISION_LOG_RATE")]
     pub decision_log_rate: Option<u32>,
+    /// Where nonces are remembered: `local` (default: in memory, journaled in the data
+    /// dir, so restarts forget none), `memory` (a restart forgets them) or `redis`
+    /// (shared by every replica; needs `--redis-url`).
+    #[arg(long, env = "KEYGATE_NONCE_STORE")]
+    pub nonce_store: Option<NonceStoreKind>,
+    /// Redis for `--nonce-store redis`: `redis://[user:password@]host:port/db`.
+    #[arg(long, env = "KEYGATE_REDIS_URL")]
+    pub redis_url: Option<String>,
+    /// Prefix of every key keygate writes in Redis.
+    #[arg(long, env = "KEYGATE_REDIS_PREFIX")]
+    pub redis_prefix: Option<String>,
+    /// Time limit of one nonce claim in Redis, milliseconds; past it the request is
+    /// denied `ReplayUnavailable`.
+    #[arg(long, env = "KEYGATE_REDIS_TIMEOUT_MS")]
+    pub redis_timeout_ms: Option<u64>,
 }
 
 impl ServeArgs {
@@ -325,6 +341,11 @@ pub struct Config {
     pub log_format: LogFormat,
     pub decision_log: DecisionLog,
     pub decision_log_rate: u32,
+    pub nonce_store: NonceStoreKind,
+    /// Required with `NonceStoreKind::Redis`.
+    pub redis_url: Option<String>,
+    pub redis_prefix: String,
+    pub redis_timeout_ms: u64,
 }
 
 impl Default for Config {
@@ -351,6 +372,12 @@ impl Default for Config {
             log_format: LogFormat::Text,
             decision_log: DecisionLog::All,
             decision_log_rate: 100,
+            nonce_store: NonceStoreKind::Local,
+            redis_url: None,
+            redis_prefix: "keygate:".into(),
+            // Loopback Redis answers in ~0.1 ms; this bounds a hung one well inside
+            // Envoy's default 200 ms ext_authz timeout.
+            redis_timeout_ms: 50,
         }
     }
 }
@@ -398,6 +425,10 @@ impl Config {
             log_format: o.log_format.unwrap_or(d.log_format),
             decision_log: o.decision_log.unwrap_or(d.decision_log),
             decision_log_rate: o.decision_log_rate.unwrap_or(d.decision_log_rate),
+            nonce_store: o.nonce_store.unwrap_or(d.nonce_store),
+            redis_url: o.redis_url,
+            redis_prefix: o.redis_prefix.unwrap_or(d.redis_prefix),
+            redis_timeout_ms: o.redis_timeout_ms.unwrap_or(d.redis_timeout_ms),
             tls: tls_files(o.tls_cert, o.tls_key, o.admin_client_ca)?,
             limits: Limits {
                 check_max_in_flight: o.check_max_in_flight.unwrap_or(dl.check_max_in_flight),
@@ -438,6 +469,20 @@ impl Config {
             return bad(
                 "decision_log_rate must be at least 1 (use decision_log = \"off\" for none)".into(),
             );
+        }
+        match (self.nonce_store, &self.redis_url) {
+            (NonceStoreKind::Redis, None) => {
+                return bad("nonce_store = redis needs redis_url (--redis-url)".into());
+            }
+            (NonceStoreKind::Memory | NonceStoreKind::Local, Some(_)) => {
+                return bad(
+                    "redis_url is set but nonce_store is not redis (--nonce-store redis)".into(),
+                );
+            }
+            _ => {}
+        }
+        if self.redis_timeout_ms == 0 {
+            return bad("redis_timeout_ms must be at least 1".into());
         }
         if self.replay_per_key_capacity == Some(0) {
             return bad("replay_per_key_capacity must be at least 1".into());

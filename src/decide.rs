@@ -12,8 +12,9 @@
 //!    secret inside its grace period. Verification comes before the app/key state
 //!    checks so that only a holder of the secret learns that an app is disabled;
 //! 3. app enabled, key enabled and not expired;
-//! 4. freshness, then the replay cache. Only requests whose signature verified may
-//!    record a nonce, so unsigned traffic cannot fill the cache;
+//! 4. freshness. The nonce is claimed last, once every other check passed (`Pending`,
+//!    claimed by the caller outside the index lock): only requests whose signature
+//!    verified may record one, so unsigned traffic cannot fill the nonce store;
 //! 5. the body digest, when the scheme covers the body (or the API requires one);
 //! 6. the API (resolved early from the route hint or host + method + path, but only
 //!    reported after authentication so unauthenticated callers learn nothing of it),
@@ -30,8 +31,9 @@ pub use decision::{Allow, Decision};
 
 use crate::index::Snapshot;
 use crate::model::{Api, App, KeyPair};
+use crate::nonce::{ClaimError, NonceClaim};
 use crate::path::{self, PathMode};
-use crate::replay::{ReplayError, ReplayGuard};
+use crate::replay::ReplayGuard;
 use crate::request::{RequestView, spelled_like};
 use crate::scheme::{
     self, ApiSchemeOptions, BodyCheck, Credential, CredentialId, SchemeConfig, SchemeKind,
@@ -222,7 +224,51 @@ struct Identity<'s> {
     key: Option<&'s Arc<KeyPair>>,
 }
 
-/// Decides one request. Never panics, never errs: anything unexpected is a deny.
+/// What the pure part of the pipeline concluded: a decision, or an allow that holds
+/// only once its nonce is claimed.
+#[derive(Debug)]
+pub enum Verdict {
+    Decided(Decision),
+    Claim(Pending),
+}
+
+/// An allowed request whose nonce must still be claimed from the nonce store.
+#[derive(Debug)]
+pub struct Pending {
+    allow: Allow,
+    claim: NonceClaim,
+    scheme: SchemeKind,
+}
+
+impl Pending {
+    pub fn claim(&self) -> &NonceClaim {
+        &self.claim
+    }
+
+    /// The decision, given the nonce store's answer. A refused claim is a deny of an
+    /// authenticated caller: it names the app.
+    pub fn settle(self, claimed: Result<(), ClaimError>) -> Decision {
+        let deny = match claimed {
+            Ok(()) => return Decision::Allow(self.allow),
+            Err(ClaimError::Replayed) => Deny::new(DenyCode::NonceReplayed, "nonce already used"),
+            Err(ClaimError::Full) => Deny::new(
+                DenyCode::ReplayCacheFull,
+                "replay cache is full; retry shortly",
+            ),
+            Err(ClaimError::KeyFull) => Deny::new(
+                DenyCode::ReplayCacheFull,
+                "this key holds its whole share of the replay cache; retry shortly",
+            ),
+            Err(e @ (ClaimError::Unavailable(_) | ClaimError::Fenced { .. })) => {
+                Deny::new(DenyCode::ReplayUnavailable, e.to_string())
+            }
+        };
+        Decision::Deny(self.scheme.decorate_deny(deny.for_app(&self.allow.app_id)))
+    }
+}
+
+/// Decides one request with the in-process replay cache: [`evaluate`], then the claim
+/// (for tests, benchmarks and tools; the service claims from its nonce store).
 pub fn decide(
     view: &RequestView,
     snap: &Snapshot,
@@ -230,57 +276,70 @@ pub fn decide(
     now_ms: i64,
     cfg: &DecideConfig,
 ) -> Decision {
+    match evaluate(view, snap, now_ms, cfg) {
+        Verdict::Decided(d) => d,
+        Verdict::Claim(p) => {
+            let c = p.claim();
+            let claimed = replay
+                .check_and_insert(&c.scope, &c.token, now_ms, c.ttl_ms)
+                .map_err(ClaimError::from);
+            p.settle(claimed)
+        }
+    }
+}
+
+/// The pure part of the pipeline: everything but the nonce claim. Never panics,
+/// never errs: anything unexpected is a deny.
+pub fn evaluate(view: &RequestView, snap: &Snapshot, now_ms: i64, cfg: &DecideConfig) -> Verdict {
+    let decided = |d: Decision| Verdict::Decided(d);
     let stage = match stage_of(view, cfg) {
         Ok(s) => s,
-        Err(d) => return d.into(),
+        Err(d) => return decided(d.into()),
     };
     let target = match target_of(view, cfg) {
         Ok(t) => t,
-        Err(d) => return d.into(),
+        Err(d) => return decided(d.into()),
     };
     let api = resolve_api(view, &target, snap);
     let cred = match scheme::detect(view) {
         Ok(c) => c,
         Err(deny) => {
-            return match api {
+            return decided(match api {
                 Some(api) if deny.code == DenyCode::MissingCredential && api.anonymous_allowed => {
                     allow_anonymous(view, api, stage, cfg)
                 }
                 _ => deny.into(),
-            };
+            });
         }
     };
     match decide_signed(
         view,
         snap,
-        replay,
         now_ms,
         cfg,
         &cred,
         api.map(|a| a.as_ref()),
         &stage,
     ) {
-        Ok(allow) => Decision::Allow(allow),
-        Err(deny) => Decision::Deny(cred.decorate_deny(deny)),
+        Ok(v) => v,
+        Err(deny) => decided(Decision::Deny(cred.decorate_deny(deny))),
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 fn decide_signed(
     view: &RequestView,
     snap: &Snapshot,
-    replay: &ReplayGuard,
     now_ms: i64,
     cfg: &DecideConfig,
     cred: &Credential,
     api: Option<&Api>,
     stage: &str,
-) -> Result<Allow, Deny> {
+) -> Result<Verdict, Deny> {
     let opts = api_options(api);
     let who = authenticate(view, snap, now_ms, cfg, cred, &opts)?;
     // From here on the caller has proven who it is: a deny names its app (for the
     // proxy's access log), which a deny before the signature verified never does.
-    let authorized = || -> Result<Allow, Deny> {
+    let authorized = || -> Result<Verdict, Deny> {
         if !who.app.enabled {
             return Err(Deny::new(
                 DenyCode::AppDisabled,
@@ -303,31 +362,17 @@ fn decide_signed(
         }
 
         cred.check_fresh(&cfg.schemes, &opts, now_ms)?;
-        if let Some(token) = replay_token(cred, api)? {
-            let scope = format!(
+        // Claimed only once everything else passed, by the caller, outside the index
+        // lock: the one step that may wait on I/O (`crate::nonce`).
+        let claim = replay_token(cred, api)?.map(|token| NonceClaim {
+            scope: format!(
                 "{}/{}",
                 cred.kind().as_str(),
                 who.key.map_or(who.app.id.as_str(), |k| k.app_key.as_str())
-            );
-            match replay.check_and_insert(&scope, &token, now_ms, cred.nonce_ttl_ms(&cfg.schemes)) {
-                Ok(()) => {}
-                Err(ReplayError::Replayed) => {
-                    return Err(Deny::new(DenyCode::NonceReplayed, "nonce already used"));
-                }
-                Err(ReplayError::Full) => {
-                    return Err(Deny::new(
-                        DenyCode::ReplayCacheFull,
-                        "replay cache is full; retry shortly",
-                    ));
-                }
-                Err(ReplayError::KeyFull) => {
-                    return Err(Deny::new(
-                        DenyCode::ReplayCacheFull,
-                        "this key holds its whole share of the replay cache; retry shortly",
-                    ));
-                }
-            }
-        }
+            ),
+            token: token.into_owned(),
+            ttl_ms: cred.nonce_ttl_ms(&cfg.schemes),
+        });
 
         let body = cred.check_body(view)?;
         let Some(api) = api else {
@@ -387,7 +432,7 @@ fn decide_signed(
             headers_to_set.push((cfg.extend_info_header.clone(), who.app.extend_info.clone()));
         }
         forged_identity_headers(view, cfg, &headers_to_set, &mut headers_to_remove);
-        Ok(Allow {
+        let allow = Allow {
             app_id: who.app.id.clone(),
             app_key: who.key.map(|k| k.app_key.clone()).unwrap_or_default(),
             api_id: api.id.clone(),
@@ -397,6 +442,14 @@ fn decide_signed(
             headers_to_remove,
             query_params_to_remove: cred.query_params_to_remove(),
             sealed: decision::Sealed(()),
+        };
+        Ok(match claim {
+            None => Verdict::Decided(Decision::Allow(allow)),
+            Some(claim) => Verdict::Claim(Pending {
+                allow,
+                claim,
+                scheme: cred.kind(),
+            }),
         })
     };
     authorized().map_err(|d| d.for_app(&who.app.id))

@@ -30,6 +30,9 @@ pub enum DenyCode {
     NonceReplayed,
     /// The replay cache is full: refusing beats forgetting a nonce still in its window.
     ReplayCacheFull,
+    /// The nonce store cannot answer (unreachable, timed out, failing writes) or has
+    /// lost nonces that may still be live: refusing beats accepting a replay.
+    ReplayUnavailable,
     BodyDigestMismatch,
     /// The API requires a body digest and the request carries none (or the body was
     /// not available to check it).
@@ -59,7 +62,7 @@ pub struct DenyStatus {
 }
 
 impl DenyCode {
-    pub const ALL: [DenyCode; 26] = [
+    pub const ALL: [DenyCode; 27] = [
         DenyCode::MissingCredential,
         DenyCode::Malformed,
         DenyCode::SchemeNotAllowed,
@@ -75,6 +78,7 @@ impl DenyCode {
         DenyCode::NonceMissing,
         DenyCode::NonceReplayed,
         DenyCode::ReplayCacheFull,
+        DenyCode::ReplayUnavailable,
         DenyCode::BodyDigestMismatch,
         DenyCode::BodyDigestMissing,
         DenyCode::BodyIncomplete,
@@ -105,6 +109,7 @@ impl DenyCode {
             DenyCode::NonceMissing => "NonceMissing",
             DenyCode::NonceReplayed => "NonceReplayed",
             DenyCode::ReplayCacheFull => "ReplayCacheFull",
+            DenyCode::ReplayUnavailable => "ReplayUnavailable",
             DenyCode::BodyDigestMismatch => "BodyDigestMismatch",
             DenyCode::BodyDigestMissing => "BodyDigestMissing",
             DenyCode::BodyIncomplete => "BodyIncomplete",
@@ -151,7 +156,7 @@ impl DenyCode {
             DenyCode::HeadersTooLarge => (431, Code::InvalidArgument),
             DenyCode::RequestTimeout => (408, Code::DeadlineExceeded),
             DenyCode::ReplayCacheFull | DenyCode::Overloaded => (503, Code::ResourceExhausted),
-            DenyCode::Internal => (503, Code::Unavailable),
+            DenyCode::Internal | DenyCode::ReplayUnavailable => (503, Code::Unavailable),
         };
         DenyStatus { http, grpc }
     }

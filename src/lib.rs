@@ -12,7 +12,8 @@
 //!   their wire statuses; path templates and the route table; the canonical form of a
 //!   request's path and host that routing and grants are decided on.
 //! - [`index`]: the in-memory view the check path reads; refreshed after each write.
-//! - [`replay`]: the bounded nonce cache.
+//! - [`replay`]: the bounded in-process nonce cache; [`nonce`]: where nonces are
+//!   claimed (that cache, journaled in the data dir, or Redis for several replicas).
 //! - [`store`]: sled-backed persistence, sealed secrets, audit log.
 //! - [`server`]: the check, http and admin listeners and their connection limits;
 //!   the front doors (`server::door`) translate only, with one table of deny statuses.
@@ -33,6 +34,7 @@ pub mod deny;
 pub mod index;
 pub mod keyfile;
 pub mod model;
+pub mod nonce;
 pub mod path;
 pub mod pb;
 pub mod replay;

@@ -8,7 +8,9 @@
 //! entries are swept on insert, oldest first, so the cost per insert stays bounded.
 //!
 //! Entries are 128-bit digests of (scope, nonce): exact in practice, and the memory per
-//! entry does not depend on what a client sends.
+//! entry does not depend on what a client sends. An accepted nonce is handed back as an
+//! [`Entry`] (digest, expiry, share counter) so a journal can persist it and a later
+//! process can [`restore`](ReplayGuard::restore) it under the same salt.
 //!
 //! Fairness: each scope (scheme + AppKey) may hold at most `per_key` live nonces. A key
 //! over its share is refused (`KeyFull`) while every other key keeps working, so no one
@@ -37,9 +39,18 @@ pub enum ReplayError {
     KeyFull,
 }
 
-type Digest16 = [u8; 16];
+pub type Digest16 = [u8; 16];
 /// Short digest of a scope, the key of the per-key counters.
-type ScopeId = u64;
+pub type ScopeId = u64;
+
+/// One remembered nonce: what a journal writes and a restart restores.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Entry {
+    pub digest: Digest16,
+    /// Live up to and including this instant (ms since the epoch).
+    pub expires_ms: i64,
+    pub scope: ScopeId,
+}
 
 #[derive(Default)]
 struct Shard {
@@ -104,24 +115,37 @@ pub struct ReplayGuard {
     owners: Vec<Owners>,
     per_shard: usize,
     per_key: usize,
-    /// Keyed per process: a caller cannot aim its scopes at another's share counter.
-    scope_hasher: std::collections::hash_map::RandomState,
+    /// Secret salt of the share counters: a caller cannot aim its scopes at another's
+    /// counter. Random per process, or a journal's, so restored entries count again.
+    salt: [u8; 16],
 }
 
 impl ReplayGuard {
     /// A cache holding at most `capacity` nonces (rounded up to a multiple of the
     /// shard count), of which one scope may hold at most `per_key`.
     pub fn new(capacity: usize, per_key: usize) -> Self {
+        let mut salt = [0u8; 16];
+        // Without the OS's randomness the salt is fixed: counters can then be aimed at,
+        // which costs fairness between keys, never a replay.
+        let _ = getrandom::getrandom(&mut salt);
+        Self::with_salt(capacity, per_key, salt)
+    }
+
+    /// As `new`, with the share counters salted by `salt` (a journal's, so that the
+    /// entries it restores are charged to the same keys as before).
+    pub fn with_salt(capacity: usize, per_key: usize, salt: [u8; 16]) -> Self {
         Self {
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
             owners: (0..SHARDS).map(|_| Mutex::default()).collect(),
             per_shard: capacity.div_ceil(SHARDS).max(1),
             per_key: per_key.max(1),
-            scope_hasher: std::collections::hash_map::RandomState::new(),
+            salt,
         }
     }
 
-    fn digest(scope: &str, nonce: &str) -> Digest16 {
+    /// The digest a (scope, nonce) pair is remembered by: also the key other nonce
+    /// stores use, so the nonce itself is never stored anywhere.
+    pub fn digest(scope: &str, nonce: &str) -> Digest16 {
         let mut h = Sha256::new();
         h.update((scope.len() as u64).to_be_bytes());
         h.update(scope.as_bytes());
@@ -132,11 +156,16 @@ impl ReplayGuard {
         d
     }
 
-    /// The share counter a scope is charged to. A keyed SipHash, not SHA-256: it only
-    /// has to spread scopes, and the key keeps callers from choosing collisions.
+    /// The share counter a scope is charged to: salted, so callers cannot choose
+    /// collisions, and stable under the same salt, so a restart restores the counts.
     fn scope_id(&self, scope: &str) -> ScopeId {
-        use std::hash::BuildHasher as _;
-        self.scope_hasher.hash_one(scope)
+        let mut h = Sha256::new();
+        h.update(self.salt);
+        h.update(scope.as_bytes());
+        let full = h.finalize();
+        let mut id = [0u8; 8];
+        id.copy_from_slice(&full[..8]);
+        u64::from_be_bytes(id)
     }
 
     /// Records `nonce` for `scope` (scheme + AppKey) until `now_ms + ttl_ms`, unless it is
@@ -148,6 +177,17 @@ impl ReplayGuard {
         now_ms: i64,
         ttl_ms: i64,
     ) -> Result<(), ReplayError> {
+        self.claim(scope, nonce, now_ms, ttl_ms).map(|_| ())
+    }
+
+    /// As `check_and_insert`, returning what was remembered (for a journal).
+    pub fn claim(
+        &self,
+        scope: &str,
+        nonce: &str,
+        now_ms: i64,
+        ttl_ms: i64,
+    ) -> Result<Entry, ReplayError> {
         let d = Self::digest(scope, nonce);
         let id = self.scope_id(scope);
         let shard = &self.shards[usize::from(d[0]) % SHARDS];
@@ -184,9 +224,54 @@ impl ReplayGuard {
                 release(&self.owners, old);
             }
             s.by_expiry.push(Reverse((exp, d)));
-            return Ok(());
+            return Ok(Entry {
+                digest: d,
+                expires_ms: exp,
+                scope: id,
+            });
         }
         Err(ReplayError::KeyFull)
+    }
+
+    /// Puts back an entry a journal kept, unless it has expired. Capacity does not
+    /// apply: a live nonce is never forgotten, so a smaller cache than before only
+    /// refuses new nonces until enough of the restored ones expire.
+    pub fn restore(&self, e: Entry, now_ms: i64) {
+        if e.expires_ms < now_ms {
+            return;
+        }
+        let mut s = self.shards[usize::from(e.digest[0]) % SHARDS]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        match s.live.get(&e.digest) {
+            Some(&(exp, _)) if exp >= e.expires_ms => return,
+            Some(&(_, old)) => release(&self.owners, old),
+            None => {}
+        }
+        *owners_of(&self.owners, e.scope)
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(e.scope)
+            .or_insert(0) += 1;
+        s.live.insert(e.digest, (e.expires_ms, e.scope));
+        s.by_expiry.push(Reverse((e.expires_ms, e.digest)));
+    }
+
+    /// Every entry still live at `now_ms`, one shard locked at a time (for compacting
+    /// a journal: an entry added meanwhile is journaled after the copy, so none is lost).
+    pub fn live(&self, now_ms: i64) -> Vec<Entry> {
+        let mut out = Vec::new();
+        for shard in &self.shards {
+            let s = shard.lock().unwrap_or_else(PoisonError::into_inner);
+            out.extend(s.live.iter().filter(|(_, (exp, _))| *exp >= now_ms).map(
+                |(d, &(expires_ms, scope))| Entry {
+                    digest: *d,
+                    expires_ms,
+                    scope,
+                },
+            ));
+        }
+        out
     }
 
     /// Sweeps every shard, one lock at a time (never two nonce shards at once).

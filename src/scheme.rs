@@ -52,6 +52,20 @@ pub enum SchemeKind {
 }
 
 impl SchemeKind {
+    /// Names the scheme on a deny and adds its vendor's error headers, so the
+    /// vendor's SDK shows the reason as it would from the vendor's gateway.
+    pub fn decorate_deny(self, deny: Deny) -> Deny {
+        let deny = deny.for_scheme(self.as_str());
+        match self {
+            SchemeKind::Aliyun => aliyun::decorate(deny),
+            SchemeKind::AppCode => appcode::decorate(deny),
+            SchemeKind::Tencent => deny,
+            SchemeKind::Bkapi => bkapi::decorate(deny),
+            SchemeKind::SigV4 => sigv4::decorate(deny),
+            SchemeKind::Rfc9421 => rfc9421::decorate(deny),
+        }
+    }
+
     pub const ALL: [SchemeKind; 6] = [
         SchemeKind::Aliyun,
         SchemeKind::AppCode,
@@ -158,6 +172,17 @@ impl Default for SchemeConfig {
             rfc9421_required: vec!["@method".into(), "@authority".into(), "@path".into()],
             bk_timestamp_window_ms: 300_000,
         }
+    }
+}
+
+impl SchemeConfig {
+    /// The longest any nonce must be remembered (`nonce_ttl_ms` of every scheme is at
+    /// most this): how long a nonce store that lost its memory must refuse claims.
+    pub fn max_nonce_ttl_ms(&self) -> i64 {
+        self.timestamp_window_ms
+            .max(self.rfc9421_window_ms)
+            .max(self.bk_timestamp_window_ms)
+            .saturating_mul(2)
     }
 }
 
@@ -542,15 +567,7 @@ impl Credential {
     /// SDKs still show something useful. The status stays keygate's; headers the deny
     /// already carries are kept.
     pub fn decorate_deny(&self, deny: Deny) -> Deny {
-        let deny = deny.for_scheme(self.kind().as_str());
-        match &self.inner {
-            Inner::Aliyun(_) => aliyun::decorate(deny),
-            Inner::AppCode(_) => appcode::decorate(deny),
-            Inner::Tencent(_) => deny,
-            Inner::Bkapi(_) => bkapi::decorate(deny),
-            Inner::SigV4(_) => sigv4::decorate(deny),
-            Inner::Rfc9421(_) => rfc9421::decorate(deny),
-        }
+        self.kind().decorate_deny(deny)
     }
 }
 

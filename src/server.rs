@@ -400,6 +400,7 @@ pub async fn run(
             "grace period over; abandoning calls still in flight"
         );
     }
+    shared.nonces.close(shared.clock.now_ms());
     shared
         .store
         .flush()
@@ -441,7 +442,7 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
         let _ = std::fs::remove_file(p);
     }
     let listeners = Listeners::bind(&config).await?;
-    let shared = Shared::open(config, Arc::new(SystemClock))?;
+    let shared = Shared::open(config, Arc::new(SystemClock)).await?;
     run(shared, listeners, shutdown).await
 }
 

@@ -105,10 +105,8 @@ impl Metrics {
     pub fn render(
         &self,
         sizes: IndexSizes,
-        replay_entries: usize,
-        replay_capacity: usize,
-        keys: crate::replay::KeyPressure,
-        per_key: usize,
+        nonces: &crate::nonce::NonceStore,
+        now_ms: i64,
     ) -> String {
         let mut o = String::with_capacity(4096);
         let _ = writeln!(
@@ -180,49 +178,7 @@ impl Metrics {
         ] {
             let _ = writeln!(o, "keygate_index_entries{{kind=\"{k}\"}} {v}");
         }
-        let _ = writeln!(o, "# HELP keygate_replay_cache_entries Nonces remembered.");
-        let _ = writeln!(o, "# TYPE keygate_replay_cache_entries gauge");
-        let _ = writeln!(o, "keygate_replay_cache_entries {replay_entries}");
-        let _ = writeln!(
-            o,
-            "# HELP keygate_replay_cache_capacity Most nonces the cache holds."
-        );
-        let _ = writeln!(o, "# TYPE keygate_replay_cache_capacity gauge");
-        let _ = writeln!(o, "keygate_replay_cache_capacity {replay_capacity}");
-        // Per-key pressure as counts of keys by fill level: bounded labels, however
-        // many keys there are (one series per key would not be).
-        let _ = writeln!(
-            o,
-            "# HELP keygate_replay_per_key_capacity Most live nonces one key may hold."
-        );
-        let _ = writeln!(o, "# TYPE keygate_replay_per_key_capacity gauge");
-        let _ = writeln!(o, "keygate_replay_per_key_capacity {per_key}");
-        for (name, help, v) in [
-            (
-                "keygate_replay_keys",
-                "Keys holding live nonces.",
-                keys.keys,
-            ),
-            (
-                "keygate_replay_keys_half",
-                "Keys at half their share or more.",
-                keys.half,
-            ),
-            (
-                "keygate_replay_keys_ninety",
-                "Keys at 90% of their share or more.",
-                keys.ninety,
-            ),
-            (
-                "keygate_replay_keys_full",
-                "Keys at their whole share: their nonce-carrying requests are refused.",
-                keys.full,
-            ),
-        ] {
-            let _ = writeln!(o, "# HELP {name} {help}");
-            let _ = writeln!(o, "# TYPE {name} gauge");
-            let _ = writeln!(o, "{name} {v}");
-        }
+        render_nonces(&mut o, nonces, now_ms);
         let _ = writeln!(
             o,
             "# HELP keygate_admin_auth_failures_total Admin calls refused for a missing or wrong token."
@@ -275,5 +231,96 @@ impl Metrics {
             }
         }
         o
+    }
+}
+
+/// One gauge or counter with its help and type lines.
+fn metric(o: &mut String, name: &str, kind: &str, help: &str, value: impl std::fmt::Display) {
+    let _ = writeln!(o, "# HELP {name} {help}");
+    let _ = writeln!(o, "# TYPE {name} {kind}");
+    let _ = writeln!(o, "{name} {value}");
+}
+
+/// The nonce store: whether it answers, what it refused and lost, and for the
+/// in-process cache its fill (per-key pressure as counts of keys by fill level:
+/// bounded labels, however many keys there are).
+fn render_nonces(o: &mut String, nonces: &crate::nonce::NonceStore, now_ms: i64) {
+    let store = match nonces.kind() {
+        crate::nonce::NonceStoreKind::Memory => "memory",
+        crate::nonce::NonceStoreKind::Local => "local",
+        crate::nonce::NonceStoreKind::Redis => "redis",
+    };
+    let _ = writeln!(
+        o,
+        "# HELP keygate_nonce_store_up Whether the nonce store answers claims (1) or not (0)."
+    );
+    let _ = writeln!(o, "# TYPE keygate_nonce_store_up gauge");
+    let _ = writeln!(
+        o,
+        "keygate_nonce_store_up{{store=\"{store}\"}} {}",
+        u8::from(nonces.health(now_ms).is_ok())
+    );
+    let m = nonces.metrics();
+    for (name, help, v) in [
+        (
+            "keygate_nonce_store_unavailable_total",
+            "Nonce claims refused because the store could not answer (ReplayUnavailable).",
+            &m.unavailable,
+        ),
+        (
+            "keygate_nonce_store_fenced_total",
+            "Nonce claims refused because the store had lost nonces (ReplayUnavailable).",
+            &m.fenced,
+        ),
+        (
+            "keygate_nonce_store_losses_total",
+            "Times the nonce store was found to have lost nonces (OS crash, Redis flush or lossy restart).",
+            &m.losses,
+        ),
+    ] {
+        metric(o, name, "counter", help, v.load(Relaxed));
+    }
+    let Some(cache) = nonces.cache() else {
+        return;
+    };
+    let keys = cache.key_pressure();
+    for (name, help, v) in [
+        (
+            "keygate_replay_cache_entries",
+            "Nonces remembered.",
+            cache.len(),
+        ),
+        (
+            "keygate_replay_cache_capacity",
+            "Most nonces the cache holds.",
+            cache.capacity(),
+        ),
+        (
+            "keygate_replay_per_key_capacity",
+            "Most live nonces one key may hold.",
+            cache.per_key(),
+        ),
+        (
+            "keygate_replay_keys",
+            "Keys holding live nonces.",
+            keys.keys,
+        ),
+        (
+            "keygate_replay_keys_half",
+            "Keys at half their share or more.",
+            keys.half,
+        ),
+        (
+            "keygate_replay_keys_ninety",
+            "Keys at 90% of their share or more.",
+            keys.ninety,
+        ),
+        (
+            "keygate_replay_keys_full",
+            "Keys at their whole share: their nonce-carrying requests are refused.",
+            keys.full,
+        ),
+    ] {
+        metric(o, name, "gauge", help, v);
     }
 }

@@ -449,7 +449,7 @@ pub(crate) fn vendor_error(code: DenyCode) -> Option<(&'static str, &'static str
         DenyCode::NoGrant => ("A403UC", "Unauthorized Consumer"),
         DenyCode::GrantExpired => ("A403EP", "App authorization expired"),
         DenyCode::ReplayCacheFull | DenyCode::Overloaded => ("T429SR", "Too Many Requests"),
-        DenyCode::Internal => ("X500ER", "Internal Error"),
+        DenyCode::Internal | DenyCode::ReplayUnavailable => ("X500ER", "Internal Error"),
         // The gateway has no client-side timeout code to copy: no vendor header.
         DenyCode::RequestTimeout => return None,
     })

@@ -353,9 +353,10 @@ fn vendor_error(deny: &Deny) -> (&'static str, String) {
             "1640301",
             "App has no permission to the resource".to_owned(),
         ),
-        DenyCode::Internal | DenyCode::ReplayCacheFull | DenyCode::Overloaded => {
-            ("1650001", "Internal server error".to_owned())
-        }
+        DenyCode::Internal
+        | DenyCode::ReplayCacheFull
+        | DenyCode::ReplayUnavailable
+        | DenyCode::Overloaded => ("1650001", "Internal server error".to_owned()),
         _ => ("1640001", deny.message.clone()),
     }
 }

@@ -36,6 +36,10 @@ pub enum ServeError {
     },
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
+    #[error(transparent)]
+    NonceJournal(crate::nonce::journal::JournalError),
+    #[error("nonce store: {0}")]
+    NonceRedis(crate::nonce::redis::RedisSetupError),
     #[error("cannot write ready file {path}: {source}")]
     ReadyFile {
         path: PathBuf,

@@ -128,7 +128,7 @@ async fn front_door(State(door): State<Door>, req: Request) -> Response {
     let call = async {
         if is_nginx {
             match door.in_flight.try_acquire() {
-                Some(_slot) => nginx::check(shared, req.headers()),
+                Some(_slot) => nginx::check(shared, req.headers()).await,
                 None => early_deny(shared, overloaded(), &caller_id, render_deny),
             }
         } else {
@@ -157,11 +157,15 @@ async fn front_door(State(door): State<Door>, req: Request) -> Response {
 async fn readyz(State(door): State<Door>) -> (StatusCode, Json<serde_json::Value>) {
     let s = door.shared.index.sizes();
     let degraded = *door.shared.store.degraded().borrow();
+    let nonces = door.shared.nonces.health(door.shared.clock.now_ms());
     (
         StatusCode::OK,
         Json(serde_json::json!({
             "status": "ready",
             "store": if degraded { "degraded: writes failing" } else { "ok" },
+            // Still ready when the nonce store is not: requests without a nonce pass,
+            // and every replica shares the same nonce store anyway.
+            "nonce_store": nonces.err().unwrap_or_else(|| "ok".to_owned()),
             "apps": s.apps, "keys": s.keys, "apis": s.apis, "grants": s.grants,
         })),
     )
@@ -169,12 +173,8 @@ async fn readyz(State(door): State<Door>) -> (StatusCode, Json<serde_json::Value
 
 async fn metrics(State(door): State<Door>) -> ([(HeaderName, &'static str); 1], String) {
     let shared = &door.shared;
-    let body = shared.metrics.render(
-        shared.index.sizes(),
-        shared.replay.len(),
-        shared.replay.capacity(),
-        shared.replay.key_pressure(),
-        shared.replay.per_key(),
-    );
+    let body = shared
+        .metrics
+        .render(shared.index.sizes(), &shared.nonces, shared.clock.now_ms());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
 }

@@ -12,9 +12,12 @@ use super::error::ServeError;
 use super::limits;
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::decide::{DecideConfig, Decision, decide};
+use crate::decide::{DecideConfig, Decision, Verdict, evaluate};
 use crate::index::Index;
 use crate::keyfile;
+use crate::nonce::journal::Journaled;
+use crate::nonce::redis::{RedisNonces, RedisSettings};
+use crate::nonce::{NonceStore, NonceStoreKind};
 use crate::replay::ReplayGuard;
 use crate::request::RequestView;
 use crate::store::seal::MASTER_KEY_LEN;
@@ -27,7 +30,7 @@ pub struct Shared {
     pub store: Arc<Store>,
     pub index: Arc<Index>,
     pub clock: Arc<dyn Clock>,
-    pub replay: ReplayGuard,
+    pub nonces: NonceStore,
     pub decide_config: DecideConfig,
     pub metrics: Metrics,
     pub decision_log: DecisionLog,
@@ -35,7 +38,7 @@ pub struct Shared {
 
 impl Shared {
     /// Opens the data dir (master key, store) and builds the index.
-    pub fn open(config: Config, clock: Arc<dyn Clock>) -> Result<Self, ServeError> {
+    pub async fn open(config: Config, clock: Arc<dyn Clock>) -> Result<Self, ServeError> {
         keyfile::ensure_data_dir(&config.data_dir)?;
         let (master_key, key_path) = keyfile::master_key::<MASTER_KEY_LEN>(
             config.master_key_file.as_deref(),
@@ -93,13 +96,9 @@ impl Shared {
         };
         decide_config.schemes.timestamp_window_ms = (config.timestamp_window_secs * 1000) as i64;
         let decision_log = DecisionLog::new(config.decision_log, config.decision_log_rate);
+        let nonces = open_nonce_store(&config, &decide_config, clock.now_ms()).await?;
         Ok(Self {
-            replay: ReplayGuard::new(
-                config.replay_capacity,
-                config
-                    .replay_per_key_capacity
-                    .unwrap_or(config.replay_capacity / 16),
-            ),
+            nonces,
             config,
             store: Arc::new(store),
             index: Arc::new(index),
@@ -111,20 +110,20 @@ impl Shared {
     }
 
     /// Runs the pipeline for one request from any front door, logs and counts it.
-    /// A request over a size limit is denied before any scheme looks at it.
-    pub fn decide(&self, view: &RequestView, request_id: &str) -> Decision {
+    /// A request over a size limit is denied before any scheme looks at it. The nonce,
+    /// if any, is claimed after the index lock is released: it may wait on Redis.
+    pub async fn decide(&self, view: &RequestView, request_id: &str) -> Decision {
         let started = std::time::Instant::now();
-        let decision = match limits::check(view, &self.config.limits) {
-            Some(deny) => Decision::Deny(deny),
-            None => {
-                let snapshot = self.index.read();
-                decide(
-                    view,
-                    &snapshot,
-                    &self.replay,
-                    self.clock.now_ms(),
-                    &self.decide_config,
-                )
+        let now_ms = self.clock.now_ms();
+        let verdict = match limits::check(view, &self.config.limits) {
+            Some(deny) => Verdict::Decided(Decision::Deny(deny)),
+            None => evaluate(view, &self.index.read(), now_ms, &self.decide_config),
+        };
+        let decision = match verdict {
+            Verdict::Decided(d) => d,
+            Verdict::Claim(pending) => {
+                let claimed = self.nonces.claim(pending.claim(), now_ms).await;
+                pending.settle(claimed)
             }
         };
         let elapsed_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
@@ -133,4 +132,39 @@ impl Shared {
             .record(Some(view), request_id, &decision, elapsed_us);
         decision
     }
+}
+
+/// The nonce store `--nonce-store` names, opened (the local journal read, Redis
+/// connected if it can be).
+async fn open_nonce_store(
+    config: &Config,
+    decide_config: &DecideConfig,
+    now_ms: i64,
+) -> Result<NonceStore, ServeError> {
+    let capacity = config.replay_capacity;
+    let per_key = config
+        .replay_per_key_capacity
+        .unwrap_or(config.replay_capacity / 16);
+    let max_ttl_ms = decide_config.schemes.max_nonce_ttl_ms();
+    Ok(match config.nonce_store {
+        NonceStoreKind::Memory => NonceStore::Memory(ReplayGuard::new(capacity, per_key)),
+        NonceStoreKind::Local => NonceStore::Local(
+            Journaled::open(&config.data_dir, capacity, per_key, max_ttl_ms, now_ms)
+                .map_err(ServeError::NonceJournal)?,
+        ),
+        NonceStoreKind::Redis => {
+            let settings = RedisSettings {
+                url: config.redis_url.clone().unwrap_or_default(),
+                prefix: config.redis_prefix.clone(),
+                timeout: std::time::Duration::from_millis(config.redis_timeout_ms),
+                max_ttl_ms,
+                epoch_file: config.data_dir.join("nonces.redis-epoch"),
+            };
+            NonceStore::Redis(
+                RedisNonces::start(settings)
+                    .await
+                    .map_err(ServeError::NonceRedis)?,
+            )
+        }
+    })
 }

@@ -13,6 +13,7 @@
 
 pub mod granted;
 pub mod http;
+pub mod redis;
 
 use std::fs::{self, File};
 use std::net::SocketAddr;

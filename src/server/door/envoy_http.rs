@@ -115,7 +115,7 @@ pub async fn check(shared: &Shared, req: Request, in_flight: &Arc<InFlight>) -> 
     let Some(_slot) = in_flight.try_acquire() else {
         return early_deny(shared, overloaded(), &request_id, deny);
     };
-    match shared.decide(&view, &request_id) {
+    match shared.decide(&view, &request_id).await {
         Decision::Allow(a) => {
             let remove = a.headers_to_remove.join(", ");
             let extra: Vec<(&str, String)> = if remove.is_empty() {

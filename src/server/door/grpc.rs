@@ -290,7 +290,7 @@ impl Authorization for CheckService {
         }
         let view = into_view(req.into_inner());
         let request_id = request_id(&view);
-        let decision = self.shared.decide(&view, &request_id);
+        let decision = self.shared.decide(&view, &request_id).await;
         let resp = match &decision {
             Decision::Allow(a) => allow_response(a),
             Decision::Deny(d) => deny_response(d, &request_id),

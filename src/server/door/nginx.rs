@@ -157,7 +157,7 @@ pub fn view_from_nginx(headers: &HeaderMap, trust_forwarded: bool) -> Result<Req
 }
 
 /// `/nginx/check`: 200 with the identity headers, or 401/403 with the packed deny.
-pub fn check(shared: &Shared, headers: &HeaderMap) -> Response {
+pub async fn check(shared: &Shared, headers: &HeaderMap) -> Response {
     let view = match view_from_nginx(headers, shared.config.trust_forwarded_headers) {
         Ok(v) => v,
         Err(d) => {
@@ -166,7 +166,7 @@ pub fn check(shared: &Shared, headers: &HeaderMap) -> Response {
         }
     };
     let request_id = request_id(&view);
-    match shared.decide(&view, &request_id) {
+    match shared.decide(&view, &request_id).await {
         Decision::Allow(a) => allow_response(&a, &request_id, &[]),
         Decision::Deny(d) => deny(&d, &request_id),
     }
