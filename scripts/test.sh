@@ -7,7 +7,8 @@
 #   - .venv (python3 -m venv) with tests/python/requirements.txt installed; reinstalled
 #     only when that file (or the Python) changes, tracked by a stamp file in .venv;
 #   - nginx via apt-get when missing and running as root (for the NGINX front-door tests);
-#   - redis-server the same way (for the shared nonce store tests);
+#   - redis-server, etcd-server, etcd-client and protobuf-compiler the same way (the
+#     shared nonce store and multi-replica tests; `--features etcd` needs protoc);
 #   - then cargo fmt --check, cargo clippy -D warnings, cargo doc (warnings denied) and
 #     cargo test, for the whole workspace (keygate and the keygate-bench load
 #     generator); all run even if one fails, so one run shows every problem; exits
@@ -58,14 +59,19 @@ if ! command -v nginx >/dev/null && [[ ! -x /usr/sbin/nginx ]]; then
     fi
 fi
 
-# --- redis-server (for the shared nonce store tests) -----------------------------------
-if ! command -v redis-server >/dev/null; then
+# --- redis-server, etcd, protoc (the multi-replica tests; etcd-client's build needs protoc) --
+need=()
+command -v redis-server >/dev/null || need+=(redis-server)
+command -v etcd >/dev/null || need+=(etcd-server)
+command -v etcdctl >/dev/null || need+=(etcd-client)
+command -v protoc >/dev/null || need+=(protobuf-compiler)
+if ((${#need[@]})); then
     if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
-        say "installing redis-server"
+        say "installing ${need[*]}"
         apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
     else
-        echo "warning: redis-server is not installed and this is not root: the Redis tests cannot run" >&2
+        echo "warning: missing ${need[*]} and this is not root: the Redis and etcd tests cannot run" >&2
     fi
 fi
 

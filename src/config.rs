@@ -174,6 +174,62 @@ pub struct ServeArgs {
     /// denied `ReplayUnavailable`.
     #[arg(long, env = "KEYGATE_REDIS_TIMEOUT_MS")]
     pub redis_timeout_ms: Option<u64>,
+    /// Where apps, keys, APIs and grants live: `sled` (default: embedded, one node) or
+    /// `etcd` (shared by every replica; needs `--etcd-endpoints`). With etcd the data
+    /// dir holds this replica's local view of it.
+    #[arg(long, env = "KEYGATE_STORE")]
+    pub store: Option<StoreKind>,
+    /// etcd client URLs, comma-separated (`http://127.0.0.1:2379,...`).
+    #[arg(long, env = "KEYGATE_ETCD_ENDPOINTS", value_delimiter = ',')]
+    pub etcd_endpoints: Option<Vec<String>>,
+    /// Prefix of every key keygate writes in etcd.
+    #[arg(long, env = "KEYGATE_ETCD_PREFIX")]
+    pub etcd_prefix: Option<String>,
+    /// etcd user (with `KEYGATE_ETCD_PASSWORD`).
+    #[arg(long, env = "KEYGATE_ETCD_USER")]
+    pub etcd_user: Option<String>,
+    /// PEM CA bundle for etcd's certificate (enables TLS to etcd).
+    #[arg(long, env = "KEYGATE_ETCD_CA")]
+    pub etcd_ca: Option<PathBuf>,
+    /// PEM client certificate for etcd (`--client-cert-auth`), with `--etcd-key`.
+    #[arg(long, env = "KEYGATE_ETCD_CERT")]
+    pub etcd_cert: Option<PathBuf>,
+    /// PEM private key of `--etcd-cert`.
+    #[arg(long, env = "KEYGATE_ETCD_KEY")]
+    pub etcd_key: Option<PathBuf>,
+    /// Time limit of one request to etcd, milliseconds (an admin write fails
+    /// UNAVAILABLE past it).
+    #[arg(long, env = "KEYGATE_ETCD_TIMEOUT_MS")]
+    pub etcd_timeout_ms: Option<u64>,
+    /// Seconds between comparisons of the local view with a fresh list of etcd (0: off).
+    #[arg(long, env = "KEYGATE_ETCD_ANTI_ENTROPY_SECS")]
+    pub etcd_anti_entropy_secs: Option<u64>,
+    /// With etcd: deny every check once etcd has not answered for this many seconds
+    /// (default: keep answering from the last view however old).
+    #[arg(long, env = "KEYGATE_MAX_STALENESS_SECS")]
+    pub max_staleness_secs: Option<u64>,
+}
+
+/// Which storage engine `--store` names.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    #[default]
+    Sled,
+    Etcd,
+}
+
+/// How to reach etcd (`--store etcd`).
+#[derive(Debug, Clone)]
+pub struct EtcdConfig {
+    pub endpoints: Vec<String>,
+    pub prefix: String,
+    pub user: Option<String>,
+    pub ca: Option<PathBuf>,
+    pub client_cert: Option<(PathBuf, PathBuf)>,
+    pub timeout_ms: u64,
+    pub anti_entropy_secs: u64,
+    pub max_staleness_secs: Option<u64>,
 }
 
 impl ServeArgs {
@@ -197,6 +253,53 @@ impl ServeArgs {
         out.config = self.config.clone();
         Ok(out)
     }
+}
+
+fn etcd_config(o: &ServeArgs) -> Result<Option<EtcdConfig>, ConfigError> {
+    let bad = |m: &str| Err(ConfigError::Invalid(m.to_owned()));
+    if o.store.unwrap_or_default() == StoreKind::Sled {
+        if o.etcd_endpoints.is_some() {
+            return bad("etcd_endpoints is set but store is not etcd (--store etcd)");
+        }
+        return Ok(None);
+    }
+    let endpoints: Vec<String> = o
+        .etcd_endpoints
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|e| e.trim().to_owned())
+        .filter(|e| !e.is_empty())
+        .collect();
+    if endpoints.is_empty() {
+        return bad("store = etcd needs etcd_endpoints (--etcd-endpoints http://127.0.0.1:2379)");
+    }
+    let prefix = o
+        .etcd_prefix
+        .clone()
+        .unwrap_or_else(|| "/keygate/v1".into());
+    if !prefix.starts_with('/') || prefix.trim_end_matches('/').is_empty() {
+        return bad("etcd_prefix must start with '/' and name something (e.g. /keygate/v1)");
+    }
+    let client_cert = match (&o.etcd_cert, &o.etcd_key) {
+        (Some(c), Some(k)) => Some((c.clone(), k.clone())),
+        (None, None) => None,
+        _ => return bad("etcd_cert and etcd_key go together"),
+    };
+    let timeout_ms = o.etcd_timeout_ms.unwrap_or(2_000);
+    if timeout_ms == 0 {
+        return bad("etcd_timeout_ms must be at least 1");
+    }
+    Ok(Some(EtcdConfig {
+        endpoints,
+        prefix,
+        user: o.etcd_user.clone(),
+        ca: o.etcd_ca.clone(),
+        client_cert,
+        timeout_ms,
+        anti_entropy_secs: o.etcd_anti_entropy_secs.unwrap_or(60),
+        max_staleness_secs: o.max_staleness_secs,
+    }))
 }
 
 /// `keygate rotate-master-key` options.
@@ -346,6 +449,8 @@ pub struct Config {
     pub redis_url: Option<String>,
     pub redis_prefix: String,
     pub redis_timeout_ms: u64,
+    /// `None`: the embedded sled store.
+    pub etcd: Option<EtcdConfig>,
 }
 
 impl Default for Config {
@@ -378,6 +483,7 @@ impl Default for Config {
             // Loopback Redis answers in ~0.1 ms; this bounds a hung one well inside
             // Envoy's default 200 ms ext_authz timeout.
             redis_timeout_ms: 50,
+            etcd: None,
         }
     }
 }
@@ -401,6 +507,7 @@ impl Config {
             None => ServeArgs::default(),
         };
         let o = args.over(file)?;
+        let etcd = etcd_config(&o)?;
         let d = Config::default();
         let dl = d.limits;
         let cfg = Config {
@@ -429,6 +536,7 @@ impl Config {
             redis_url: o.redis_url,
             redis_prefix: o.redis_prefix.unwrap_or(d.redis_prefix),
             redis_timeout_ms: o.redis_timeout_ms.unwrap_or(d.redis_timeout_ms),
+            etcd,
             tls: tls_files(o.tls_cert, o.tls_key, o.admin_client_ca)?,
             limits: Limits {
                 check_max_in_flight: o.check_max_in_flight.unwrap_or(dl.check_max_in_flight),

@@ -35,6 +35,9 @@ enum Command {
     Backup(Box<keygate::tools::BackupArgs>),
     /// Fill an empty data dir from a backup file (service stopped).
     Restore(keygate::tools::RestoreArgs),
+    /// Copy a sled store into etcd, or etcd into a sled store (secrets stay sealed).
+    #[cfg(feature = "etcd")]
+    CopyStore(Box<keygate::tools::CopyStoreArgs>),
 }
 
 fn init_logging(format: LogFormat) {
@@ -99,6 +102,23 @@ fn main() -> ExitCode {
             match runtime.block_on(keygate::tools::backup(&args)) {
                 Ok(bytes) => {
                     println!("backup written to {} ({bytes} bytes)", args.out.display());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(&e),
+            }
+        }
+        #[cfg(feature = "etcd")]
+        Command::CopyStore(args) => {
+            let runtime = match tokio::runtime::Runtime::new() {
+                Ok(r) => r,
+                Err(e) => return fail(&e),
+            };
+            match runtime.block_on(keygate::tools::copy_store(&args)) {
+                Ok(records) => {
+                    println!(
+                        "copied {records} records ({:?}); start keygate on the copy with the same master key",
+                        args.direction
+                    );
                     ExitCode::SUCCESS
                 }
                 Err(e) => fail(&e),

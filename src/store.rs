@@ -9,6 +9,8 @@
 
 pub mod backup;
 pub mod codec;
+#[cfg(feature = "etcd")]
+pub mod etcd;
 pub mod rotate;
 pub mod schema;
 pub mod seal;
@@ -60,6 +62,9 @@ pub enum StoreError {
     WrongMasterKey,
     #[error("secret sealing: {0}")]
     Seal(#[from] SealError),
+    /// The shared store (etcd) did not answer, or the write's outcome is unknown.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 impl StoreError {
@@ -112,10 +117,21 @@ pub(crate) struct Stamp {
     pub(crate) now_ms: i64,
 }
 
+/// A write a transaction closure made, recorded to be sent to a shared engine (etcd).
+#[derive(Debug, Clone)]
+#[cfg_attr(not(feature = "etcd"), allow(dead_code))]
+pub(crate) enum StagedOp {
+    Put(Tree, Vec<u8>, Vec<u8>),
+    Del(Tree, Vec<u8>),
+}
+
 /// The transactional view of every tree, handed to write closures.
 pub(crate) struct Tx<'a> {
     trees: &'a [TransactionalTree],
     pub(crate) stamp: &'a Stamp,
+    /// With etcd: every write is also recorded here, to be sent to etcd (the local
+    /// transaction is then rolled back; the view gets it back through the watch).
+    staged: Option<&'a std::cell::RefCell<Vec<StagedOp>>>,
 }
 
 impl Tx<'_> {
@@ -134,8 +150,7 @@ impl Tx<'_> {
     }
 
     fn put<M: prost::Message>(&self, tree: Tree, key: &[u8], record: &M) -> TxResult<()> {
-        self.t(tree).insert(key, codec::encode(record))?;
-        Ok(())
+        self.set(tree, key, &codec::encode(record))
     }
 
     fn exists(&self, tree: Tree, key: &[u8]) -> TxResult<bool> {
@@ -151,20 +166,30 @@ impl Tx<'_> {
 
     fn set(&self, tree: Tree, key: &[u8], value: &[u8]) -> TxResult<()> {
         self.t(tree).insert(key, value)?;
+        if let Some(staged) = self.staged {
+            staged
+                .borrow_mut()
+                .push(StagedOp::Put(tree, key.to_vec(), value.to_vec()));
+        }
         Ok(())
     }
 
     fn del(&self, tree: Tree, key: &[u8]) -> TxResult<()> {
         self.t(tree).remove(key)?;
+        if let Some(staged) = self.staged {
+            staged.borrow_mut().push(StagedOp::Del(tree, key.to_vec()));
+        }
         Ok(())
     }
 }
 
 /// The sled database under the store: handles to every tree and the flusher. Swapped
 /// out whole when the store reopens after a storage error.
-struct Engine {
+pub(crate) struct Engine {
     db: sled::Db,
     trees: Vec<sled::Tree>,
+    #[cfg_attr(not(feature = "etcd"), allow(dead_code))]
+    meta: sled::Tree,
     /// The next audit id: one past the last audit record on disk when opened, then
     /// advanced by each write that committed one (under the writer lock).
     next_audit_id: std::sync::atomic::AtomicU64,
@@ -196,8 +221,27 @@ impl Engine {
             flusher: commit::GroupCommit::start(db.clone())?,
             db,
             trees,
+            meta,
             next_audit_id: std::sync::atomic::AtomicU64::new(next_audit_id),
         })
+    }
+
+    /// One past the last audit record in the trees.
+    fn last_audit_id(&self) -> Result<u64, StoreError> {
+        match self.trees[Tree::Audit.idx()].last()? {
+            Some((k, _)) => <[u8; 8]>::try_from(k.as_ref())
+                .map(u64::from_be_bytes)
+                .map_err(|_| StoreError::corrupt("audit", "an audit key is not 8 bytes")),
+            None => Ok(0),
+        }
+    }
+
+    /// Re-reads the next audit id after records arrived from elsewhere (etcd's watch).
+    #[cfg_attr(not(feature = "etcd"), allow(dead_code))]
+    fn refresh_audit_id(&self) -> Result<(), StoreError> {
+        let next = self.last_audit_id()?.saturating_add(1);
+        self.next_audit_id.store(next, Ordering::Relaxed);
+        Ok(())
     }
 
     fn tree(&self, t: Tree) -> &sled::Tree {
@@ -221,6 +265,9 @@ pub struct Store {
     /// Whether each write is flushed before it returns. Only an offline bulk import
     /// (`open_for_import`) turns this off, and then flushes once at the end.
     durable_writes: bool,
+    /// With `--store etcd`: the source of truth; the engine is then its local view.
+    #[cfg(feature = "etcd")]
+    remote: Option<Arc<etcd::Remote>>,
 }
 
 impl Store {
@@ -262,7 +309,34 @@ impl Store {
             write_lock: tokio::sync::Mutex::new(()),
             degraded: tokio::sync::watch::Sender::new(false),
             durable_writes,
+            #[cfg(feature = "etcd")]
+            remote: None,
         })
+    }
+
+    /// Opens the store on etcd, with its local view in `dir`: checks the master key
+    /// against etcd's, brings the view up to date and follows etcd from then on. The
+    /// receiver yields the `Change`s of every revision the view applies (from any
+    /// replica), for the index.
+    #[cfg(feature = "etcd")]
+    pub async fn open_etcd(
+        dir: &Path,
+        master_key: &[u8; seal::MASTER_KEY_LEN],
+        clock: Arc<dyn Clock>,
+        settings: etcd::EtcdSettings,
+    ) -> Result<(Self, tokio::sync::mpsc::UnboundedReceiver<Vec<Change>>), StoreError> {
+        let mut store = Self::open_with(dir, master_key, clock, true)?;
+        let engine = store.open_engine()?;
+        let (remote, changes) = etcd::Remote::start(settings, engine, &store.sealer).await?;
+        store.remote = Some(remote);
+        Ok((store, changes))
+    }
+
+    /// With `--store etcd`: where the view stands (revision, ms since etcd answered)
+    /// and its counters.
+    #[cfg(feature = "etcd")]
+    pub fn etcd(&self) -> Option<&etcd::Remote> {
+        self.remote.as_deref()
     }
 
     /// The database for admin reads and writes: `Reopening` from a storage error
@@ -323,7 +397,7 @@ impl Store {
     /// reads from, and `recover` later shows whatever the disk kept, as a restart would.
     async fn write<P, T>(
         &self,
-        prepare: impl FnOnce() -> Result<P, StoreError>,
+        prepare: impl Fn() -> Result<P, StoreError>,
         f: impl Fn(&Tx<'_>, &P) -> TxResult<T>,
     ) -> Result<T, StoreError> {
         let result = self.write_and_flush(prepare, f).await;
@@ -390,9 +464,13 @@ impl Store {
 
     async fn write_and_flush<P, T>(
         &self,
-        prepare: impl FnOnce() -> Result<P, StoreError>,
+        prepare: impl Fn() -> Result<P, StoreError>,
         f: impl Fn(&Tx<'_>, &P) -> TxResult<T>,
     ) -> Result<T, StoreError> {
+        #[cfg(feature = "etcd")]
+        if let Some(remote) = &self.remote {
+            return self.write_to_etcd(remote, prepare, f).await;
+        }
         let (out, engine) = {
             let _writer = self.write_lock.lock().await;
             let engine = self.engine()?;
@@ -406,6 +484,7 @@ impl Store {
                     &Tx {
                         trees,
                         stamp: &stamp,
+                        staged: None,
                     },
                     &prepared,
                 )
@@ -426,6 +505,81 @@ impl Store {
             engine.flusher.flush().await?;
         }
         Ok(out)
+    }
+
+    /// A write on etcd: the closure runs against the view in a local transaction that
+    /// is rolled back, and what it wrote goes to etcd as one txn guarded by the view's
+    /// `rev` (see `etcd`). A lost race waits for the view to catch up and runs the
+    /// closure again, `prepare` included.
+    #[cfg(feature = "etcd")]
+    async fn write_to_etcd<P, T>(
+        &self,
+        remote: &etcd::Remote,
+        prepare: impl Fn() -> Result<P, StoreError>,
+        f: impl Fn(&Tx<'_>, &P) -> TxResult<T>,
+    ) -> Result<T, StoreError> {
+        const ATTEMPTS: usize = 20;
+        let _writer = self.write_lock.lock().await;
+        for _ in 0..ATTEMPTS {
+            let engine = self.engine()?;
+            // Read before anything the write reads: if the view moves on meanwhile, the
+            // txn's compare fails and the write runs again on the newer view.
+            let base = remote.view_rev_mod();
+            // Again on every attempt: a cascade's members may have changed.
+            let prepared = prepare()?;
+            let stamp = Stamp {
+                audit_id: engine.next_audit_id.load(Ordering::Relaxed),
+                now_ms: self.now_ms(),
+            };
+            let staged = std::cell::RefCell::new(Vec::new());
+            let out = std::cell::RefCell::new(None);
+            let run = engine.trees.as_slice().transaction(|trees| {
+                staged.borrow_mut().clear();
+                let value = f(
+                    &Tx {
+                        trees,
+                        stamp: &stamp,
+                        staged: Some(&staged),
+                    },
+                    &prepared,
+                )?;
+                *out.borrow_mut() = Some(value);
+                // Roll back: the view changes only through etcd's watch.
+                abort::<()>(StoreError::Unavailable(String::new()))
+            });
+            match run {
+                Err(TransactionError::Abort(StoreError::Unavailable(m))) if m.is_empty() => {}
+                Err(e) => return Err(e.into()),
+                Ok(_) => {
+                    return Err(StoreError::corrupt(
+                        "view",
+                        "a staged write committed locally",
+                    ));
+                }
+            }
+            let Some(value) = out.into_inner() else {
+                return Err(StoreError::corrupt("view", "a staged write left no result"));
+            };
+            let ops = staged.into_inner();
+            if ops.is_empty() {
+                return Ok(value);
+            }
+            let audited = ops
+                .iter()
+                .any(|op| matches!(op, StagedOp::Put(Tree::Audit, ..)));
+            let last_audit = if audited {
+                stamp.audit_id
+            } else {
+                stamp.audit_id.saturating_sub(1)
+            };
+            if remote.commit(base, last_audit, &ops).await? {
+                return Ok(value);
+            }
+            remote.wait_past(base).await;
+        }
+        Err(StoreError::Unavailable(
+            "etcd: the write kept losing races with other replicas; retry".into(),
+        ))
     }
 
     /// Flushes everything; called on shutdown.

@@ -324,3 +324,49 @@ fn render_nonces(o: &mut String, nonces: &crate::nonce::NonceStore, now_ms: i64)
         metric(o, name, "gauge", help, v);
     }
 }
+
+#[cfg(feature = "etcd")]
+/// The etcd view: its revision and age, and how often it had to watch again, relist,
+/// repair or retry a write.
+pub fn render_etcd(o: &mut String, etcd: &crate::store::etcd::Remote) {
+    let (revision, age_ms) = etcd.position();
+    metric(
+        o,
+        "keygate_store_view_revision",
+        "gauge",
+        "The etcd revision the local view has applied.",
+        revision,
+    );
+    metric(
+        o,
+        "keygate_store_view_age_seconds",
+        "gauge",
+        "Seconds since etcd last answered (how stale the view may be).",
+        age_ms.map_or(f64::INFINITY, |ms| ms as f64 / 1000.0),
+    );
+    let m = &etcd.metrics;
+    for (name, help, v) in [
+        (
+            "keygate_store_watch_restarts_total",
+            "Times the etcd watch ended and was started again from the last applied revision.",
+            &m.watch_restarts,
+        ),
+        (
+            "keygate_store_relists_total",
+            "Full lists of etcd applied to the view (first start, compaction, anti-entropy).",
+            &m.relists,
+        ),
+        (
+            "keygate_store_antientropy_repairs_total",
+            "Records the periodic comparison found different from etcd and repaired.",
+            &m.repairs,
+        ),
+        (
+            "keygate_store_write_retries_total",
+            "Admin writes that lost a race with another replica and ran again.",
+            &m.write_retries,
+        ),
+    ] {
+        metric(o, name, "counter", help, v.load(Relaxed));
+    }
+}

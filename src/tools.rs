@@ -1,4 +1,5 @@
-//! `keygate backup` and `keygate restore`: the operator's side of backups.
+//! `keygate backup` and `keygate restore`: the operator's side of backups; and
+//! `keygate copy-store` (feature `etcd`): a store moved between sled and etcd.
 //!
 //! Owns: the command-line options and both flows. `backup` is a client of the admin
 //! API's `Backup` call (the service stays up), writing the stream to a file (0600) that
@@ -28,7 +29,9 @@ pub enum ToolError {
     Backup(#[from] BackupError),
     #[error(transparent)]
     KeyFile(#[from] crate::keyfile::KeyFileError),
-    #[error("the restored store does not open with {key}: {source}")]
+    #[error("store: {0}")]
+    Store(crate::store::StoreError),
+    #[error("the store does not open with {key}: {source}")]
     Verify {
         key: PathBuf,
         source: crate::store::StoreError,
@@ -189,4 +192,100 @@ pub fn restore(args: &RestoreArgs) -> Result<u64, ToolError> {
         });
     }
     Ok(stats.records)
+}
+
+/// `keygate copy-store`: moves a store between sled and etcd (service stopped on the
+/// sled side; no replica running on the etcd side yet). Secrets stay sealed under the
+/// same master key.
+#[cfg(feature = "etcd")]
+#[derive(clap::Args, Debug, Clone)]
+pub struct CopyStoreArgs {
+    /// `to-etcd`: the data dir's sled store into an empty etcd prefix; `from-etcd`:
+    /// etcd into the (empty) data dir's sled store.
+    #[arg(long, value_enum)]
+    pub direction: CopyDirection,
+    /// The data dir whose `db` is read (to-etcd) or filled (from-etcd).
+    #[arg(long, env = "KEYGATE_DATA_DIR", default_value = "keygate-data")]
+    pub data_dir: PathBuf,
+    /// The master key (default `<data_dir>/master.key`); every replica needs the same.
+    #[arg(long, env = "KEYGATE_MASTER_KEY_FILE")]
+    pub master_key_file: Option<PathBuf>,
+    /// etcd client URLs, comma-separated.
+    #[arg(
+        long,
+        env = "KEYGATE_ETCD_ENDPOINTS",
+        value_delimiter = ',',
+        required = true
+    )]
+    pub etcd_endpoints: Vec<String>,
+    #[arg(long, env = "KEYGATE_ETCD_PREFIX", default_value = "/keygate/v1")]
+    pub etcd_prefix: String,
+    /// etcd user (with `KEYGATE_ETCD_PASSWORD`).
+    #[arg(long, env = "KEYGATE_ETCD_USER")]
+    pub etcd_user: Option<String>,
+    #[arg(long, env = "KEYGATE_ETCD_CA")]
+    pub etcd_ca: Option<PathBuf>,
+    #[arg(long, env = "KEYGATE_ETCD_CERT", requires = "etcd_key")]
+    pub etcd_cert: Option<PathBuf>,
+    #[arg(long, env = "KEYGATE_ETCD_KEY", requires = "etcd_cert")]
+    pub etcd_key: Option<PathBuf>,
+}
+
+#[cfg(feature = "etcd")]
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CopyDirection {
+    ToEtcd,
+    FromEtcd,
+}
+
+/// Runs `keygate copy-store`; returns the records copied.
+#[cfg(feature = "etcd")]
+pub async fn copy_store(args: &CopyStoreArgs) -> Result<u64, ToolError> {
+    use crate::store::etcd::{EtcdSettings, copy_etcd_to_sled, copy_sled_to_etcd};
+    let key_path = args
+        .master_key_file
+        .clone()
+        .unwrap_or_else(|| args.data_dir.join("master.key"));
+    let key = crate::keyfile::read_key_file::<MASTER_KEY_LEN>(&key_path)?;
+    let settings = EtcdSettings {
+        endpoints: args.etcd_endpoints.clone(),
+        prefix: args.etcd_prefix.clone(),
+        user: args.etcd_user.clone().map(|u| {
+            (
+                u,
+                std::env::var("KEYGATE_ETCD_PASSWORD").unwrap_or_default(),
+            )
+        }),
+        ca: args.etcd_ca.clone(),
+        client_cert: args.etcd_cert.clone().zip(args.etcd_key.clone()),
+        timeout: std::time::Duration::from_secs(10),
+        anti_entropy: std::time::Duration::ZERO,
+    };
+    let db_dir = args.data_dir.join("db");
+    let clock = std::sync::Arc::new(crate::clock::SystemClock);
+    let verify = |source| ToolError::Verify {
+        key: key_path.clone(),
+        source,
+    };
+    match args.direction {
+        CopyDirection::ToEtcd => {
+            if !db_dir.exists() {
+                return Err(ToolError::Usage(format!(
+                    "{} holds no sled store",
+                    db_dir.display()
+                )));
+            }
+            let store = crate::store::Store::open(&db_dir, &key, clock).map_err(verify)?;
+            copy_sled_to_etcd(&store, &settings)
+                .await
+                .map_err(ToolError::Store)
+        }
+        CopyDirection::FromEtcd => {
+            crate::keyfile::ensure_data_dir(&args.data_dir)?;
+            let store = crate::store::Store::open(&db_dir, &key, clock).map_err(verify)?;
+            let sealer = crate::store::seal::Sealer::new(&key);
+            let copied = copy_etcd_to_sled(&store, &sealer, &settings).await;
+            copied.map_err(ToolError::Store)
+        }
+    }
 }

@@ -158,6 +158,15 @@ async fn readyz(State(door): State<Door>) -> (StatusCode, Json<serde_json::Value
     let s = door.shared.index.sizes();
     let degraded = *door.shared.store.degraded().borrow();
     let nonces = door.shared.nonces.health(door.shared.clock.now_ms());
+    // With etcd: the revision the local view has applied and how long ago etcd last
+    // answered (the view may be missing later writes by that much).
+    #[cfg(feature = "etcd")]
+    let etcd = door.shared.store.etcd().map(|e| {
+        let (revision, age_ms) = e.position();
+        serde_json::json!({"view_revision": revision, "last_contact_ms_ago": age_ms})
+    });
+    #[cfg(not(feature = "etcd"))]
+    let etcd: Option<serde_json::Value> = None;
     (
         StatusCode::OK,
         Json(serde_json::json!({
@@ -166,6 +175,7 @@ async fn readyz(State(door): State<Door>) -> (StatusCode, Json<serde_json::Value
             // Still ready when the nonce store is not: requests without a nonce pass,
             // and every replica shares the same nonce store anyway.
             "nonce_store": nonces.err().unwrap_or_else(|| "ok".to_owned()),
+            "etcd": etcd,
             "apps": s.apps, "keys": s.keys, "apis": s.apis, "grants": s.grants,
         })),
     )
@@ -173,8 +183,14 @@ async fn readyz(State(door): State<Door>) -> (StatusCode, Json<serde_json::Value
 
 async fn metrics(State(door): State<Door>) -> ([(HeaderName, &'static str); 1], String) {
     let shared = &door.shared;
-    let body = shared
-        .metrics
-        .render(shared.index.sizes(), &shared.nonces, shared.clock.now_ms());
+    #[cfg_attr(not(feature = "etcd"), allow(unused_mut))]
+    let mut body =
+        shared
+            .metrics
+            .render(shared.index.sizes(), &shared.nonces, shared.clock.now_ms());
+    #[cfg(feature = "etcd")]
+    if let Some(etcd) = shared.store.etcd() {
+        crate::telemetry::render_etcd(&mut body, etcd);
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
 }

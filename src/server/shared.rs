@@ -59,20 +59,60 @@ impl Shared {
                  e.g. a secrets mount) and out of backups of the data dir"
             );
         }
-        let db_dir = config.data_dir.join("db");
-        let store = Store::open(&db_dir, &master_key, clock.clone()).map_err(|source| {
-            let staged = crate::store::rotate::staged_path(&key_path);
-            match source {
-                StoreError::WrongMasterKey if staged.exists() => ServeError::InterruptedRotation {
-                    dir: db_dir.clone(),
-                    staged,
-                },
-                source => ServeError::Store {
-                    dir: db_dir.clone(),
-                    source,
-                },
+        let (store, db_dir, changes): (
+            Store,
+            std::path::PathBuf,
+            Option<tokio::sync::mpsc::UnboundedReceiver<Vec<crate::store::Change>>>,
+        ) = match &config.etcd {
+            None => {
+                let db_dir = config.data_dir.join("db");
+                let store = Store::open(&db_dir, &master_key, clock.clone()).map_err(|source| {
+                    let staged = crate::store::rotate::staged_path(&key_path);
+                    match source {
+                        StoreError::WrongMasterKey if staged.exists() => {
+                            ServeError::InterruptedRotation {
+                                dir: db_dir.clone(),
+                                staged,
+                            }
+                        }
+                        source => ServeError::Store {
+                            dir: db_dir.clone(),
+                            source,
+                        },
+                    }
+                })?;
+                (store, db_dir, None)
             }
-        })?;
+            #[cfg(not(feature = "etcd"))]
+            Some(_) => {
+                return Err(ServeError::Config(crate::config::ConfigError::Invalid(
+                    "this keygate was built without etcd support: build it with \
+                     `cargo build --release --features etcd` (needs protoc: apt-get install protobuf-compiler)"
+                        .into(),
+                )));
+            }
+            #[cfg(feature = "etcd")]
+            Some(etcd) => {
+                let started = std::time::Instant::now();
+                let view_dir = config.data_dir.join("etcd-view");
+                let (store, changes) =
+                    Store::open_etcd(&view_dir, &master_key, clock.clone(), etcd_settings(etcd))
+                        .await
+                        .map_err(|source| ServeError::Store {
+                            dir: view_dir.clone(),
+                            source,
+                        })?;
+                let (revision, _) = store.etcd().map_or((0, None), |e| e.position());
+                tracing::info!(
+                    endpoints = %etcd.endpoints.join(","),
+                    prefix = %etcd.prefix,
+                    revision,
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "local view of etcd up to date"
+                );
+                (store, view_dir, Some(changes))
+            }
+        };
         let started = std::time::Instant::now();
         let index = Index::load(&store).map_err(|source| ServeError::Store {
             dir: db_dir,
@@ -97,11 +137,22 @@ impl Shared {
         decide_config.schemes.timestamp_window_ms = (config.timestamp_window_secs * 1000) as i64;
         let decision_log = DecisionLog::new(config.decision_log, config.decision_log_rate);
         let nonces = open_nonce_store(&config, &decide_config, clock.now_ms()).await?;
+        let store = Arc::new(store);
+        let index = Arc::new(index);
+        if let Some(mut changes) = changes {
+            // Every revision the view applies, from any replica, reaches the index.
+            let (store, index) = (store.clone(), index.clone());
+            tokio::spawn(async move {
+                while let Some(c) = changes.recv().await {
+                    index.refresh(&store, &c);
+                }
+            });
+        }
         Ok(Self {
             nonces,
             config,
-            store: Arc::new(store),
-            index: Arc::new(index),
+            store,
+            index,
             clock,
             decide_config,
             metrics: Metrics::default(),
@@ -115,7 +166,7 @@ impl Shared {
     pub async fn decide(&self, view: &RequestView, request_id: &str) -> Decision {
         let started = std::time::Instant::now();
         let now_ms = self.clock.now_ms();
-        let verdict = match limits::check(view, &self.config.limits) {
+        let verdict = match limits::check(view, &self.config.limits).or_else(|| self.stale()) {
             Some(deny) => Verdict::Decided(Decision::Deny(deny)),
             None => evaluate(view, &self.index.read(), now_ms, &self.decide_config),
         };
@@ -131,6 +182,49 @@ impl Shared {
         self.decision_log
             .record(Some(view), request_id, &decision, elapsed_us);
         decision
+    }
+}
+
+#[cfg(feature = "etcd")]
+fn etcd_settings(c: &crate::config::EtcdConfig) -> crate::store::etcd::EtcdSettings {
+    crate::store::etcd::EtcdSettings {
+        endpoints: c.endpoints.clone(),
+        prefix: c.prefix.clone(),
+        user: c.user.clone().map(|u| {
+            (
+                u,
+                std::env::var("KEYGATE_ETCD_PASSWORD").unwrap_or_default(),
+            )
+        }),
+        ca: c.ca.clone(),
+        client_cert: c.client_cert.clone(),
+        timeout: std::time::Duration::from_millis(c.timeout_ms),
+        anti_entropy: std::time::Duration::from_secs(c.anti_entropy_secs),
+    }
+}
+
+impl Shared {
+    /// With `--max-staleness-secs`: the deny for every check once etcd has been silent
+    /// for longer (the view may miss revocations).
+    #[cfg(not(feature = "etcd"))]
+    fn stale(&self) -> Option<crate::decide::Deny> {
+        None
+    }
+
+    #[cfg(feature = "etcd")]
+    fn stale(&self) -> Option<crate::decide::Deny> {
+        let max = self.config.etcd.as_ref()?.max_staleness_secs?;
+        let (_, age_ms) = self.store.etcd()?.position();
+        let age_ms = age_ms.unwrap_or(i64::MAX);
+        (age_ms > (max as i64).saturating_mul(1000)).then(|| {
+            crate::decide::Deny::new(
+                crate::decide::DenyCode::Internal,
+                format!(
+                    "the view of the store is {} s old (over --max-staleness-secs {max}): etcd is unreachable",
+                    age_ms / 1000
+                ),
+            )
+        })
     }
 }
 

@@ -10,7 +10,7 @@ use super::seal::Sealer;
 /// changes incompatibly; see `codec`.
 pub const SCHEMA_VERSION: u32 = 1;
 
-const META_SCHEMA: &[u8] = b"schema_version";
+pub(super) const META_SCHEMA: &[u8] = b"schema_version";
 pub(super) const META_KEY_CHECK: &[u8] = b"master_key_check";
 pub(super) const KEY_CHECK_PLAINTEXT: &[u8] = b"keygate master key check";
 

@@ -11,6 +11,7 @@
 // Each test crate uses a different part of the harness.
 #![allow(dead_code)]
 
+pub mod etcd;
 pub mod granted;
 pub mod http;
 pub mod redis;
@@ -37,6 +38,31 @@ const POLL: Duration = Duration::from_millis(10);
 
 /// Whether this is a CI run (`CI` is `1`, `true` or `yes`, as `tests/python/conftest.py`
 /// reads it): a missing prerequisite then fails the test instead of skipping it.
+/// A server binary from Debian's packages, or `None` (with a message) where it is
+/// missing; under `CI=true` a missing one fails the test.
+pub fn system_binary(name: &str, install: &str) -> Option<PathBuf> {
+    let found = ["/usr/bin", "/usr/local/bin"]
+        .iter()
+        .map(|d| Path::new(d).join(name))
+        .find(|p| p.exists());
+    if found.is_none() {
+        assert!(
+            !in_ci(),
+            "{name} is not installed ({install}); CI must run the tests that need it"
+        );
+        eprintln!("skipping: {name} is not installed ({install})");
+    }
+    found
+}
+
+/// A loopback port free right now (for servers that cannot bind port 0 themselves).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
 pub fn in_ci() -> bool {
     std::env::var("CI")
         .is_ok_and(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes"))

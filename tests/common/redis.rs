@@ -11,28 +11,8 @@ pub struct Redis {
     child: Option<Child>,
 }
 
-/// `redis-server`'s path, or `None` (with a message) where it is missing; under
-/// `CI=true` a missing server fails the test.
-pub fn redis_server() -> Option<PathBuf> {
-    let found = ["/usr/bin/redis-server", "/usr/local/bin/redis-server"]
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.exists());
-    if found.is_none() {
-        assert!(
-            !in_ci(),
-            "redis-server is not installed (apt-get install redis-server); CI must run the Redis tests"
-        );
-        eprintln!("skipping: redis-server is not installed (apt-get install redis-server)");
-    }
-    found
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+fn redis_server() -> Option<PathBuf> {
+    system_binary("redis-server", "apt-get install redis-server")
 }
 
 impl Redis {

@@ -32,7 +32,9 @@ impl From<AdminError> for Status {
                 StoreError::InvalidArgument { .. } => Code::InvalidArgument,
                 // The outcome of a write that failed in storage is whatever the disk
                 // kept: re-read once the store has recovered. Checks keep serving.
-                StoreError::Db(_) | StoreError::Reopening => Code::Unavailable,
+                StoreError::Db(_) | StoreError::Reopening | StoreError::Unavailable(_) => {
+                    Code::Unavailable
+                }
                 StoreError::Corrupt { .. }
                 | StoreError::SchemaMismatch { .. }
                 | StoreError::WrongMasterKey

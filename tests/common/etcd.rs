@@ -1,0 +1,201 @@
+//! A real etcd cluster (Debian's `etcd-server` 3.4) on free loopback ports, for the
+//! multi-replica tests: N members started as processes, each stoppable by PID
+//! (SIGKILL, SIGSTOP/SIGCONT) and restartable on its data dir; `etcdctl` for the
+//! leader, compaction and raw reads. `--unsafe-no-fsync` and short election timeouts
+//! keep it fast; never in production.
+
+use super::*;
+
+struct Member {
+    client: u16,
+    peer: u16,
+    child: Option<Child>,
+}
+
+pub struct Etcd {
+    dir: tempfile::TempDir,
+    members: Vec<Member>,
+}
+
+fn etcd_server() -> Option<PathBuf> {
+    system_binary("etcd", "apt-get install etcd-server etcd-client")
+}
+
+impl Etcd {
+    /// Starts an `n`-member cluster and waits until it accepts a write.
+    pub fn start(n: usize) -> Option<Self> {
+        etcd_server()?;
+        let mut e = Self {
+            dir: tempfile::Builder::new()
+                .prefix("keygate-etcd-")
+                .tempdir()
+                .expect("temp dir"),
+            members: (0..n)
+                .map(|_| Member {
+                    client: free_port(),
+                    peer: free_port(),
+                    child: None,
+                })
+                .collect(),
+        };
+        for i in 0..n {
+            e.spawn(i);
+        }
+        e.wait_writable();
+        Some(e)
+    }
+
+    fn spawn(&mut self, i: usize) {
+        let cluster: Vec<String> = self
+            .members
+            .iter()
+            .enumerate()
+            .map(|(j, m)| format!("m{j}=http://127.0.0.1:{}", m.peer))
+            .collect();
+        let m = &self.members[i];
+        let client = format!("http://127.0.0.1:{}", m.client);
+        let peer = format!("http://127.0.0.1:{}", m.peer);
+        let log = File::create(self.dir.path().join(format!("m{i}.log"))).expect("log");
+        let child = Command::new(etcd_server().expect("etcd"))
+            .args(["--name", &format!("m{i}")])
+            .arg("--data-dir")
+            .arg(self.dir.path().join(format!("m{i}")))
+            .args([
+                "--listen-client-urls",
+                &client,
+                "--advertise-client-urls",
+                &client,
+            ])
+            .args([
+                "--listen-peer-urls",
+                &peer,
+                "--initial-advertise-peer-urls",
+                &peer,
+            ])
+            .args(["--initial-cluster", &cluster.join(",")])
+            .args([
+                "--initial-cluster-state",
+                "new",
+                "--initial-cluster-token",
+                "keygate-test",
+            ])
+            .args([
+                "--unsafe-no-fsync",
+                "--heartbeat-interval",
+                "50",
+                "--election-timeout",
+                "500",
+            ])
+            .args(["--logger", "zap", "--log-level", "warn"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log.try_clone().expect("dup")))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("start etcd");
+        self.members[i].child = Some(child);
+    }
+
+    fn wait_writable(&self) {
+        let started = Instant::now();
+        while self.ctl(&["put", "/probe", "1"]).is_none() {
+            assert!(
+                started.elapsed() < DEADLINE,
+                "etcd did not accept a write; member logs:\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn logs(&self) -> String {
+        (0..self.members.len())
+            .map(|i| {
+                fs::read_to_string(self.dir.path().join(format!("m{i}.log"))).unwrap_or_default()
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// Every member's client URL, comma-separated (for `--etcd-endpoints`).
+    pub fn endpoints(&self) -> String {
+        self.members
+            .iter()
+            .map(|m| format!("http://127.0.0.1:{}", m.client))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Runs `etcdctl` (v3 API) against the members that are running; its output.
+    pub fn ctl(&self, args: &[&str]) -> Option<String> {
+        let eps: Vec<String> = self
+            .members
+            .iter()
+            .filter(|m| m.child.is_some())
+            .map(|m| format!("http://127.0.0.1:{}", m.client))
+            .collect();
+        let out = Command::new("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .arg(format!("--endpoints={}", eps.join(",")))
+            .args(["--dial-timeout=1s", "--command-timeout=3s"])
+            .args(args)
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// The index of the current leader.
+    pub fn leader(&self) -> usize {
+        let text = self
+            .ctl(&["endpoint", "status", "-w", "json"])
+            .expect("etcdctl endpoint status");
+        let v: serde_json::Value = serde_json::from_str(&text).expect("status json");
+        for entry in v.as_array().expect("array") {
+            let st = &entry["Status"];
+            if st["header"]["member_id"] == st["leader"] {
+                let ep = entry["Endpoint"].as_str().expect("endpoint");
+                return self
+                    .members
+                    .iter()
+                    .position(|m| ep.ends_with(&format!(":{}", m.client)))
+                    .expect("leader is a member");
+            }
+        }
+        panic!("no leader in {text}");
+    }
+
+    /// Compacts etcd's history up to its current revision.
+    pub fn compact(&self) {
+        let text = self
+            .ctl(&["endpoint", "status", "-w", "json"])
+            .expect("status");
+        let v: serde_json::Value = serde_json::from_str(&text).expect("json");
+        let rev = v[0]["Status"]["header"]["revision"]
+            .as_i64()
+            .expect("revision");
+        self.ctl(&["compaction", &rev.to_string()])
+            .expect("etcdctl compaction");
+    }
+
+    pub fn kill9(&mut self, i: usize) {
+        if let Some(mut c) = self.members[i].child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts member `i` again on its data dir.
+    pub fn restart(&mut self, i: usize) {
+        assert!(self.members[i].child.is_none(), "member {i} is running");
+        self.spawn(i);
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        for i in 0..self.members.len() {
+            self.kill9(i);
+        }
+    }
+}

@@ -1,0 +1,581 @@
+//! Several keygates on one etcd cluster (`--store etcd`), all real processes: a
+//! 3-member etcd 3.4 (Debian's `etcd-server`) and keygate replicas on loopback.
+//!
+//! Scenarios (`../shared/scaleout.md`, "Failure scenarios"): a write or a revocation
+//! through one replica is seen by the others (propagation figures printed); the same
+//! name created at once through two replicas exists once; a cascade delete racing a
+//! grant create leaves no orphan; audit ids stay dense across replicas; the etcd leader
+//! killed during writes and checks (checks never fail, every acknowledged write is on
+//! every replica); two members of three down (writes fail fast with UNAVAILABLE, checks
+//! still answered); a replica paused while history is compacted relists and converges;
+//! a restarted replica resumes from its local view.
+
+#![cfg(feature = "etcd")]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use common::Keygate;
+use common::etcd::Etcd;
+use common::granted::{Granted, check_client, deny_code, grant_app, signed_check};
+use keygate::pb::admin as pb;
+
+const MASTER_KEY: &str = "4b657967617465207265706c6963612074657374206d6173746572206b657921";
+
+struct Cluster {
+    etcd: Etcd,
+    replicas: Vec<Keygate>,
+    _key_dir: tempfile::TempDir,
+}
+
+fn cluster(n: usize, extra: &[&str]) -> Option<Cluster> {
+    let etcd = Etcd::start(3)?;
+    let key_dir = tempfile::tempdir().expect("temp dir");
+    let key = key_dir.path().join("master.key");
+    std::fs::write(&key, MASTER_KEY).expect("key file");
+    let eps = etcd.endpoints();
+    let key = key.display().to_string();
+    let mut args = vec![
+        "--store",
+        "etcd",
+        "--etcd-endpoints",
+        eps.as_str(),
+        "--master-key-file",
+        key.as_str(),
+        "--etcd-timeout-ms",
+        "1500",
+    ];
+    args.extend_from_slice(extra);
+    let replicas = (0..n).map(|_| Keygate::start_with_args(&args)).collect();
+    Some(Cluster {
+        etcd,
+        replicas,
+        _key_dir: key_dir,
+    })
+}
+
+async fn code(
+    kg: &Keygate,
+    req: &envoy_types::pb::envoy::service::auth::v3::CheckRequest,
+) -> Option<String> {
+    let mut c = check_client(kg.check_addr()).await;
+    deny_code(&c.check(req.clone()).await.expect("Check").into_inner())
+}
+
+/// Polls until `kg` answers `want` for fresh signed requests; returns how long it took.
+async fn until_code(kg: &Keygate, g: &Granted, want: Option<&str>, within: Duration) -> Duration {
+    let started = Instant::now();
+    let mut n = 0u32;
+    loop {
+        n += 1;
+        let req = signed_check(g, &g.app_secret, &format!("poll{n}"));
+        if code(kg, &req).await.as_deref() == want {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < within,
+            "replica {} did not answer {want:?} within {within:?}; its log:\n{}",
+            kg.check_addr(),
+            kg.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+fn new_app(name: impl Into<String>, owner: &str) -> pb::CreateAppRequest {
+    pb::CreateAppRequest {
+        app: Some(pb::App {
+            name: name.into(),
+            owner: owner.into(),
+            ..Default::default()
+        }),
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_and_revocations_through_one_replica_reach_the_others() {
+    let Some(c) = cluster(3, &[]) else { return };
+    let (a, b, cc) = (&c.replicas[0], &c.replicas[1], &c.replicas[2]);
+    let mut admin = a.admin().await;
+    let g = grant_app(&mut admin, "shared").await;
+    for kg in [b, cc] {
+        until_code(kg, &g, None, Duration::from_secs(10)).await;
+    }
+    // Revocations through A, seen on B and C: the propagation distribution.
+    let mut seen = Vec::new();
+    for round in 0..20 {
+        let disable = round % 2 == 0;
+        if disable {
+            admin
+                .disable_app(pb::DisableAppRequest {
+                    id: g.app_id.clone(),
+                })
+                .await
+                .expect("DisableApp");
+        } else {
+            admin
+                .enable_app(pb::EnableAppRequest {
+                    id: g.app_id.clone(),
+                })
+                .await
+                .expect("EnableApp");
+        }
+        let want = disable.then_some("AppDisabled");
+        for kg in [b, cc] {
+            seen.push(until_code(kg, &g, want, Duration::from_secs(10)).await);
+        }
+    }
+    seen.sort();
+    eprintln!(
+        "revocation propagation over {} flips: p50 {:?}, p99 {:?}, max {:?}",
+        seen.len(),
+        percentile(&seen, 0.5),
+        percentile(&seen, 0.99),
+        seen[seen.len() - 1]
+    );
+    // Reads through any replica agree.
+    let on_b = b
+        .admin()
+        .await
+        .get_app(pb::GetAppRequest {
+            id: g.app_id.clone(),
+        })
+        .await
+        .expect("GetApp on B")
+        .into_inner();
+    assert!(on_b.enabled);
+    assert!(common::scrape(b, "keygate_store_view_revision") > 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_name_created_at_once_through_two_replicas_exists_once() {
+    let Some(c) = cluster(2, &[]) else { return };
+    let mut a = c.replicas[0].admin().await;
+    let mut b = c.replicas[1].admin().await;
+    for round in 0..10 {
+        let req = || new_app(format!("race-{round}"), "acme");
+        let (x, y) = tokio::join!(a.create_app(req()), b.create_app(req()));
+        let oks = [x.is_ok(), y.is_ok()].iter().filter(|ok| **ok).count();
+        assert_eq!(oks, 1, "round {round}: {x:?} / {y:?}");
+        let failed = x.err().or(y.err()).expect("one failed");
+        assert_eq!(failed.code(), tonic::Code::AlreadyExists, "{failed:?}");
+    }
+    for admin in [&mut a, &mut b] {
+        let apps = admin
+            .list_apps(pb::ListAppsRequest {
+                page_size: 100,
+                ..Default::default()
+            })
+            .await
+            .expect("ListApps")
+            .into_inner()
+            .apps;
+        assert_eq!(apps.len(), 10, "one app per name");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cascade_delete_racing_a_grant_create_leaves_no_orphan() {
+    let Some(c) = cluster(2, &[]) else { return };
+    let mut a = c.replicas[0].admin().await;
+    let mut b = c.replicas[1].admin().await;
+    for round in 0..3 {
+        let g = grant_app(&mut a, &format!("cascade{round}")).await;
+        let mut api_ids = Vec::new();
+        for i in 0..30 {
+            let api = a
+                .create_api(pb::CreateApiRequest {
+                    api: Some(pb::Api {
+                        name: format!("c{round}-api{i}"),
+                        owner: "sec".into(),
+                        path: format!("/c{round}/api{i}/{{*rest}}"),
+                        ..Default::default()
+                    }),
+                })
+                .await
+                .expect("CreateApi")
+                .into_inner();
+            api_ids.push(api.id);
+        }
+        for id in &api_ids[..29] {
+            a.create_grant(pb::CreateGrantRequest {
+                grant: Some(pb::Grant {
+                    app_id: g.app_id.clone(),
+                    target: Some(pb::grant::Target::ApiId(id.clone())),
+                    ..Default::default()
+                }),
+            })
+            .await
+            .expect("CreateGrant");
+        }
+        let last = api_ids[29].clone();
+        let (deleted, granted) = tokio::join!(
+            a.delete_app(pb::DeleteAppRequest {
+                id: g.app_id.clone()
+            }),
+            b.create_grant(pb::CreateGrantRequest {
+                grant: Some(pb::Grant {
+                    app_id: g.app_id.clone(),
+                    target: Some(pb::grant::Target::ApiId(last)),
+                    ..Default::default()
+                }),
+            })
+        );
+        deleted.expect("DeleteApp");
+        if let Err(e) = &granted {
+            assert!(
+                matches!(
+                    e.code(),
+                    tonic::Code::NotFound | tonic::Code::FailedPrecondition
+                ),
+                "{e:?}"
+            );
+        }
+        // No grant of the deleted app anywhere, on either replica (B may need a moment
+        // to apply A's delete).
+        for admin in [&mut a, &mut b] {
+            let started = Instant::now();
+            loop {
+                let left = admin
+                    .list_grants(pb::ListGrantsRequest {
+                        page_size: 1000,
+                        ..Default::default()
+                    })
+                    .await
+                    .expect("ListGrants")
+                    .into_inner()
+                    .grants
+                    .into_iter()
+                    .filter(|gr| gr.app_id == g.app_id)
+                    .count();
+                if left == 0 {
+                    break;
+                }
+                assert!(
+                    started.elapsed() < Duration::from_secs(10),
+                    "{left} orphan grants"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_ids_stay_dense_across_replicas() {
+    let Some(c) = cluster(2, &[]) else { return };
+    let mut a = c.replicas[0].admin().await;
+    let mut b = c.replicas[1].admin().await;
+    let mut writers = Vec::new();
+    for (who, admin) in [("a", &mut a), ("b", &mut b)] {
+        let mut admin = admin.clone();
+        writers.push(tokio::spawn(async move {
+            for i in 0..15 {
+                admin
+                    .create_app(new_app(format!("{who}-{i}"), "audit"))
+                    .await
+                    .expect("CreateApp");
+            }
+        }));
+    }
+    for w in writers {
+        w.await.expect("writer");
+    }
+    let events = b
+        .list_audit_events(pb::ListAuditEventsRequest {
+            page_size: 1000,
+            ..Default::default()
+        })
+        .await
+        .expect("ListAuditEvents")
+        .into_inner()
+        .events;
+    let mut ids: Vec<u64> = events.iter().map(|e| e.id).collect();
+    ids.sort();
+    assert_eq!(ids.len(), 30);
+    assert_eq!(
+        ids,
+        (ids[0]..ids[0] + 30).collect::<Vec<_>>(),
+        "dense and unique"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checks_never_fail_while_the_leader_is_killed() {
+    let Some(mut c) = cluster(2, &[]) else { return };
+    let g = grant_app(&mut c.replicas[0].admin().await, "leader").await;
+    until_code(&c.replicas[1], &g, None, Duration::from_secs(10)).await;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut checkers = Vec::new();
+    for kg in &c.replicas {
+        let addr = kg.check_addr();
+        let (g, stop) = (g.clone(), stop.clone());
+        checkers.push(tokio::spawn(async move {
+            let mut client = check_client(addr).await;
+            let mut n = 0u32;
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                let req = signed_check(&g, &g.app_secret, &format!("k{n}"));
+                let resp = client.check(req).await.expect("Check answered");
+                assert_eq!(deny_code(&resp.into_inner()), None, "check {n} at {addr}");
+            }
+            n
+        }));
+    }
+    let mut writers = Vec::new();
+    for (w, kg) in c.replicas.iter().enumerate() {
+        let mut admin = kg.admin().await;
+        let stop = stop.clone();
+        writers.push(tokio::spawn(async move {
+            let mut acked = Vec::new();
+            let mut i = 0;
+            while !stop.load(Ordering::Relaxed) {
+                i += 1;
+                let r = admin
+                    .create_app(new_app(format!("w{w}-{i}"), "failover"))
+                    .await;
+                match r {
+                    Ok(r) => acked.push(r.into_inner().app.expect("app").id),
+                    Err(e) => assert_eq!(e.code(), tonic::Code::Unavailable, "{e:?}"),
+                }
+            }
+            acked
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let leader = c.etcd.leader();
+    c.etcd.kill9(leader);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut checked = 0;
+    for h in checkers {
+        checked += h.await.expect("checks never failed");
+    }
+    let mut acked = Vec::new();
+    for h in writers {
+        acked.extend(h.await.expect("writer"));
+    }
+    assert!(
+        checked > 0 && !acked.is_empty(),
+        "{checked} checks, {} writes",
+        acked.len()
+    );
+    // Every acknowledged write is on every replica.
+    for kg in &c.replicas {
+        let mut admin = kg.admin().await;
+        for id in &acked {
+            let started = Instant::now();
+            while admin
+                .get_app(pb::GetAppRequest { id: id.clone() })
+                .await
+                .is_err()
+            {
+                assert!(started.elapsed() < Duration::from_secs(10), "{id} lost");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+    c.etcd.restart(leader);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_two_members_down_writes_fail_fast_and_checks_go_on() {
+    let Some(mut c) = cluster(1, &[]) else { return };
+    let kg = &c.replicas[0];
+    let g = grant_app(&mut kg.admin().await, "quorum").await;
+    let leader = c.etcd.leader();
+    let others: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
+    c.etcd.kill9(leader);
+    c.etcd.kill9(others[0]);
+    let mut admin = kg.admin().await;
+    let started = Instant::now();
+    let e = admin
+        .create_app(new_app("no-quorum", "q"))
+        .await
+        .expect_err("no quorum, no write");
+    assert_eq!(e.code(), tonic::Code::Unavailable, "{e:?}");
+    eprintln!("write without quorum refused after {:?}", started.elapsed());
+    assert_eq!(
+        code(kg, &signed_check(&g, &g.app_secret, "q")).await,
+        None,
+        "checks are answered from the last view"
+    );
+    let (status, body) = kg.http_get("/readyz");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("view_revision"), "{body}");
+    c.etcd.restart(leader);
+    c.etcd.restart(others[0]);
+    let started = Instant::now();
+    loop {
+        let r = admin.create_app(new_app("quorum-back", "q")).await;
+        match r {
+            Ok(_) => break,
+            Err(e) if e.code() == tonic::Code::AlreadyExists => break,
+            Err(e) => {
+                assert!(started.elapsed() < Duration::from_secs(20), "{e:?}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_replica_relists_after_compaction_and_a_restarted_one_resumes() {
+    let Some(mut c) = cluster(2, &[]) else { return };
+    let g = grant_app(&mut c.replicas[0].admin().await, "compact").await;
+    until_code(&c.replicas[1], &g, None, Duration::from_secs(10)).await;
+    let b_pid = c.replicas[1].pid().to_string();
+    let signal = |sig: &str| {
+        assert!(
+            std::process::Command::new("kill")
+                .args([sig, &b_pid])
+                .status()
+                .expect("kill")
+                .success()
+        );
+    };
+    signal("-STOP");
+    let mut admin = c.replicas[0].admin().await;
+    admin
+        .disable_app(pb::DisableAppRequest {
+            id: g.app_id.clone(),
+        })
+        .await
+        .expect("DisableApp");
+    for i in 0..20 {
+        admin
+            .create_app(new_app(format!("filler{i}"), "compact"))
+            .await
+            .expect("CreateApp");
+    }
+    c.etcd.compact();
+    signal("-CONT");
+    until_code(
+        &c.replicas[1],
+        &g,
+        Some("AppDisabled"),
+        Duration::from_secs(20),
+    )
+    .await;
+
+    // Stopped while history moves on and is compacted: the restart finds its revision
+    // gone and lists everything once.
+    c.replicas[1].stop().await;
+    admin
+        .enable_app(pb::EnableAppRequest {
+            id: g.app_id.clone(),
+        })
+        .await
+        .expect("EnableApp");
+    admin
+        .create_app(new_app("after-enable", "compact"))
+        .await
+        .expect("CreateApp");
+    // Compacted up to the last write: the enable B has not seen is history now.
+    c.etcd.compact();
+    c.replicas[1].restart().await;
+    until_code(&c.replicas[1], &g, None, Duration::from_secs(10)).await;
+    assert_eq!(
+        common::scrape(&c.replicas[1], "keygate_store_relists_total"),
+        1.0
+    );
+
+    // A restart without compaction resumes from the local view: no full list, and the
+    // writes made while it was down are there.
+    c.replicas[1].stop().await;
+    admin
+        .disable_app(pb::DisableAppRequest {
+            id: g.app_id.clone(),
+        })
+        .await
+        .expect("DisableApp");
+    c.replicas[1].restart().await;
+    until_code(
+        &c.replicas[1],
+        &g,
+        Some("AppDisabled"),
+        Duration::from_secs(10),
+    )
+    .await;
+    assert_eq!(
+        common::scrape(&c.replicas[1], "keygate_store_relists_total"),
+        0.0,
+        "a restart with a local view does not list everything again"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sled_store_moves_into_etcd_and_back_with_its_secrets() {
+    let Some(etcd) = Etcd::start(1) else { return };
+    let mut single = Keygate::start();
+    let g = grant_app(&mut single.admin().await, "moving").await;
+    single.stop().await;
+    let data = single.data_dir().display().to_string();
+    let key = single.data_dir().join("master.key").display().to_string();
+    let eps = etcd.endpoints();
+    let copy = |direction: &str, dir: &str| {
+        common::run_to_exit(&[
+            "copy-store",
+            "--direction",
+            direction,
+            "--data-dir",
+            dir,
+            "--master-key-file",
+            &key,
+            "--etcd-endpoints",
+            &eps,
+        ])
+    };
+    let (status, err) = copy("to-etcd", &data);
+    assert!(status.success(), "{err}");
+    // A second copy into the same prefix is refused: it holds a store now.
+    let (status, err) = copy("to-etcd", &data);
+    assert!(!status.success() && err.contains("already holds"), "{err}");
+
+    let replica = Keygate::start_with_args(&[
+        "--store",
+        "etcd",
+        "--etcd-endpoints",
+        &eps,
+        "--master-key-file",
+        &key,
+    ]);
+    assert_eq!(
+        code(&replica, &signed_check(&g, &g.app_secret, "in-etcd")).await,
+        None,
+        "the copied secret verifies on a replica"
+    );
+    let events = replica
+        .admin()
+        .await
+        .list_audit_events(pb::ListAuditEventsRequest {
+            page_size: 100,
+            ..Default::default()
+        })
+        .await
+        .expect("ListAuditEvents")
+        .into_inner()
+        .events;
+    assert!(!events.is_empty(), "the audit log came along");
+
+    let back = tempfile::tempdir().expect("temp dir");
+    let back_dir = back.path().join("data");
+    let (status, err) = copy("from-etcd", &back_dir.display().to_string());
+    assert!(status.success(), "{err}");
+    let restored = Keygate::start_in(&back_dir, &["--master-key-file", &key]);
+    assert_eq!(
+        code(&restored, &signed_check(&g, &g.app_secret, "back-in-sled")).await,
+        None,
+        "and on a sled store copied back"
+    );
+}
