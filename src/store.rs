@@ -518,9 +518,11 @@ impl Store {
         prepare: impl Fn() -> Result<P, StoreError>,
         f: impl Fn(&Tx<'_>, &P) -> TxResult<T>,
     ) -> Result<T, StoreError> {
-        const ATTEMPTS: usize = 20;
         let _writer = self.write_lock.lock().await;
-        for _ in 0..ATTEMPTS {
+        let deadline = tokio::time::Instant::now() + remote.timeout();
+        let mut attempt = 0u32;
+        while tokio::time::Instant::now() < deadline {
+            attempt += 1;
             let engine = self.engine()?;
             // Read before anything the write reads: if the view moves on meanwhile, the
             // txn's compare fails and the write runs again on the newer view.
@@ -576,10 +578,13 @@ impl Store {
                 return Ok(value);
             }
             remote.wait_past(base).await;
+            // The replica that won has its view first and would win again at once:
+            // a random pause, growing with the losses, lets the others in.
+            remote.back_off(attempt).await;
         }
-        Err(StoreError::Unavailable(
-            "etcd: the write kept losing races with other replicas; retry".into(),
-        ))
+        Err(StoreError::Unavailable(format!(
+            "etcd: the write lost {attempt} races with other replicas within the time limit; retry"
+        )))
     }
 
     /// Flushes everything; called on shutdown.

@@ -579,3 +579,207 @@ async fn a_sled_store_moves_into_etcd_and_back_with_its_secrets() {
         "and on a sled store copied back"
     );
 }
+
+/// A small deterministic generator (xorshift), so a failing sequence can be replayed
+/// from its seed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+/// What a replica shows of the whole store, for comparison: apps (name, enabled),
+/// APIs (name), grants (app name, API name), by id.
+async fn snapshot(kg: &Keygate) -> Vec<String> {
+    let mut admin = kg.admin().await;
+    let mut out = Vec::new();
+    let apps = admin
+        .list_apps(pb::ListAppsRequest {
+            page_size: 1000,
+            ..Default::default()
+        })
+        .await
+        .expect("ListApps")
+        .into_inner()
+        .apps;
+    for a in &apps {
+        out.push(format!("app {} {} {} {}", a.id, a.owner, a.name, a.enabled));
+    }
+    let apis = admin
+        .list_apis(pb::ListApisRequest {
+            page_size: 1000,
+            ..Default::default()
+        })
+        .await
+        .expect("ListApis")
+        .into_inner()
+        .apis;
+    for a in &apis {
+        out.push(format!("api {} {}", a.id, a.name));
+    }
+    let grants = admin
+        .list_grants(pb::ListGrantsRequest {
+            page_size: 1000,
+            ..Default::default()
+        })
+        .await
+        .expect("ListGrants")
+        .into_inner()
+        .grants;
+    for g in &grants {
+        out.push(format!("grant {} {} {:?}", g.id, g.app_id, g.target));
+    }
+    out.sort();
+    out
+}
+
+/// Random admin sequences sent to two replicas two at a time (one to each, at once):
+/// whatever was accepted, both end with the same store, every acknowledged create is
+/// in it unless a later acknowledged delete removed it, and no grant outlives its app
+/// or API.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_concurrent_admin_sequences_converge_on_both_replicas() {
+    let Some(c) = cluster(2, &[]) else { return };
+    let seed = common::now_ms() as u64 | 1;
+    eprintln!("seed {seed}");
+    let mut rng = Rng(seed);
+    let mut admins = [c.replicas[0].admin().await, c.replicas[1].admin().await];
+    let mut apps: Vec<String> = Vec::new();
+    let mut apis: Vec<String> = Vec::new();
+    let mut deleted_apps = 0;
+    for step in 0..60 {
+        let mut ops = Vec::new();
+        for side in 0..2 {
+            // Creates and grants more often than deletes, so the store grows.
+            let kind = [0, 0, 0, 1, 1, 2, 2, 2, 3, 4, 5][rng.below(11)];
+            let app = (!apps.is_empty()).then(|| apps[rng.below(apps.len())].clone());
+            let api = (!apis.is_empty()).then(|| apis[rng.below(apis.len())].clone());
+            let name = format!("n{}", rng.below(24));
+            ops.push((side, kind, app, api, name));
+        }
+        let run = |admin: &mut common::Admin,
+                   (_, kind, app, api, name): (
+            usize,
+            usize,
+            Option<String>,
+            Option<String>,
+            String,
+        )| {
+            let mut admin = admin.clone();
+            async move {
+                match (kind, app, api) {
+                    (0, _, _) => admin
+                        .create_app(new_app(name, "prop"))
+                        .await
+                        .map(|r| Some(("app", r.into_inner().app.expect("app").id))),
+                    (1, _, _) => admin
+                        .create_api(pb::CreateApiRequest {
+                            api: Some(pb::Api {
+                                name: format!("api-{name}"),
+                                owner: "prop".into(),
+                                path: format!("/{name}/{{*rest}}"),
+                                ..Default::default()
+                            }),
+                        })
+                        .await
+                        .map(|r| Some(("api", r.into_inner().id))),
+                    (2, Some(app), Some(api)) => admin
+                        .create_grant(pb::CreateGrantRequest {
+                            grant: Some(pb::Grant {
+                                app_id: app,
+                                target: Some(pb::grant::Target::ApiId(api)),
+                                ..Default::default()
+                            }),
+                        })
+                        .await
+                        .map(|_| None),
+                    (3, Some(app), _) => admin
+                        .disable_app(pb::DisableAppRequest { id: app })
+                        .await
+                        .map(|_| None),
+                    (4, Some(app), _) => admin
+                        .delete_app(pb::DeleteAppRequest { id: app.clone() })
+                        .await
+                        .map(|_| Some(("deleted-app", app))),
+                    (5, _, Some(api)) => admin
+                        .delete_api(pb::DeleteApiRequest { id: api.clone() })
+                        .await
+                        .map(|_| Some(("deleted-api", api))),
+                    _ => Ok(None),
+                }
+            }
+        };
+        let [a0, a1] = &mut admins;
+        let (x, y) = tokio::join!(run(a0, ops[0].clone()), run(a1, ops[1].clone()));
+        for r in [x, y] {
+            match r {
+                Ok(Some(("app", id))) => apps.push(id),
+                Ok(Some(("api", id))) => apis.push(id),
+                Ok(Some(("deleted-app", id))) => {
+                    apps.retain(|a| *a != id);
+                    deleted_apps += 1;
+                }
+                Ok(Some(("deleted-api", id))) => apis.retain(|a| *a != id),
+                Ok(_) => {}
+                Err(e) => assert!(
+                    matches!(
+                        e.code(),
+                        tonic::Code::AlreadyExists
+                            | tonic::Code::NotFound
+                            | tonic::Code::FailedPrecondition
+                    ),
+                    "step {step}: {e:?}"
+                ),
+            }
+        }
+    }
+    // Both replicas converge on one store.
+    let started = Instant::now();
+    let (a, b) = loop {
+        let (a, b) = (
+            snapshot(&c.replicas[0]).await,
+            snapshot(&c.replicas[1]).await,
+        );
+        if a == b {
+            break (a, b);
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "diverged:\n{a:#?}\n{b:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(a, b);
+    for id in &apps {
+        assert!(
+            a.iter().any(|l| l.starts_with(&format!("app {id} "))),
+            "app {id} lost"
+        );
+    }
+    for id in &apis {
+        assert!(
+            a.iter().any(|l| l.starts_with(&format!("api {id} "))),
+            "api {id} lost"
+        );
+    }
+    for line in a.iter().filter(|l| l.starts_with("grant ")) {
+        assert!(
+            apps.iter().any(|id| line.contains(id.as_str()))
+                && apis.iter().any(|id| line.contains(id.as_str())),
+            "orphan grant: {line} (apps {apps:?}, apis {apis:?})"
+        );
+    }
+    eprintln!(
+        "{} records on both replicas; {deleted_apps} app deletes",
+        a.len()
+    );
+}

@@ -6,7 +6,7 @@
 #
 # Replica 1: check 127.0.0.1:50051, http 127.0.0.1:8081, admin 127.0.0.1:50052
 # Replica 2: check 127.0.0.1:50061, http 127.0.0.1:8091, admin 127.0.0.1:50062
-# etcd clients: 127.0.0.1:2379, :22379, :32379. Redis: 127.0.0.1:6379.
+# etcd clients: 127.0.0.1:2379, :12379, :22379. Redis: 127.0.0.1:6379.
 # Everything lives in ./replicas-run (RUN_DIR to change); the admin token is in
 # replicas-run/admin.token, the shared master key in replicas-run/master.key.
 set -euo pipefail
@@ -31,9 +31,9 @@ pids=()
 cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; }
 trap cleanup EXIT INT TERM
 
-cluster=m0=http://127.0.0.1:2380,m1=http://127.0.0.1:22380,m2=http://127.0.0.1:32380
+cluster=m0=http://127.0.0.1:2380,m1=http://127.0.0.1:12380,m2=http://127.0.0.1:22380
 for i in 0 1 2; do
-    port=$((i == 0 ? 2379 : i * 10000 + 2379))
+    port=$((2379 + i * 10000))
     etcd --name "m$i" --data-dir "$run/etcd$i" \
         --listen-client-urls "http://127.0.0.1:$port" --advertise-client-urls "http://127.0.0.1:$port" \
         --listen-peer-urls "http://127.0.0.1:$((port + 1))" --initial-advertise-peer-urls "http://127.0.0.1:$((port + 1))" \
@@ -41,7 +41,7 @@ for i in 0 1 2; do
         --logger zap --log-level warn >"$run/etcd$i.log" 2>&1 &
     pids+=($!)
 done
-endpoints=http://127.0.0.1:2379,http://127.0.0.1:22379,http://127.0.0.1:32379
+endpoints=http://127.0.0.1:2379,http://127.0.0.1:12379,http://127.0.0.1:22379
 redis-server --port 6379 --bind 127.0.0.1 --dir "$run" --appendonly yes --appendfsync always \
     --maxmemory-policy noeviction --save "" >"$run/redis.log" 2>&1 &
 pids+=($!)
@@ -62,5 +62,6 @@ echo "redis: redis://127.0.0.1:6379/0"
 echo "keygate 1: check 127.0.0.1:50051 http 127.0.0.1:8081 admin 127.0.0.1:50052 (log $run/keygate1.log)"
 echo "keygate 2: check 127.0.0.1:50061 http 127.0.0.1:8091 admin 127.0.0.1:50062 (log $run/keygate2.log)"
 echo "admin token: $run/admin.token. Ctrl-C stops everything."
-wait -n
+# Until Ctrl-C, or until one of them exits.
+while kill -0 "${pids[@]}" 2>/dev/null; do sleep 1; done
 echo "a process exited; stopping the rest (see the logs in $run)" >&2

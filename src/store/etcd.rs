@@ -234,7 +234,7 @@ impl Remote {
         // A view from an earlier run resumes from its revision (the watch relists if
         // etcd compacted past it); an empty one lists everything first.
         if applied == 0 {
-            remote.relist(&engine).await?;
+            remote.load_all(&engine).await?;
         }
         tokio::spawn(remote.clone().follow(engine.clone()));
         if !remote.settings.anti_entropy.is_zero() {
@@ -321,18 +321,18 @@ impl Remote {
         ))
     }
 
-    /// Lists every key under the prefix at one revision (`at`, else the current one),
-    /// page by page.
-    async fn list(
+    /// Reads every key under the prefix at one revision (`at`, else the current one),
+    /// page by page, handing each page to `each`; returns the revision read at.
+    async fn for_each_page(
         &self,
         at: Option<i64>,
-    ) -> Result<(i64, Vec<(Vec<u8>, Vec<u8>, i64)>), StoreError> {
+        mut each: impl FnMut(&[etcd_client::KeyValue]) -> Result<(), StoreError>,
+    ) -> Result<i64, StoreError> {
         const PAGE: i64 = 5_000;
         let mut kv = self.client.kv_client();
         let end = prefix_end(&self.prefix);
         let mut start = self.range_start();
         let mut revision = at.unwrap_or(0);
-        let mut out = Vec::new();
         loop {
             let mut opts = GetOptions::new().with_range(end.clone()).with_limit(PAGE);
             if revision > 0 {
@@ -345,9 +345,7 @@ impl Remote {
             if revision == 0 {
                 revision = r.header().map_or(0, |h| h.revision());
             }
-            for kv in r.kvs() {
-                out.push((kv.key().to_vec(), kv.value().to_vec(), kv.mod_revision()));
-            }
+            each(r.kvs())?;
             match r.kvs().last() {
                 Some(last) if r.more() => {
                     start = last.key().to_vec();
@@ -357,7 +355,55 @@ impl Remote {
             }
         }
         self.contact();
+        Ok(revision)
+    }
+
+    /// Every key under the prefix at one revision: (key, value, mod revision).
+    async fn list(
+        &self,
+        at: Option<i64>,
+    ) -> Result<(i64, Vec<(Vec<u8>, Vec<u8>, i64)>), StoreError> {
+        let mut out = Vec::new();
+        let revision = self
+            .for_each_page(at, |kvs| {
+                out.extend(
+                    kvs.iter()
+                        .map(|kv| (kv.key().to_vec(), kv.value().to_vec(), kv.mod_revision())),
+                );
+                Ok(())
+            })
+            .await?;
         Ok((revision, out))
+    }
+
+    /// Fills an empty view from etcd, page by page as they arrive (a first start: no
+    /// differences to compute, and no copy of the whole data set in memory).
+    async fn load_all(&self, engine: &Engine) -> Result<(), StoreError> {
+        let mut rev_mod = 0;
+        let revision = self
+            .for_each_page(None, |kvs| {
+                let mut batches: Vec<sled::Batch> =
+                    Tree::ALL.iter().map(|_| sled::Batch::default()).collect();
+                for kv in kvs {
+                    match self.slot(kv.key()) {
+                        Some(Slot::Record(tree, k)) => batches[tree.idx()].insert(k, kv.value()),
+                        Some(Slot::Rev) => rev_mod = kv.mod_revision(),
+                        Some(Slot::Meta) | None => {}
+                    }
+                }
+                for (tree, batch) in Tree::ALL.into_iter().zip(batches) {
+                    engine.trees[tree.idx()].apply_batch(batch)?;
+                }
+                Ok(())
+            })
+            .await?;
+        self.metrics.relists.fetch_add(1, Ordering::Relaxed);
+        engine.meta.insert(VIEW_REV_MOD, &rev_mod.to_be_bytes())?;
+        engine.meta.insert(VIEW_REVISION, &revision.to_be_bytes())?;
+        engine.refresh_audit_id()?;
+        self.rev_mod.store(rev_mod, Ordering::SeqCst);
+        self.applied.send_replace(revision);
+        Ok(())
     }
 
     /// Lists etcd and makes the view equal to it, applying only the differences;
@@ -707,6 +753,21 @@ impl Remote {
             rx.wait_for(|_| self.rev_mod.load(Ordering::SeqCst) != rev_mod),
         )
         .await;
+    }
+
+    /// The time limit of one request, and of a write's retries.
+    pub(crate) fn timeout(&self) -> Duration {
+        self.settings.timeout
+    }
+
+    /// A random pause after the `attempt`-th lost race: up to 1 ms × 2^attempt, at
+    /// most 32 ms.
+    pub(crate) async fn back_off(&self, attempt: u32) {
+        let mut r = [0u8; 2];
+        let _ = getrandom::getrandom(&mut r);
+        let cap_us = 1000u64 << attempt.min(5);
+        let us = u64::from(u16::from_le_bytes(r)) % cap_us;
+        tokio::time::sleep(Duration::from_micros(us)).await;
     }
 
     /// The view's revision and how long ago etcd last answered (for `/readyz`).

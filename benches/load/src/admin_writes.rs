@@ -73,7 +73,8 @@ pub async fn run(args: AdminWritesArgs) -> Result<()> {
             api: Some(pb::Api {
                 name: format!("writes-{run_id}"),
                 owner: "keygate-bench".into(),
-                path: "/writes/{id}".into(),
+                // Per run, so runs against one shared store (several replicas) do not collide.
+                path: format!("/writes-{run_id}/{{id}}"),
                 ..Default::default()
             }),
         })
