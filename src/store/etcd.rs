@@ -41,8 +41,8 @@ use super::schema::{self, Tree};
 use super::seal::Sealer;
 use super::{Change, Engine, StagedOp as Op, StoreError};
 
-/// How `--store etcd` reaches etcd.
-#[derive(Clone, Debug)]
+/// How `--store etcd` reaches etcd. `Debug` leaves the password out.
+#[derive(Clone)]
 pub struct EtcdSettings {
     pub endpoints: Vec<String>,
     /// Every key keygate writes starts with it (`/keygate/v1`).
@@ -57,6 +57,20 @@ pub struct EtcdSettings {
     pub timeout: Duration,
     /// How often the view is compared with a fresh list of etcd (0: never).
     pub anti_entropy: Duration,
+}
+
+impl std::fmt::Debug for EtcdSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdSettings")
+            .field("endpoints", &self.endpoints)
+            .field("prefix", &self.prefix)
+            .field("user", &self.user.as_ref().map(|(u, _)| (u, "<redacted>")))
+            .field("ca", &self.ca)
+            .field("client_cert", &self.client_cert)
+            .field("timeout", &self.timeout)
+            .field("anti_entropy", &self.anti_entropy)
+            .finish()
+    }
 }
 
 /// Counters for `/metrics` and `/readyz`.
