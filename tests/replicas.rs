@@ -783,3 +783,68 @@ async fn random_concurrent_admin_sequences_converge_on_both_replicas() {
         a.len()
     );
 }
+
+/// A cascade is one etcd txn: past etcd's `--max-txn-ops` it is refused with
+/// FAILED_PRECONDITION naming the flag (never UNAVAILABLE, which would invite
+/// retries), nothing is deleted, and with a larger limit the same delete goes through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cascade_over_the_txn_limit_is_refused_clearly_and_passes_with_a_larger_one() {
+    for (limit, fits) in [("128", false), ("1000", true)] {
+        let Some(etcd) = Etcd::start_with(1, &["--max-txn-ops", limit]) else {
+            return;
+        };
+        let eps = etcd.endpoints();
+        let kg = Keygate::start_with_args(&["--store", "etcd", "--etcd-endpoints", &eps]);
+        let mut admin = kg.admin().await;
+        let g = grant_app(&mut admin, "big").await;
+        for i in 0..60 {
+            let api = admin
+                .create_api(pb::CreateApiRequest {
+                    api: Some(pb::Api {
+                        name: format!("big-api{i}"),
+                        owner: "sec".into(),
+                        path: format!("/big{i}/{{*rest}}"),
+                        ..Default::default()
+                    }),
+                })
+                .await
+                .expect("CreateApi")
+                .into_inner();
+            admin
+                .create_grant(pb::CreateGrantRequest {
+                    grant: Some(pb::Grant {
+                        app_id: g.app_id.clone(),
+                        target: Some(pb::grant::Target::ApiId(api.id)),
+                        ..Default::default()
+                    }),
+                })
+                .await
+                .expect("CreateGrant");
+        }
+        let r = admin
+            .delete_app(pb::DeleteAppRequest {
+                id: g.app_id.clone(),
+            })
+            .await;
+        let still_there = admin
+            .get_app(pb::GetAppRequest {
+                id: g.app_id.clone(),
+            })
+            .await
+            .is_ok();
+        if fits {
+            r.expect("DeleteApp under a larger --max-txn-ops");
+            assert!(!still_there);
+        } else {
+            let e = r.expect_err("61 grants do not fit 128 operations");
+            assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
+            assert!(e.message().contains("--max-txn-ops"), "{e:?}");
+            assert!(still_there, "a refused cascade deletes nothing");
+            assert_eq!(
+                code(&kg, &signed_check(&g, &g.app_secret, "still")).await,
+                None,
+                "and the app still works"
+            );
+        }
+    }
+}

@@ -38,7 +38,7 @@ for i in 0 1 2; do
         --listen-client-urls "http://127.0.0.1:$port" --advertise-client-urls "http://127.0.0.1:$port" \
         --listen-peer-urls "http://127.0.0.1:$((port + 1))" --initial-advertise-peer-urls "http://127.0.0.1:$((port + 1))" \
         --initial-cluster "$cluster" --initial-cluster-state new --initial-cluster-token keygate-example \
-        --logger zap --log-level warn >"$run/etcd$i.log" 2>&1 &
+        --max-txn-ops 10000 --logger zap --log-level warn >"$run/etcd$i.log" 2>&1 &
     pids+=($!)
 done
 endpoints=http://127.0.0.1:2379,http://127.0.0.1:12379,http://127.0.0.1:22379

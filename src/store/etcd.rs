@@ -112,6 +112,22 @@ pub struct Remote {
     pub(crate) metrics: EtcdMetrics,
 }
 
+/// etcd refuses a txn over its `--max-txn-ops` (128 by default) or `--max-request-bytes`:
+/// the write can never succeed as it is, so it is not `Unavailable` (retry) but a
+/// precondition the operator can change.
+fn too_big(e: etcd_client::Error, ops: usize) -> StoreError {
+    let text = e.to_string();
+    if text.contains("too many operations in txn request") || text.contains("request is too large")
+    {
+        return StoreError::FailedPrecondition(format!(
+            "this write is one etcd transaction of {ops} operations, over what etcd accepts \
+             ({text}); start etcd with a larger --max-txn-ops (or --max-request-bytes). \
+             A cascade takes about three operations per grant"
+        ));
+    }
+    unavailable(e)
+}
+
 fn unavailable(e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(format!("etcd: {e}"))
 }
@@ -736,12 +752,13 @@ impl Remote {
         };
         let txn = Txn::new().when([guard]).and_then(txn_ops);
         let mut kv = self.client.kv_client();
+        let ops_in_txn = ops.len() + 1;
         let r = tokio::time::timeout(self.settings.timeout, kv.txn(txn))
             .await
             .map_err(|_| {
                 unavailable("the write timed out; it may or may not have committed: read it back")
             })?
-            .map_err(unavailable)?;
+            .map_err(|e| too_big(e, ops_in_txn))?;
         self.contact();
         if !r.succeeded() {
             self.metrics.write_retries.fetch_add(1, Ordering::Relaxed);

@@ -15,6 +15,8 @@ struct Member {
 pub struct Etcd {
     dir: tempfile::TempDir,
     members: Vec<Member>,
+    /// Extra flags for every member (e.g. `--max-txn-ops`).
+    extra: Vec<String>,
 }
 
 fn etcd_server() -> Option<PathBuf> {
@@ -24,6 +26,11 @@ fn etcd_server() -> Option<PathBuf> {
 impl Etcd {
     /// Starts an `n`-member cluster and waits until it accepts a write.
     pub fn start(n: usize) -> Option<Self> {
+        Self::start_with(n, &[])
+    }
+
+    /// Like `start`, with extra flags for every member.
+    pub fn start_with(n: usize, extra: &[&str]) -> Option<Self> {
         etcd_server()?;
         let mut e = Self {
             dir: tempfile::Builder::new()
@@ -37,6 +44,7 @@ impl Etcd {
                     child: None,
                 })
                 .collect(),
+            extra: extra.iter().map(|s| (*s).to_owned()).collect(),
         };
         for i in 0..n {
             e.spawn(i);
@@ -87,6 +95,7 @@ impl Etcd {
                 "500",
             ])
             .args(["--logger", "zap", "--log-level", "warn"])
+            .args(&self.extra)
             .stdin(Stdio::null())
             .stdout(Stdio::from(log.try_clone().expect("dup")))
             .stderr(Stdio::from(log))
