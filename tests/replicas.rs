@@ -101,6 +101,54 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[i]
 }
 
+/// 20 disable/enable flips written through `admin`, each timed from its
+/// acknowledgement until every replica in `others` answers the new state. A write
+/// refused as UNAVAILABLE (an election under way) is sent again.
+async fn flips(admin: &mut common::Admin, g: &Granted, others: &[&Keygate]) -> Vec<Duration> {
+    let mut seen = Vec::new();
+    for round in 0..20 {
+        let disable = round % 2 == 0;
+        let started = Instant::now();
+        loop {
+            let id = g.app_id.clone();
+            let r = if disable {
+                admin
+                    .disable_app(pb::DisableAppRequest { id })
+                    .await
+                    .map(|_| ())
+            } else {
+                admin
+                    .enable_app(pb::EnableAppRequest { id })
+                    .await
+                    .map(|_| ())
+            };
+            match r {
+                Ok(()) => break,
+                Err(e) if e.code() == tonic::Code::Unavailable => {
+                    assert!(started.elapsed() < Duration::from_secs(15), "{e:?}");
+                }
+                Err(e) => panic!("{e:?}"),
+            }
+        }
+        let want = disable.then_some("AppDisabled");
+        for kg in others {
+            seen.push(until_code(kg, g, want, Duration::from_secs(10)).await);
+        }
+    }
+    seen.sort();
+    seen
+}
+
+fn report(what: &str, seen: Vec<Duration>) {
+    eprintln!(
+        "revocation propagation ({what}) over {} observations: p50 {:?}, p99 {:?}, max {:?}",
+        seen.len(),
+        percentile(&seen, 0.5),
+        percentile(&seen, 0.99),
+        seen[seen.len() - 1]
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_and_revocations_through_one_replica_reach_the_others() {
     let Some(c) = cluster(3, &[]) else { return };
@@ -110,38 +158,15 @@ async fn writes_and_revocations_through_one_replica_reach_the_others() {
     for kg in [b, cc] {
         until_code(kg, &g, None, Duration::from_secs(10)).await;
     }
-    // Revocations through A, seen on B and C: the propagation distribution.
-    let mut seen = Vec::new();
-    for round in 0..20 {
-        let disable = round % 2 == 0;
-        if disable {
-            admin
-                .disable_app(pb::DisableAppRequest {
-                    id: g.app_id.clone(),
-                })
-                .await
-                .expect("DisableApp");
-        } else {
-            admin
-                .enable_app(pb::EnableAppRequest {
-                    id: g.app_id.clone(),
-                })
-                .await
-                .expect("EnableApp");
-        }
-        let want = disable.then_some("AppDisabled");
-        for kg in [b, cc] {
-            seen.push(until_code(kg, &g, want, Duration::from_secs(10)).await);
-        }
-    }
-    seen.sort();
-    eprintln!(
-        "revocation propagation over {} flips: p50 {:?}, p99 {:?}, max {:?}",
-        seen.len(),
-        percentile(&seen, 0.5),
-        percentile(&seen, 0.99),
-        seen[seen.len() - 1]
-    );
+    // Revocations through A, seen on B and C: the propagation distribution, on a
+    // healthy cluster and then with its leader killed.
+    report("healthy", flips(&mut admin, &g, &[b, cc]).await);
+    let leader = c.etcd.leader();
+    let mut c = c;
+    c.etcd.kill9(leader);
+    let (a, b, cc) = (&c.replicas[0], &c.replicas[1], &c.replicas[2]);
+    let mut admin = a.admin().await;
+    report("leader killed", flips(&mut admin, &g, &[b, cc]).await);
     // Reads through any replica agree.
     let on_b = b
         .admin()
