@@ -250,12 +250,7 @@ pub async fn copy_store(args: &CopyStoreArgs) -> Result<u64, ToolError> {
     let settings = EtcdSettings {
         endpoints: args.etcd_endpoints.clone(),
         prefix: args.etcd_prefix.clone(),
-        user: args.etcd_user.clone().map(|u| {
-            (
-                u,
-                std::env::var("KEYGATE_ETCD_PASSWORD").unwrap_or_default(),
-            )
-        }),
+        user: crate::store::etcd::EtcdSettings::user_from_env(args.etcd_user.clone()),
         ca: args.etcd_ca.clone(),
         client_cert: args.etcd_cert.clone().zip(args.etcd_key.clone()),
         timeout: std::time::Duration::from_secs(10),

@@ -86,6 +86,27 @@ async fn until_code(kg: &Keygate, g: &Granted, want: Option<&str>, within: Durat
     }
 }
 
+fn new_api(name: String, path: String) -> pb::CreateApiRequest {
+    pb::CreateApiRequest {
+        api: Some(pb::Api {
+            name,
+            owner: "sec".into(),
+            path,
+            ..Default::default()
+        }),
+    }
+}
+
+fn new_grant(app_id: &str, api_id: String) -> pb::CreateGrantRequest {
+    pb::CreateGrantRequest {
+        grant: Some(pb::Grant {
+            app_id: app_id.to_owned(),
+            target: Some(pb::grant::Target::ApiId(api_id)),
+            ..Default::default()
+        }),
+    }
+}
+
 fn new_app(name: impl Into<String>, owner: &str) -> pb::CreateAppRequest {
     pb::CreateAppRequest {
         app: Some(pb::App {
@@ -218,42 +239,26 @@ async fn a_cascade_delete_racing_a_grant_create_leaves_no_orphan() {
         let mut api_ids = Vec::new();
         for i in 0..30 {
             let api = a
-                .create_api(pb::CreateApiRequest {
-                    api: Some(pb::Api {
-                        name: format!("c{round}-api{i}"),
-                        owner: "sec".into(),
-                        path: format!("/c{round}/api{i}/{{*rest}}"),
-                        ..Default::default()
-                    }),
-                })
+                .create_api(new_api(
+                    format!("c{round}-api{i}"),
+                    format!("/c{round}/api{i}/{{*rest}}"),
+                ))
                 .await
                 .expect("CreateApi")
                 .into_inner();
             api_ids.push(api.id);
         }
         for id in &api_ids[..29] {
-            a.create_grant(pb::CreateGrantRequest {
-                grant: Some(pb::Grant {
-                    app_id: g.app_id.clone(),
-                    target: Some(pb::grant::Target::ApiId(id.clone())),
-                    ..Default::default()
-                }),
-            })
-            .await
-            .expect("CreateGrant");
+            a.create_grant(new_grant(&g.app_id, id.clone()))
+                .await
+                .expect("CreateGrant");
         }
         let last = api_ids[29].clone();
         let (deleted, granted) = tokio::join!(
             a.delete_app(pb::DeleteAppRequest {
                 id: g.app_id.clone()
             }),
-            b.create_grant(pb::CreateGrantRequest {
-                grant: Some(pb::Grant {
-                    app_id: g.app_id.clone(),
-                    target: Some(pb::grant::Target::ApiId(last)),
-                    ..Default::default()
-                }),
-            })
+            b.create_grant(new_grant(&g.app_id, last))
         );
         deleted.expect("DeleteApp");
         if let Err(e) = &granted {
@@ -707,26 +712,12 @@ async fn random_concurrent_admin_sequences_converge_on_both_replicas() {
                         .await
                         .map(|r| Some(("app", r.into_inner().app.expect("app").id))),
                     (1, _, _) => admin
-                        .create_api(pb::CreateApiRequest {
-                            api: Some(pb::Api {
-                                name: format!("api-{name}"),
-                                owner: "prop".into(),
-                                path: format!("/{name}/{{*rest}}"),
-                                ..Default::default()
-                            }),
-                        })
+                        .create_api(new_api(format!("api-{name}"), format!("/{name}/{{*rest}}")))
                         .await
                         .map(|r| Some(("api", r.into_inner().id))),
-                    (2, Some(app), Some(api)) => admin
-                        .create_grant(pb::CreateGrantRequest {
-                            grant: Some(pb::Grant {
-                                app_id: app,
-                                target: Some(pb::grant::Target::ApiId(api)),
-                                ..Default::default()
-                            }),
-                        })
-                        .await
-                        .map(|_| None),
+                    (2, Some(app), Some(api)) => {
+                        admin.create_grant(new_grant(&app, api)).await.map(|_| None)
+                    }
                     (3, Some(app), _) => admin
                         .disable_app(pb::DisableAppRequest { id: app })
                         .await
@@ -824,25 +815,12 @@ async fn a_cascade_over_the_txn_limit_is_refused_clearly_and_passes_with_a_large
         let g = grant_app(&mut admin, "big").await;
         for i in 0..60 {
             let api = admin
-                .create_api(pb::CreateApiRequest {
-                    api: Some(pb::Api {
-                        name: format!("big-api{i}"),
-                        owner: "sec".into(),
-                        path: format!("/big{i}/{{*rest}}"),
-                        ..Default::default()
-                    }),
-                })
+                .create_api(new_api(format!("big-api{i}"), format!("/big{i}/{{*rest}}")))
                 .await
                 .expect("CreateApi")
                 .into_inner();
             admin
-                .create_grant(pb::CreateGrantRequest {
-                    grant: Some(pb::Grant {
-                        app_id: g.app_id.clone(),
-                        target: Some(pb::grant::Target::ApiId(api.id)),
-                        ..Default::default()
-                    }),
-                })
+                .create_grant(new_grant(&g.app_id, api.id))
                 .await
                 .expect("CreateGrant");
         }

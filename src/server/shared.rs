@@ -190,12 +190,7 @@ fn etcd_settings(c: &crate::config::EtcdConfig) -> crate::store::etcd::EtcdSetti
     crate::store::etcd::EtcdSettings {
         endpoints: c.endpoints.clone(),
         prefix: c.prefix.clone(),
-        user: c.user.clone().map(|u| {
-            (
-                u,
-                std::env::var("KEYGATE_ETCD_PASSWORD").unwrap_or_default(),
-            )
-        }),
+        user: crate::store::etcd::EtcdSettings::user_from_env(c.user.clone()),
         ca: c.ca.clone(),
         client_cert: c.client_cert.clone(),
         timeout: std::time::Duration::from_millis(c.timeout_ms),

@@ -59,6 +59,18 @@ pub struct EtcdSettings {
     pub anti_entropy: Duration,
 }
 
+impl EtcdSettings {
+    /// `--etcd-user` with its password, which only `KEYGATE_ETCD_PASSWORD` carries.
+    pub fn user_from_env(user: Option<String>) -> Option<(String, String)> {
+        user.map(|u| {
+            (
+                u,
+                std::env::var("KEYGATE_ETCD_PASSWORD").unwrap_or_default(),
+            )
+        })
+    }
+}
+
 impl std::fmt::Debug for EtcdSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EtcdSettings")
@@ -430,10 +442,7 @@ impl Remote {
         self.metrics.relists.fetch_add(1, Ordering::Relaxed);
         engine.meta.insert(VIEW_REV_MOD, &rev_mod.to_be_bytes())?;
         engine.meta.insert(VIEW_REVISION, &revision.to_be_bytes())?;
-        engine.refresh_audit_id()?;
-        self.rev_mod.store(rev_mod, Ordering::SeqCst);
-        self.applied.send_replace(revision);
-        Ok(())
+        self.advanced(engine, revision, rev_mod, Vec::new())
     }
 
     /// Lists etcd and makes the view equal to it, applying only the differences;
@@ -559,12 +568,7 @@ impl Remote {
         }
         engine.meta.insert(VIEW_REV_MOD, &rev_mod.to_be_bytes())?;
         engine.meta.insert(VIEW_REVISION, &revision.to_be_bytes())?;
-        engine.refresh_audit_id()?;
-        self.rev_mod.store(rev_mod, Ordering::SeqCst);
-        self.applied.send_replace(revision);
-        if !changes.is_empty() {
-            let _ = self.changes.send(changes);
-        }
+        self.advanced(engine, revision, rev_mod, changes)?;
         Ok(count)
     }
 
@@ -621,9 +625,21 @@ impl Remote {
                 changes.extend(change_of(tree, &k));
             }
         }
+        self.advanced(engine, last, rev_mod, changes)
+    }
+
+    /// After the view durably holds `revision` (its meta records written): the next
+    /// audit id, the `rev` a write compares, waiters on the revision, and the index.
+    fn advanced(
+        &self,
+        engine: &Engine,
+        revision: i64,
+        rev_mod: i64,
+        changes: Vec<Change>,
+    ) -> Result<(), StoreError> {
         engine.refresh_audit_id()?;
         self.rev_mod.store(rev_mod, Ordering::SeqCst);
-        self.applied.send_replace(last);
+        self.applied.send_replace(revision);
         if !changes.is_empty() {
             let _ = self.changes.send(changes);
         }
