@@ -22,15 +22,17 @@
 //! 7. a live grant on the API or its group for the stage.
 
 pub mod decision;
+pub mod trace;
 
 use std::borrow::Cow;
 use std::sync::Arc;
 
 pub use crate::deny::{Deny, DenyCode, DenyStatus};
 pub use decision::{Allow, Decision};
+use trace::{NoTrace, Outcome, Step, Trace};
 
 use crate::index::Snapshot;
-use crate::model::{Api, App, KeyPair};
+use crate::model::{Api, App, Grant, GrantTarget, KeyPair};
 use crate::nonce::{ClaimError, NonceClaim};
 use crate::path::{self, PathMode};
 use crate::replay::ReplayGuard;
@@ -127,6 +129,17 @@ fn stage_of(view: &RequestView, cfg: &DecideConfig) -> Result<String, Deny> {
         ));
     }
     Ok(raw.to_ascii_uppercase())
+}
+
+/// Who named the stage, for `explain`.
+fn stage_source(view: &RequestView, cfg: &DecideConfig) -> &'static str {
+    if view.stage_hint.is_some() {
+        "named by the proxy"
+    } else if cfg.trust_client_stage && view.headers.get("x-ca-stage").is_some() {
+        "from the client's X-Ca-Stage (--trust-client-stage)"
+    } else {
+        "the default stage"
+    }
 }
 
 /// What routing and grants are decided on: the canonical host and path, never the raw
@@ -291,21 +304,57 @@ pub fn decide(
 /// The pure part of the pipeline: everything but the nonce claim. Never panics,
 /// never errs: anything unexpected is a deny.
 pub fn evaluate(view: &RequestView, snap: &Snapshot, now_ms: i64, cfg: &DecideConfig) -> Verdict {
+    evaluate_traced(view, snap, now_ms, cfg, &mut NoTrace)
+}
+
+/// [`evaluate`], reporting each step to `t` (`explain`; the check path passes
+/// `NoTrace`, which compiles away).
+pub fn evaluate_traced<T: Trace>(
+    view: &RequestView,
+    snap: &Snapshot,
+    now_ms: i64,
+    cfg: &DecideConfig,
+    t: &mut T,
+) -> Verdict {
     let decided = |d: Decision| Verdict::Decided(d);
-    let stage = match stage_of(view, cfg) {
+    let stage = stage_of(view, cfg);
+    t.result(Step::Stage, &stage, |s| {
+        format!("{s} ({})", stage_source(view, cfg))
+    });
+    let stage = match stage {
         Ok(s) => s,
         Err(d) => return decided(d.into()),
     };
-    let target = match target_of(view, cfg) {
-        Ok(t) => t,
+    let target = target_of(view, cfg);
+    t.result(Step::Target, &target, |tg| {
+        format!("host {:?}, path {:?}", tg.host, tg.path)
+    });
+    let target = match target {
+        Ok(tg) => tg,
         Err(d) => return decided(d.into()),
     };
     let api = resolve_api(view, &target, snap);
-    let cred = match scheme::detect(view) {
+    t.step(
+        Step::Route,
+        if api.is_some() {
+            Outcome::Pass
+        } else {
+            Outcome::Skip
+        },
+        || describe_route(view, &target, snap, api),
+    );
+    let cred = scheme::detect(view);
+    t.result(Step::Scheme, &cred, |c| {
+        format!("{} credential, {}", c.kind().as_str(), describe_id(c))
+    });
+    let cred = match cred {
         Ok(c) => c,
         Err(deny) => {
             return decided(match api {
                 Some(api) if deny.code == DenyCode::MissingCredential && api.anonymous_allowed => {
+                    t.step(Step::Api, Outcome::Pass, || {
+                        format!("API {} allows anonymous calls", api.id)
+                    });
                     allow_anonymous(view, api, stage, cfg)
                 }
                 _ => deny.into(),
@@ -320,13 +369,69 @@ pub fn evaluate(view: &RequestView, snap: &Snapshot, now_ms: i64, cfg: &DecideCo
         &cred,
         api.map(|a| a.as_ref()),
         &stage,
+        t,
     ) {
         Ok(v) => v,
         Err(deny) => decided(Decision::Deny(cred.decorate_deny(deny))),
     }
 }
 
-fn decide_signed(
+/// The credential's id, never a secret: an AppCode is a bearer secret.
+fn describe_id(c: &Credential) -> String {
+    match c.id() {
+        CredentialId::AppKey(k) => format!("AppKey {k:?}"),
+        CredentialId::AppCode(_) => "an AppCode (not shown: it is a secret)".to_owned(),
+        CredentialId::BkAppCode(a) => format!("bk_app_code {a:?}"),
+    }
+}
+
+fn describe_route(
+    view: &RequestView,
+    target: &Target<'_>,
+    snap: &Snapshot,
+    api: Option<&Arc<Api>>,
+) -> String {
+    let how = match &view.api_hint {
+        Some(h) => format!("route hint {h:?}"),
+        None => "the route table".to_owned(),
+    };
+    if let Some(api) = api {
+        return format!(
+            "API {} ({}) by {how}: {} {}",
+            api.id,
+            api.name,
+            if api.methods.is_empty() {
+                "any method".to_owned()
+            } else {
+                api.methods.join(",")
+            },
+            api.path
+        );
+    }
+    let mut out = format!(
+        "no API matches {} {}{} by {how}",
+        view.method, target.host, target.path
+    );
+    if let Some(named) = view.api_hint.as_deref().and_then(|h| snap.api_by_hint(h)) {
+        out.push_str(&format!(
+            "; the hinted API {} does not serve this method, host and path",
+            named.id
+        ));
+    }
+    let near: Vec<String> = snap
+        .near_misses(&target.host, &view.method, &target.path)
+        .into_iter()
+        .map(|(a, why)| format!("{} ({}): {why}", a.id, a.name))
+        .collect();
+    if !near.is_empty() {
+        out.push_str("; nearest: ");
+        out.push_str(&near.join("; "));
+    }
+    out
+}
+
+#[allow(clippy::too_many_arguments)]
+fn decide_signed<T: Trace>(
     view: &RequestView,
     snap: &Snapshot,
     now_ms: i64,
@@ -334,37 +439,64 @@ fn decide_signed(
     cred: &Credential,
     api: Option<&Api>,
     stage: &str,
+    t: &mut T,
 ) -> Result<Verdict, Deny> {
     let opts = api_options(api);
-    let who = authenticate(view, snap, now_ms, cfg, cred, &opts)?;
+    let who = authenticate(view, snap, now_ms, cfg, cred, &opts, t)?;
     // From here on the caller has proven who it is: a deny names its app (for the
     // proxy's access log), which a deny before the signature verified never does.
-    let authorized = || -> Result<Verdict, Deny> {
-        if !who.app.enabled {
-            return Err(Deny::new(
+    let mut authorized = || -> Result<Verdict, Deny> {
+        let app_ok = if who.app.enabled {
+            Ok(())
+        } else {
+            Err(Deny::new(
                 DenyCode::AppDisabled,
                 format!("app {} is disabled", who.app.id),
-            ));
-        }
+            ))
+        };
+        t.result(Step::App, &app_ok, |()| {
+            format!("app {} ({}) is enabled", who.app.id, who.app.name)
+        });
+        app_ok?;
         if let Some(key) = who.key {
-            if !key.enabled {
-                return Err(Deny::new(
+            let key_ok = if !key.enabled {
+                Err(Deny::new(
                     DenyCode::KeyDisabled,
                     format!("key {} is disabled", key.app_key),
-                ));
-            }
-            if key.expires_ms.is_some_and(|e| now_ms >= e) {
-                return Err(Deny::new(
+                ))
+            } else if key.expires_ms.is_some_and(|e| now_ms >= e) {
+                Err(Deny::new(
                     DenyCode::KeyExpired,
                     format!("key {} has expired", key.app_key),
-                ));
-            }
+                ))
+            } else {
+                Ok(())
+            };
+            t.result(Step::Key, &key_ok, |()| match key.expires_ms {
+                Some(e) => format!("key {} is enabled, expires at {e} ms", key.app_key),
+                None => format!("key {} is enabled and never expires", key.app_key),
+            });
+            key_ok?;
         }
 
-        cred.check_fresh(&cfg.schemes, &opts, now_ms)?;
+        let fresh = cred.check_fresh(&cfg.schemes, &opts, now_ms);
+        t.result(Step::Freshness, &fresh, |()| {
+            "timestamp within the window, or the scheme has none".to_owned()
+        });
+        fresh?;
         // Claimed only once everything else passed, by the caller, outside the index
         // lock: the one step that may wait on I/O (`crate::nonce`).
-        let claim = replay_token(cred, api)?.map(|token| NonceClaim {
+        let token = replay_token(cred, api);
+        match &token {
+            Ok(Some(_)) => {}
+            Ok(None) => t.step(Step::Nonce, Outcome::Skip, || {
+                "no nonce, and the API does not require replay protection".to_owned()
+            }),
+            Err(d) => t.step(Step::Nonce, Outcome::Fail, || {
+                format!("{}: {}", d.code.as_str(), d.message)
+            }),
+        }
+        let claim = token?.map(|token| NonceClaim {
             scope: format!(
                 "{}/{}",
                 cred.kind().as_str(),
@@ -374,33 +506,36 @@ fn decide_signed(
             ttl_ms: cred.nonce_ttl_ms(&cfg.schemes),
         });
 
-        let body = cred.check_body(view)?;
-        let Some(api) = api else {
-            return Err(Deny::new(
-                DenyCode::ApiNotFound,
-                "no API matches this request",
-            ));
-        };
-        if api.body_digest_required && !matches!(body, BodyCheck::Verified) {
-            let why = match body {
+        let body = cred.check_body(view);
+        t.result(Step::Body, &body, |b| {
+            match b {
+                BodyCheck::Verified => "the body matches the signed digest",
+                BodyCheck::NotCovered => "the signature does not cover the body",
                 BodyCheck::NotAvailable => {
-                    "the API requires a verified body digest, but the body was not sent to keygate"
+                    "the signature covers the body, which the proxy did not send"
                 }
-                _ => "the API requires the signature to cover the body",
-            };
-            return Err(Deny::new(DenyCode::BodyDigestMissing, why));
-        }
-        if !accepts(api, cred.kind()) {
-            return Err(Deny::new(
-                DenyCode::SchemeNotAllowed,
+            }
+            .to_owned()
+        });
+        let body = body?;
+        let api_ok = check_api(api, &body, cred.kind());
+        t.result(Step::Api, &api_ok, |api| {
+            format!("API {} accepts the {} scheme", api.id, cred.kind().as_str())
+        });
+        let api = api_ok?;
+        let grant = check_grant(snap, &who.app.id, api, stage, now_ms);
+        match &grant {
+            Ok(g) => t.step(Step::Grant, Outcome::Pass, || describe_grant(g)),
+            Err(d) => t.step(Step::Grant, Outcome::Fail, || {
                 format!(
-                    "API {} does not accept the {} scheme",
-                    api.id,
-                    cred.kind().as_str()
-                ),
-            ));
+                    "{}: {}; {}",
+                    d.code.as_str(),
+                    d.message,
+                    describe_grants(snap, &who.app.id, api, stage, now_ms)
+                )
+            }),
         }
-        check_grant(snap, &who.app.id, api, stage, now_ms)?;
+        grant?;
 
         let mut headers_to_set = vec![
             ("x-keygate-app-id".to_owned(), who.app.id.clone()),
@@ -455,15 +590,89 @@ fn decide_signed(
     authorized().map_err(|d| d.for_app(&who.app.id))
 }
 
+/// The matched API, if it takes this request: exists, body rules met, scheme accepted.
+fn check_api<'a>(
+    api: Option<&'a Api>,
+    body: &BodyCheck,
+    kind: SchemeKind,
+) -> Result<&'a Api, Deny> {
+    let Some(api) = api else {
+        return Err(Deny::new(
+            DenyCode::ApiNotFound,
+            "no API matches this request",
+        ));
+    };
+    if api.body_digest_required && !matches!(body, BodyCheck::Verified) {
+        let why = match body {
+            BodyCheck::NotAvailable => {
+                "the API requires a verified body digest, but the body was not sent to keygate"
+            }
+            _ => "the API requires the signature to cover the body",
+        };
+        return Err(Deny::new(DenyCode::BodyDigestMissing, why));
+    }
+    if !accepts(api, kind) {
+        return Err(Deny::new(
+            DenyCode::SchemeNotAllowed,
+            format!(
+                "API {} does not accept the {} scheme",
+                api.id,
+                kind.as_str()
+            ),
+        ));
+    }
+    Ok(api)
+}
+
 /// Finds the credential's key (or app) and verifies the signature.
-fn authenticate<'s>(
+fn authenticate<'s, T: Trace>(
     view: &RequestView,
     snap: &'s Snapshot,
     now_ms: i64,
     cfg: &DecideConfig,
     cred: &Credential,
     opts: &ApiSchemeOptions,
+    t: &mut T,
 ) -> Result<Identity<'s>, Deny> {
+    let found = find_identity(snap, cred);
+    t.result(Step::Credential, &found, |(app, key)| match key {
+        Some(k) => format!("key {} of app {} ({})", k.app_key, app.id, app.name),
+        None => format!("app {} ({})", app.id, app.name),
+    });
+    let (app, key) = found?;
+    let verified = match (key, cred.id()) {
+        (Some(key), _) => {
+            verify_with_key(view, cfg, cred, opts, key, now_ms).map(|how| (Some(key), how))
+        }
+        // The AppCode was looked up by its fingerprint: finding the app verified it.
+        (None, CredentialId::AppCode(_)) => Ok((None, "the app's AppCode")),
+        (None, _) => verify_any_key(view, snap, app, now_ms, cfg, cred, opts),
+    };
+    match &verified {
+        Ok((_, how)) => t.step(Step::Signature, Outcome::Pass, || {
+            match cred.string_to_sign(view, opts) {
+                Some(sts) => format!("verified with {how}; server string-to-sign: {sts:?}"),
+                None => format!("verified with {how}; this credential signs nothing"),
+            }
+        }),
+        Err(d) => t.step(Step::Signature, Outcome::Fail, || {
+            let mut out = format!("{}: {}", d.code.as_str(), d.message);
+            if d.code == DenyCode::SignatureMismatch
+                && let Some(sts) = cred.string_to_sign(view, opts)
+            {
+                out.push_str(&format!("; server string-to-sign: {sts:?}"));
+            }
+            out
+        }),
+    }
+    let (key, _) = verified?;
+    Ok(Identity { app, key })
+}
+
+/// The app (and key) a credential names, before anything is verified.
+type Named<'s> = (&'s Arc<App>, Option<&'s Arc<KeyPair>>);
+
+fn find_identity<'s>(snap: &'s Snapshot, cred: &Credential) -> Result<Named<'s>, Deny> {
     match cred.id() {
         CredentialId::AppKey(k) => {
             let key = snap
@@ -472,51 +681,56 @@ fn authenticate<'s>(
             let app = snap
                 .app(&key.app_id)
                 .ok_or_else(|| Deny::new(DenyCode::UnknownAppKey, "unknown AppKey"))?;
-            verify_with_key(view, cfg, cred, opts, key, now_ms)?;
-            Ok(Identity {
-                app,
-                key: Some(key),
-            })
+            Ok((app, Some(key)))
         }
         CredentialId::AppCode(code) => {
             let app = snap
                 .app_by_code(code)
                 .ok_or_else(|| Deny::new(DenyCode::UnknownAppCode, "unknown AppCode"))?;
-            Ok(Identity { app, key: None })
+            Ok((app, None))
         }
         CredentialId::BkAppCode(app_id) => {
             let app = snap
                 .app(app_id)
                 .ok_or_else(|| Deny::new(DenyCode::UnknownAppKey, "app not found"))?;
-            // Any live key of the app may match; report the first mismatch otherwise.
-            let mut first_err = None;
-            for key in snap.keys_of_app(&app.id) {
-                if !key.enabled || key.expires_ms.is_some_and(|e| now_ms >= e) {
-                    continue;
-                }
-                match verify_with_key(view, cfg, cred, opts, key, now_ms) {
-                    Ok(()) => {
-                        return Ok(Identity {
-                            app,
-                            key: Some(key),
-                        });
-                    }
-                    Err(e) => {
-                        first_err.get_or_insert(e);
-                    }
-                }
-            }
-            Err(first_err.unwrap_or_else(|| {
-                Deny::new(
-                    DenyCode::SignatureMismatch,
-                    "no usable key pair for this app",
-                )
-            }))
+            Ok((app, None))
         }
     }
 }
 
-/// Verifies with the key's secret, then with its previous secret inside the grace period.
+/// BlueKing names an app, not a key: any live key of the app may match; the first
+/// mismatch is reported otherwise.
+fn verify_any_key<'s>(
+    view: &RequestView,
+    snap: &'s Snapshot,
+    app: &App,
+    now_ms: i64,
+    cfg: &DecideConfig,
+    cred: &Credential,
+    opts: &ApiSchemeOptions,
+) -> Result<(Option<&'s Arc<KeyPair>>, &'static str), Deny> {
+    let mut first_err = None;
+    for key in snap.keys_of_app(&app.id) {
+        if !key.enabled || key.expires_ms.is_some_and(|e| now_ms >= e) {
+            continue;
+        }
+        match verify_with_key(view, cfg, cred, opts, key, now_ms) {
+            Ok(how) => return Ok((Some(key), how)),
+            Err(e) => {
+                first_err.get_or_insert(e);
+            }
+        }
+    }
+    Err(first_err.unwrap_or_else(|| {
+        Deny::new(
+            DenyCode::SignatureMismatch,
+            "no usable key pair for this app",
+        )
+    }))
+}
+
+/// Verifies with the key's secret, then with its previous secret inside the grace
+/// period; says which one verified.
 fn verify_with_key(
     view: &RequestView,
     cfg: &DecideConfig,
@@ -524,9 +738,9 @@ fn verify_with_key(
     opts: &ApiSchemeOptions,
     key: &KeyPair,
     now_ms: i64,
-) -> Result<(), Deny> {
+) -> Result<&'static str, Deny> {
     let first = match cred.verify(view, &cfg.schemes, opts, key.secret.expose().as_bytes()) {
-        Ok(()) => return Ok(()),
+        Ok(()) => return Ok("the key's secret"),
         Err(d) => d,
     };
     if first.code != DenyCode::SignatureMismatch {
@@ -537,18 +751,71 @@ fn verify_with_key(
             .verify(view, &cfg.schemes, opts, prev.secret.expose().as_bytes())
             .is_ok()
     {
-        return Ok(());
+        return Ok("the key's previous secret, inside its grace period");
     }
     Err(first)
 }
 
-fn check_grant(
-    snap: &Snapshot,
+fn describe_grant(g: &Grant) -> String {
+    format!(
+        "grant {} on {} {} ({}; {})",
+        g.id,
+        match g.target {
+            GrantTarget::Api(_) => "API",
+            GrantTarget::Group(_) => "group",
+        },
+        g.target.id(),
+        if g.stages.is_empty() {
+            "any stage".to_owned()
+        } else {
+            format!("stages {}", g.stages.join(","))
+        },
+        g.expires_ms
+            .map_or("no expiry".to_owned(), |e| format!("expires at {e} ms"))
+    )
+}
+
+/// Every grant of the app on the API or its group, and why none applies.
+fn describe_grants(snap: &Snapshot, app_id: &str, api: &Api, stage: &str, now_ms: i64) -> String {
+    let on_group = api
+        .group_id
+        .as_deref()
+        .map_or(&[][..], |g| snap.grants(app_id, g));
+    let seen: Vec<String> = snap
+        .grants(app_id, &api.id)
+        .iter()
+        .chain(on_group)
+        .map(|g| {
+            let why = if !g.covers_stage(stage) {
+                format!("its stages {} do not include {stage}", g.stages.join(","))
+            } else if g.expired_at(now_ms) {
+                format!("expired at {} ms", g.expires_ms.unwrap_or_default())
+            } else {
+                "applies".to_owned()
+            };
+            format!("grant {} on {}: {why}", g.id, g.target.id())
+        })
+        .collect();
+    if seen.is_empty() {
+        return format!(
+            "app {app_id} has no grant on API {}{}",
+            api.id,
+            api.group_id
+                .as_deref()
+                .map_or(String::new(), |g| format!(" or on its group {g}"))
+        );
+    }
+    seen.join("; ")
+}
+
+/// The live grant that lets the app call `api` in `stage`.
+fn check_grant<'s>(
+    snap: &'s Snapshot,
     app_id: &str,
     api: &Api,
     stage: &str,
     now_ms: i64,
-) -> Result<(), Deny> {
+) -> Result<&'s Arc<Grant>, Deny> {
     let on_api = snap.grants(app_id, &api.id);
     let on_group = api
         .group_id
@@ -563,7 +830,7 @@ fn check_grant(
             expired = true;
             continue;
         }
-        return Ok(());
+        return Ok(g);
     }
     if expired {
         return Err(Deny::new(

@@ -95,6 +95,40 @@ impl Snapshot {
             .and_then(|id| self.apis.get(id))
     }
 
+    /// For `explain` when no API matched: APIs whose path template takes the path but
+    /// whose method or host does not, else those sharing the path's first segment.
+    /// Walks every API: an admin call, never the check path.
+    pub fn near_misses(&self, host: &str, method: &str, path: &str) -> Vec<(&Arc<Api>, String)> {
+        let first = |p: &str| {
+            p.trim_start_matches('/')
+                .split('/')
+                .next()
+                .map(str::to_owned)
+        };
+        let mut near: Vec<(&Arc<Api>, String)> = Vec::new();
+        let mut same_start: Vec<(&Arc<Api>, String)> = Vec::new();
+        for api in self.apis.values() {
+            if self.templates.get(&api.id).is_some_and(|t| t.matches(path)) {
+                let mut why = Vec::new();
+                if !(api.methods.is_empty() || api.methods.iter().any(|m| m == method)) {
+                    why.push(format!("serves {} only", api.methods.join(",")));
+                }
+                if let Some(h) = api.host.as_deref().filter(|h| *h != host) {
+                    why.push(format!("serves host {h} only"));
+                }
+                near.push((api, why.join(", ")));
+            } else if first(&api.path) == first(path) {
+                same_start.push((api, format!("its path {} does not match", api.path)));
+            }
+        }
+        if near.is_empty() {
+            near = same_start;
+        }
+        near.sort_by(|a, b| a.0.id.cmp(&b.0.id));
+        near.truncate(5);
+        near
+    }
+
     /// Grants of `app_id` whose target is `target_id` (an API or a group).
     pub fn grants(&self, app_id: &str, target_id: &str) -> &[Arc<Grant>] {
         self.grants_by_app

@@ -85,6 +85,16 @@ pub enum NonceStoreKind {
     Redis,
 }
 
+impl NonceStoreKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NonceStoreKind::Memory => "memory",
+            NonceStoreKind::Local => "local",
+            NonceStoreKind::Redis => "redis",
+        }
+    }
+}
+
 /// Counters for `/metrics`.
 #[derive(Debug, Default)]
 pub struct NonceMetrics {
@@ -131,6 +141,16 @@ impl NonceStore {
             };
         }
         result
+    }
+
+    /// Whether `c` is already claimed, changing nothing (`explain`); an error when
+    /// the store cannot say.
+    pub async fn seen(&self, c: &NonceClaim, now_ms: i64) -> Result<bool, String> {
+        match self {
+            NonceStore::Memory(g) => Ok(g.is_live(&c.scope, &c.token, now_ms)),
+            NonceStore::Local(j) => Ok(j.guard().is_live(&c.scope, &c.token, now_ms)),
+            NonceStore::Redis(r) => r.seen(c).await,
+        }
     }
 
     /// The in-process cache, for the memory and local stores (`/metrics`).

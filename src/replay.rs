@@ -257,6 +257,18 @@ impl ReplayGuard {
         s.by_expiry.push(Reverse((e.expires_ms, e.digest)));
     }
 
+    /// Whether `nonce` is remembered for `scope` at `now_ms`, changing nothing
+    /// (`explain`).
+    pub fn is_live(&self, scope: &str, nonce: &str, now_ms: i64) -> bool {
+        let d = Self::digest(scope, nonce);
+        self.shards[usize::from(d[0]) % SHARDS]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .live
+            .get(&d)
+            .is_some_and(|&(exp, _)| exp >= now_ms)
+    }
+
     /// Every entry still live at `now_ms`, one shard locked at a time (for compacting
     /// a journal: an entry added meanwhile is journaled after the copy, so none is lost).
     pub fn live(&self, now_ms: i64) -> Vec<Entry> {

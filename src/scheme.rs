@@ -460,6 +460,20 @@ impl Credential {
         }
     }
 
+    /// What the server signs for this request (the scheme's string-to-sign in its
+    /// primary spelling), for `explain`; `None` where nothing is signed (AppCode,
+    /// BlueKing with `bk_app_secret`). Holds request parts, never a secret.
+    pub fn string_to_sign(&self, view: &RequestView, api: &ApiSchemeOptions) -> Option<String> {
+        match &self.inner {
+            Inner::Aliyun(c) => Some(c.string_to_sign(view)),
+            Inner::AppCode(_) => None,
+            Inner::Tencent(c) => Some(c.string_to_sign(view, api)),
+            Inner::Bkapi(c) => c.string_to_sign(view),
+            Inner::SigV4(c) => c.string_to_sign(view),
+            Inner::Rfc9421(c) => c.string_to_sign(view),
+        }
+    }
+
     /// Freshness, after `verify` succeeded. `now_ms` = unix milliseconds.
     pub fn check_fresh(
         &self,

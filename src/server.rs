@@ -271,11 +271,7 @@ pub async fn run(
         admin::auth::AdminAuth::new(&admin_token, shared.metrics.admin_auth_failures.clone());
     drop(admin_token);
     let admin_svc = pb::admin::admin_server::AdminServer::with_interceptor(
-        admin::AdminService::new(
-            shared.store.clone(),
-            shared.index.clone(),
-            shared.metrics.admin_writes.clone(),
-        ),
+        admin::AdminService::new(shared.clone()),
         auth,
     );
     // The admin service reports NOT_SERVING while the store refuses writes.

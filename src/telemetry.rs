@@ -245,11 +245,7 @@ fn metric(o: &mut String, name: &str, kind: &str, help: &str, value: impl std::f
 /// in-process cache its fill (per-key pressure as counts of keys by fill level:
 /// bounded labels, however many keys there are).
 fn render_nonces(o: &mut String, nonces: &crate::nonce::NonceStore, now_ms: i64) {
-    let store = match nonces.kind() {
-        crate::nonce::NonceStoreKind::Memory => "memory",
-        crate::nonce::NonceStoreKind::Local => "local",
-        crate::nonce::NonceStoreKind::Redis => "redis",
-    };
+    let store = nonces.kind().as_str();
     let _ = writeln!(
         o,
         "# HELP keygate_nonce_store_up Whether the nonce store answers claims (1) or not (0)."

@@ -20,7 +20,9 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::Keygate;
-use common::granted::{Granted, appcode_check, check_client, deny_code, grant_app, signed_check};
+use common::granted::{
+    Granted, appcode_check, check_client, deny_code, explain_of, grant_app, signed_check,
+};
 use common::redis::Redis;
 use envoy_types::pb::envoy::service::auth::v3 as authz;
 
@@ -152,7 +154,13 @@ async fn replicas(redis_args: &[&str]) -> Option<Replicas> {
 async fn a_request_accepted_by_one_replica_is_refused_by_the_other() {
     let Some(r) = replicas(&[]).await else { return };
     let req = signed_check(&r.g, &r.g.app_secret, "once");
+    // Explain looks the nonce up in Redis without claiming it.
+    let mut admin_b = r.b.admin().await;
+    let explained = admin_b.explain(explain_of(&req)).await.expect("Explain");
+    assert!(explained.get_ref().allowed, "{explained:?}");
     assert_eq!(code(&r.a, &req).await, None);
+    let explained = admin_b.explain(explain_of(&req)).await.expect("Explain");
+    assert_eq!(explained.get_ref().code, "NonceReplayed", "{explained:?}");
     assert_eq!(code(&r.b, &req).await.as_deref(), Some("NonceReplayed"));
     assert_eq!(code(&r.a, &req).await.as_deref(), Some("NonceReplayed"));
 

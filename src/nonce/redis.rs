@@ -151,20 +151,24 @@ impl RedisNonces {
         ))
     }
 
+    /// Whether `c`'s key exists, changing nothing (`explain`).
+    pub async fn seen(&self, c: &NonceClaim) -> Result<bool, String> {
+        let s = &self.shared;
+        let mut conn = s.connection().ok_or("Redis is not connected")?;
+        let exists = redis::cmd("EXISTS").arg(s.nonce_key(c)).to_owned();
+        match tokio::time::timeout(s.settings.timeout, exists.query_async::<i64>(&mut conn)).await {
+            Ok(Ok(n)) => Ok(n > 0),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err("Redis timed out".into()),
+        }
+    }
+
     pub async fn claim(&self, c: &NonceClaim, now_ms: i64) -> Result<(), ClaimError> {
         let s = &self.shared;
-        let Some(mut conn) = s
-            .conn
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-        else {
+        let Some(mut conn) = s.connection() else {
             return Err(ClaimError::Unavailable("Redis is not connected".into()));
         };
-        let mut key = Vec::with_capacity(s.settings.prefix.len() + 18);
-        key.extend_from_slice(s.settings.prefix.as_bytes());
-        key.extend_from_slice(b"n:");
-        key.extend_from_slice(&entry_key(c));
+        let key = s.nonce_key(c);
         let epoch = s
             .epoch
             .read()
@@ -223,6 +227,23 @@ fn now_ms() -> i64 {
 impl Shared {
     fn key(&self, name: &str) -> String {
         format!("{}{name}", self.settings.prefix)
+    }
+
+    /// The live connection (a cheap clone of a multiplexed one), if the keeper has one.
+    fn connection(&self) -> Option<MultiplexedConnection> {
+        self.conn
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// `<prefix>n:<digest>`: the nonce itself is never sent to Redis.
+    fn nonce_key(&self, c: &NonceClaim) -> Vec<u8> {
+        let mut key = Vec::with_capacity(self.settings.prefix.len() + 18);
+        key.extend_from_slice(self.settings.prefix.as_bytes());
+        key.extend_from_slice(b"n:");
+        key.extend_from_slice(&entry_key(c));
+        key
     }
 
     fn set_error(&self, e: String) {

@@ -243,6 +243,12 @@ impl AliyunCredential {
         self.nonce.as_deref()
     }
 
+    /// The StringToSign of the SDKs' spelling (names as listed, raw path): what
+    /// `explain` shows; `verify` also tries the other variants.
+    pub(crate) fn string_to_sign(&self, view: &RequestView) -> String {
+        string_to_sign(view, self.header_list.as_deref(), Variant::default())
+    }
+
     pub(crate) fn verify(&self, view: &RequestView, secret: &[u8]) -> Result<(), Deny> {
         super::check_signed_params(view)?;
         let Some(alg) = algorithm(self.method.as_deref()) else {

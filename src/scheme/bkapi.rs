@@ -166,6 +166,18 @@ impl BkCredential {
         }
     }
 
+    /// The signed content of the legacy `bk_signature` form; `None` for the form that
+    /// sends its secret (nothing is signed).
+    pub(crate) fn string_to_sign(&self, view: &RequestView) -> Option<String> {
+        match &self.form {
+            Form::Legacy { .. } => {
+                let keep = keep_signature_param(view.query.as_deref());
+                Some(String::from_utf8_lossy(&legacy_content(view, false, keep)).into_owned())
+            }
+            Form::Secret(_) => None,
+        }
+    }
+
     pub(crate) fn verify(&self, view: &RequestView, secret: &[u8]) -> Result<(), Deny> {
         match &self.form {
             Form::Secret(sent) => {

@@ -303,6 +303,11 @@ impl Rfc9421Credential {
         }
     }
 
+    /// The signature base over the parameters as sent: what `explain` shows.
+    pub(crate) fn string_to_sign(&self, view: &RequestView) -> Option<String> {
+        signature_base(view, &self.components, &self.raw_params).ok()
+    }
+
     pub(crate) fn verify(
         &self,
         view: &RequestView,

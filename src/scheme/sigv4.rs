@@ -453,6 +453,26 @@ impl SigV4Credential {
         }
     }
 
+    /// The strict String-to-Sign (AWS's own canonical URI and query): what `explain`
+    /// shows; `verify` also accepts the spellings other signers use.
+    pub(crate) fn string_to_sign(&self, view: &RequestView) -> Option<String> {
+        let payload = self.payload_hash(view).ok()?;
+        let mode = if self.service == "s3" {
+            UriMode::SingleEncoded
+        } else {
+            UriMode::DoubleEncoded
+        };
+        let creq = canonical_request(
+            view,
+            &canonical_uri(&view.path, mode),
+            &canonical_query(view.query.as_deref(), self.presigned, false),
+            &self.signed_headers,
+            &payload,
+        );
+        let scope = scope(&self.date, &self.region, &self.service);
+        Some(string_to_sign(&self.amz_date, &scope, &creq))
+    }
+
     pub(crate) fn verify(
         &self,
         view: &RequestView,

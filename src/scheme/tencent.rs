@@ -177,6 +177,11 @@ impl TencentCredential {
         self.nonce.as_deref()
     }
 
+    /// The signing string over the raw path: what `explain` shows.
+    pub(crate) fn string_to_sign(&self, view: &RequestView, api: &ApiSchemeOptions) -> String {
+        signing_string(view, &self.headers, api.tencent_strip_env_prefix, false)
+    }
+
     pub(crate) fn verify(
         &self,
         view: &RequestView,

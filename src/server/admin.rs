@@ -8,6 +8,7 @@
 
 pub mod auth;
 pub mod convert;
+pub mod explain;
 pub mod status;
 
 use std::sync::Arc;
@@ -18,6 +19,7 @@ use tonic::{Request, Response, Status};
 use crate::index::Index;
 use crate::pb::admin as pb;
 use crate::pb::admin::admin_server::Admin;
+use crate::server::Shared;
 use crate::store::{Change, GrantFilter, GroupPatch, Store};
 use auth::Actor;
 use convert::*;
@@ -30,14 +32,17 @@ pub struct AdminService {
     index: Arc<Index>,
     /// Committed writes, for `/metrics`.
     writes: Arc<AtomicU64>,
+    /// The check pipeline, for `Explain`.
+    shared: Arc<Shared>,
 }
 
 impl AdminService {
-    pub fn new(store: Arc<Store>, index: Arc<Index>, writes: Arc<AtomicU64>) -> Self {
+    pub fn new(shared: Arc<Shared>) -> Self {
         Self {
-            store,
-            index,
-            writes,
+            store: shared.store.clone(),
+            index: shared.index.clone(),
+            writes: shared.metrics.admin_writes.clone(),
+            shared,
         }
     }
 
@@ -545,6 +550,17 @@ impl Admin for AdminService {
             events: events.iter().map(audit_out).collect(),
             next_page_token: next,
         }))
+    }
+
+    async fn explain(&self, req: Request<pb::ExplainRequest>) -> Res<pb::ExplainResponse> {
+        let r = req.into_inner();
+        let view = explain::view(&r)?;
+        let now_ms = match opt_ms_of("at", r.at.as_ref())? {
+            Some(at) => at,
+            None => self.shared.clock.now_ms(),
+        };
+        let (steps, decision) = self.shared.explain(&view, now_ms).await;
+        Ok(Response::new(explain::out(steps, &decision)))
     }
 
     type BackupStream = tokio_stream::wrappers::ReceiverStream<Result<pb::BackupChunk, Status>>;

@@ -12,9 +12,11 @@ use super::error::ServeError;
 use super::limits;
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::decide::{DecideConfig, Decision, Verdict, evaluate};
+use crate::decide::trace::{Outcome, Recorded, Recorder, Step, Trace};
+use crate::decide::{DecideConfig, Decision, Verdict, evaluate, evaluate_traced};
 use crate::index::Index;
 use crate::keyfile;
+use crate::nonce::ClaimError;
 use crate::nonce::journal::Journaled;
 use crate::nonce::redis::{RedisNonces, RedisSettings};
 use crate::nonce::{NonceStore, NonceStoreKind};
@@ -199,6 +201,73 @@ fn etcd_settings(c: &crate::config::EtcdConfig) -> crate::store::etcd::EtcdSetti
 }
 
 impl Shared {
+    /// What `decide` answers for `view` at `now_ms`, with each step of the pipeline
+    /// (`Explain`). Claims no nonce: a nonce is looked up without being recorded, so
+    /// explaining a captured request neither spends it nor counts as a decision.
+    pub async fn explain(&self, view: &RequestView, now_ms: i64) -> (Vec<Recorded>, Decision) {
+        let mut t = Recorder::default();
+        let verdict = match limits::check(view, &self.config.limits).or_else(|| self.stale()) {
+            Some(deny) => {
+                t.step(Step::Limits, Outcome::Fail, || {
+                    format!("{}: {}", deny.code.as_str(), deny.message)
+                });
+                Verdict::Decided(Decision::Deny(deny))
+            }
+            None => {
+                t.step(Step::Limits, Outcome::Pass, || {
+                    "within the size limits".to_owned()
+                });
+                evaluate_traced(
+                    view,
+                    &self.index.read(),
+                    now_ms,
+                    &self.decide_config,
+                    &mut t,
+                )
+            }
+        };
+        let decision = match verdict {
+            Verdict::Decided(d) => d,
+            Verdict::Claim(pending) => {
+                let c = pending.claim();
+                let looked_up = match self.nonces.health(now_ms) {
+                    Ok(()) => self.nonces.seen(c, now_ms).await,
+                    Err(e) => Err(e),
+                };
+                let claimed = match looked_up {
+                    Ok(false) => {
+                        t.step(Step::Nonce, Outcome::Pass, || {
+                            format!(
+                                "nonce {:?} is unused for {} ({} store); explain does not record it",
+                                c.token,
+                                c.scope,
+                                self.nonces.kind().as_str()
+                            )
+                        });
+                        Ok(())
+                    }
+                    Ok(true) => {
+                        t.step(Step::Nonce, Outcome::Fail, || {
+                            format!(
+                                "NonceReplayed: nonce {:?} was already used by {}",
+                                c.token, c.scope
+                            )
+                        });
+                        Err(ClaimError::Replayed)
+                    }
+                    Err(e) => {
+                        t.step(Step::Nonce, Outcome::Fail, || {
+                            format!("ReplayUnavailable: {e}")
+                        });
+                        Err(ClaimError::Unavailable(e))
+                    }
+                };
+                pending.settle(claimed)
+            }
+        };
+        (t.steps, decision)
+    }
+
     /// With `--max-staleness-secs`: the deny for every check once etcd has been silent
     /// for longer (the view may miss revocations).
     #[cfg(not(feature = "etcd"))]

@@ -199,3 +199,28 @@ impl Keygate {
         kg
     }
 }
+
+/// The `Explain` request describing the same request as an Envoy Check request.
+pub fn explain_of(req: &authz::CheckRequest) -> keygate::pb::admin::ExplainRequest {
+    let http = req
+        .attributes
+        .as_ref()
+        .and_then(|a| a.request.as_ref())
+        .and_then(|r| r.http.as_ref())
+        .expect("an HTTP request");
+    keygate::pb::admin::ExplainRequest {
+        method: http.method.clone(),
+        url: http.path.clone(),
+        host: http.host.clone(),
+        headers: http
+            .headers
+            .iter()
+            .filter(|(k, _)| !k.starts_with(':'))
+            .map(|(name, value)| keygate::pb::admin::HttpHeader {
+                name: name.clone(),
+                value: value.clone(),
+            })
+            .collect(),
+        ..Default::default()
+    }
+}
