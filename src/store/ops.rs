@@ -256,6 +256,252 @@ fn delete_grant_tx(tx: &Tx<'_>, g: &GrantRecord) -> TxResult<()> {
     tx.del(Tree::GrantsByTarget, &join(&[target, &g.id]))
 }
 
+// === one entity's writes, shared by the single-entity operations and `apply` ===
+
+/// Inserts a new app with its default key pair, refusing a taken id, name, AppCode
+/// or AppKey.
+pub(super) fn insert_app_tx(
+    tx: &Tx<'_>,
+    app: &App,
+    app_rec: &AppRecord,
+    code_fp: &[u8; 32],
+    key: &KeyPair,
+    key_rec: &KeyRecord,
+) -> TxResult<()> {
+    let id = &app.id;
+    if tx.exists(Tree::Apps, id.as_bytes())? {
+        return abort(StoreError::AlreadyExists(format!(
+            "App.id '{id}' already exists"
+        )));
+    }
+    let name_key = join(&[&app.owner, &app.name]);
+    if tx.exists(Tree::AppNames, &name_key)? {
+        return abort(StoreError::AlreadyExists(format!(
+            "App.name '{}' already exists for owner '{}'",
+            app.name, app.owner
+        )));
+    }
+    if tx.exists(Tree::AppCodes, code_fp)? {
+        return abort(StoreError::AlreadyExists(
+            "App.app_code is already used by another app".into(),
+        ));
+    }
+    tx.put(Tree::Apps, id.as_bytes(), app_rec)?;
+    tx.set(Tree::AppNames, &name_key, id.as_bytes())?;
+    tx.set(Tree::AppCodes, code_fp, id.as_bytes())?;
+    insert_key_tx(tx, key, key_rec)
+}
+
+/// Inserts a key pair of an existing app, refusing a taken AppKey.
+pub(super) fn insert_key_tx(tx: &Tx<'_>, key: &KeyPair, rec: &KeyRecord) -> TxResult<()> {
+    if !tx.exists(Tree::Apps, key.app_id.as_bytes())? {
+        return abort(StoreError::not_found("app", &key.app_id));
+    }
+    if tx.exists(Tree::Keys, key.app_key.as_bytes())? {
+        return abort(StoreError::AlreadyExists(format!(
+            "KeyPair.app_key '{}' already exists",
+            key.app_key
+        )));
+    }
+    tx.put(Tree::Keys, key.app_key.as_bytes(), rec)?;
+    tx.set(Tree::KeysByApp, &join(&[&key.app_id, &key.app_key]), b"")
+}
+
+/// Deletes a key pair that is not its app's default one.
+pub(super) fn delete_key_tx(tx: &Tx<'_>, app_key: &str) -> TxResult<KeyRecord> {
+    let r: KeyRecord = require(tx, Tree::Keys, "key pair", app_key)?;
+    if r.is_default {
+        return abort(StoreError::FailedPrecondition(format!(
+            "key pair '{app_key}' is the app's default key pair: reset its secret instead of deleting it"
+        )));
+    }
+    tx.del(Tree::Keys, app_key.as_bytes())?;
+    tx.del(Tree::KeysByApp, &join(&[&r.app_id, app_key]))?;
+    Ok(r)
+}
+
+/// Inserts a new group, refusing a taken id or a name its owner already uses.
+pub(super) fn insert_group_tx(tx: &Tx<'_>, g: &Group) -> TxResult<()> {
+    if tx.exists(Tree::Groups, g.id.as_bytes())? {
+        return abort(StoreError::AlreadyExists(format!(
+            "Group.id '{}' already exists",
+            g.id
+        )));
+    }
+    let name_key = join(&[&g.owner, &g.name]);
+    if tx.exists(Tree::GroupNames, &name_key)? {
+        return abort(StoreError::AlreadyExists(format!(
+            "Group.name '{}' already exists for owner '{}'",
+            g.name, g.owner
+        )));
+    }
+    tx.put(Tree::Groups, g.id.as_bytes(), &group_to_record(g))?;
+    tx.set(Tree::GroupNames, &name_key, g.id.as_bytes())
+}
+
+/// Applies `patch` to a group; returns the record and what changed.
+pub(super) fn update_group_tx(
+    tx: &Tx<'_>,
+    id: &str,
+    patch: &GroupPatch,
+) -> TxResult<(GroupRecord, String)> {
+    let mut r: GroupRecord = require(tx, Tree::Groups, "group", id)?;
+    let before = group_from_record(r.clone());
+    if let Some(name) = &patch.name {
+        rename_tx(
+            tx,
+            Tree::GroupNames,
+            "Group",
+            id,
+            &r.owner,
+            &mut r.name,
+            name,
+        )?;
+    }
+    if let Some(d) = &patch.description {
+        r.description = d.clone();
+    }
+    r.update_ms = tx.stamp.now_ms;
+    tx.put(Tree::Groups, id.as_bytes(), &r)?;
+    let diff = summary::diff(&before, &group_from_record(r.clone()));
+    Ok((r, diff))
+}
+
+/// Deletes a group and the grants on it; refused while `apis` still belong to it.
+pub(super) fn delete_group_tx(
+    tx: &Tx<'_>,
+    id: &str,
+    apis: &[String],
+    grants: &[String],
+) -> TxResult<GroupRecord> {
+    let r: GroupRecord = require(tx, Tree::Groups, "group", id)?;
+    if !apis.is_empty() {
+        return abort(StoreError::FailedPrecondition(format!(
+            "group '{id}' still has {} API(s); move or delete them first",
+            apis.len()
+        )));
+    }
+    tx.del(Tree::Groups, id.as_bytes())?;
+    tx.del(Tree::GroupNames, &join(&[&r.owner, &r.name]))?;
+    delete_grants_by_id_tx(tx, grants)?;
+    Ok(r)
+}
+
+/// Deletes an API, its name and routes, and the grants on it.
+pub(super) fn delete_api_tx(tx: &Tx<'_>, id: &str, grants: &[String]) -> TxResult<Api> {
+    let old = api_from_record(require(tx, Tree::Apis, "api", id)?);
+    tx.del(Tree::Apis, id.as_bytes())?;
+    tx.del(Tree::ApiNames, old.name.as_bytes())?;
+    for k in route_keys(&old).map_err(ConflictAbort::from)? {
+        tx.del(Tree::ApiRoutes, &k)?;
+    }
+    if let Some(g) = &old.group_id {
+        tx.del(Tree::ApisByGroup, &join(&[g, id]))?;
+    }
+    delete_grants_by_id_tx(tx, grants)?;
+    Ok(old)
+}
+
+/// Inserts a grant whose app and target exist, refusing a taken id.
+pub(super) fn insert_grant_tx(tx: &Tx<'_>, grant: &Grant, rec: &GrantRecord) -> TxResult<()> {
+    if !tx.exists(Tree::Apps, grant.app_id.as_bytes())? {
+        return abort(StoreError::not_found("app", &grant.app_id));
+    }
+    let (tree, kind) = match &grant.target {
+        GrantTarget::Api(_) => (Tree::Apis, "api"),
+        GrantTarget::Group(_) => (Tree::Groups, "group"),
+    };
+    let target = grant.target.id();
+    if !tx.exists(tree, target.as_bytes())? {
+        return abort(StoreError::not_found(kind, target));
+    }
+    if tx.exists(Tree::Grants, grant.id.as_bytes())? {
+        return abort(StoreError::AlreadyExists(format!(
+            "Grant.id '{}' already exists",
+            grant.id
+        )));
+    }
+    tx.put(Tree::Grants, grant.id.as_bytes(), rec)?;
+    tx.set(Tree::GrantsByApp, &join(&[&grant.app_id, &grant.id]), b"")?;
+    tx.set(Tree::GrantsByTarget, &join(&[target, &grant.id]), b"")
+}
+
+impl Store {
+    /// Applies `patch` to an app; returns the record and what changed.
+    pub(super) fn update_app_tx(
+        &self,
+        tx: &Tx<'_>,
+        id: &str,
+        patch: &AppPatch,
+    ) -> TxResult<(AppRecord, String)> {
+        let mut r: AppRecord = require(tx, Tree::Apps, "app", id)?;
+        let before = app_from_record(&self.sealer, r.clone()).map_err(ConflictAbort::from)?;
+        if let Some(name) = &patch.name {
+            rename_tx(tx, Tree::AppNames, "App", id, &r.owner, &mut r.name, name)?;
+        }
+        if let Some(d) = &patch.description {
+            r.description = d.clone();
+        }
+        if let Some(t) = &patch.tags {
+            r.tags = t.clone();
+        }
+        if let Some(e) = &patch.extend_info {
+            r.extend_info = e.clone();
+        }
+        if let Some(e) = patch.enabled {
+            r.enabled = e;
+        }
+        r.update_ms = tx.stamp.now_ms;
+        tx.put(Tree::Apps, id.as_bytes(), &r)?;
+        let after = app_from_record(&self.sealer, r.clone()).map_err(ConflictAbort::from)?;
+        Ok((r, summary::diff(&before, &after)))
+    }
+
+    /// Deletes an app with the key pairs and grants named (the app's, read under the
+    /// writer lock).
+    pub(super) fn delete_app_tx(
+        &self,
+        tx: &Tx<'_>,
+        id: &str,
+        keys: &[String],
+        grants: &[String],
+    ) -> TxResult<AppRecord> {
+        let r: AppRecord = require(tx, Tree::Apps, "app", id)?;
+        tx.del(Tree::Apps, id.as_bytes())?;
+        tx.del(Tree::AppNames, &join(&[&r.owner, &r.name]))?;
+        if let Some(fp) = self.old_code_fingerprint(&r).map_err(ConflictAbort::from)? {
+            tx.del(Tree::AppCodes, &fp)?;
+        }
+        for k in keys {
+            tx.del(Tree::Keys, k.as_bytes())?;
+            tx.del(Tree::KeysByApp, &join(&[id, k]))?;
+        }
+        delete_grants_by_id_tx(tx, grants)?;
+        Ok(r)
+    }
+
+    /// Applies `patch` to a key pair; returns the record and what changed.
+    pub(super) fn update_key_tx(
+        &self,
+        tx: &Tx<'_>,
+        app_key: &str,
+        patch: &KeyPatch,
+    ) -> TxResult<(KeyRecord, String)> {
+        let mut r: KeyRecord = require(tx, Tree::Keys, "key pair", app_key)?;
+        let before = key_from_record(&self.sealer, r.clone()).map_err(ConflictAbort::from)?;
+        if let Some(e) = patch.expires_ms {
+            r.expires_ms = e.unwrap_or(0);
+        }
+        if let Some(e) = patch.enabled {
+            r.enabled = e;
+        }
+        r.update_ms = tx.stamp.now_ms;
+        tx.put(Tree::Keys, app_key.as_bytes(), &r)?;
+        let after = key_from_record(&self.sealer, r.clone()).map_err(ConflictAbort::from)?;
+        Ok((r, summary::diff(&before, &after)))
+    }
+}
+
 impl Store {
     // === generic reads ===
 
@@ -377,37 +623,10 @@ impl Store {
         let app_rec = app_to_record(&self.sealer, &app)?;
         let key_rec = key_to_record(&self.sealer, &key)?;
         let fp = self.app_code_fingerprint(code.expose());
-        let name_key = join(&[&app.owner, &app.name]);
         self.write(
             || Ok(()),
             |tx, ()| {
-                if tx.exists(Tree::Apps, id.as_bytes())? {
-                    return abort(StoreError::AlreadyExists(format!(
-                        "App.id '{id}' already exists"
-                    )));
-                }
-                if tx.exists(Tree::AppNames, &name_key)? {
-                    return abort(StoreError::AlreadyExists(format!(
-                        "App.name '{}' already exists for owner '{}'",
-                        app.name, app.owner
-                    )));
-                }
-                if tx.exists(Tree::AppCodes, &fp)? {
-                    return abort(StoreError::AlreadyExists(
-                        "App.app_code is already used by another app".into(),
-                    ));
-                }
-                if tx.exists(Tree::Keys, key.app_key.as_bytes())? {
-                    return abort(StoreError::AlreadyExists(format!(
-                        "KeyPair.app_key '{}' already exists",
-                        key.app_key
-                    )));
-                }
-                tx.put(Tree::Apps, id.as_bytes(), &app_rec)?;
-                tx.set(Tree::AppNames, &name_key, id.as_bytes())?;
-                tx.set(Tree::AppCodes, &fp, id.as_bytes())?;
-                tx.put(Tree::Keys, key.app_key.as_bytes(), &key_rec)?;
-                tx.set(Tree::KeysByApp, &join(&[&id, &key.app_key]), b"")?;
+                insert_app_tx(tx, &app, &app_rec, &fp, &key, &key_rec)?;
                 audit(
                     tx,
                     actor,
@@ -458,29 +677,8 @@ impl Store {
             .write(
                 || Ok(()),
                 |tx, ()| {
-                    let mut r: AppRecord = require(tx, Tree::Apps, "app", id)?;
-                    let before =
-                        app_from_record(&self.sealer, r.clone()).map_err(ConflictAbort::from)?;
-                    if let Some(name) = &patch.name {
-                        rename_tx(tx, Tree::AppNames, "App", id, &r.owner, &mut r.name, name)?;
-                    }
-                    if let Some(d) = &patch.description {
-                        r.description = d.clone();
-                    }
-                    if let Some(t) = &patch.tags {
-                        r.tags = t.clone();
-                    }
-                    if let Some(e) = &patch.extend_info {
-                        r.extend_info = e.clone();
-                    }
-                    if let Some(e) = patch.enabled {
-                        r.enabled = e;
-                    }
-                    r.update_ms = tx.stamp.now_ms;
-                    tx.put(Tree::Apps, id.as_bytes(), &r)?;
-                    let after =
-                        app_from_record(&self.sealer, r.clone()).map_err(ConflictAbort::from)?;
-                    audit(tx, actor, action, "app", id, summary::diff(&before, &after))?;
+                    let (r, diff) = self.update_app_tx(tx, id, &patch)?;
+                    audit(tx, actor, action, "app", id, diff)?;
                     Ok(r)
                 },
             )
@@ -561,17 +759,7 @@ impl Store {
                     ))
                 },
                 |tx, (keys, grants)| {
-                    let r: AppRecord = require(tx, Tree::Apps, "app", id)?;
-                    tx.del(Tree::Apps, id.as_bytes())?;
-                    tx.del(Tree::AppNames, &join(&[&r.owner, &r.name]))?;
-                    if let Some(fp) = self.old_code_fingerprint(&r).map_err(ConflictAbort::from)? {
-                        tx.del(Tree::AppCodes, &fp)?;
-                    }
-                    for k in keys {
-                        tx.del(Tree::Keys, k.as_bytes())?;
-                        tx.del(Tree::KeysByApp, &join(&[id, k]))?;
-                    }
-                    delete_grants_by_id_tx(tx, grants)?;
+                    let r = self.delete_app_tx(tx, id, keys, grants)?;
                     audit(
                         tx,
                         actor,
@@ -632,17 +820,7 @@ impl Store {
         self.write(
             || Ok(()),
             |tx, ()| {
-                if !tx.exists(Tree::Apps, key.app_id.as_bytes())? {
-                    return abort(StoreError::not_found("app", &key.app_id));
-                }
-                if tx.exists(Tree::Keys, key.app_key.as_bytes())? {
-                    return abort(StoreError::AlreadyExists(format!(
-                        "KeyPair.app_key '{}' already exists",
-                        key.app_key
-                    )));
-                }
-                tx.put(Tree::Keys, key.app_key.as_bytes(), &rec)?;
-                tx.set(Tree::KeysByApp, &join(&[&key.app_id, &key.app_key]), b"")?;
+                insert_key_tx(tx, &key, &rec)?;
                 audit(
                     tx,
                     actor,
@@ -688,27 +866,8 @@ impl Store {
             .write(
                 || Ok(()),
                 |tx, ()| {
-                    let mut r: KeyRecord = require(tx, Tree::Keys, "key pair", app_key)?;
-                    let before =
-                        key_from_record(&self.sealer, r.clone()).map_err(ConflictAbort::from)?;
-                    if let Some(e) = patch.expires_ms {
-                        r.expires_ms = e.unwrap_or(0);
-                    }
-                    if let Some(e) = patch.enabled {
-                        r.enabled = e;
-                    }
-                    r.update_ms = tx.stamp.now_ms;
-                    tx.put(Tree::Keys, app_key.as_bytes(), &r)?;
-                    let after =
-                        key_from_record(&self.sealer, r.clone()).map_err(ConflictAbort::from)?;
-                    audit(
-                        tx,
-                        actor,
-                        action,
-                        "key_pair",
-                        app_key,
-                        summary::diff(&before, &after),
-                    )?;
+                    let (r, diff) = self.update_key_tx(tx, app_key, &patch)?;
+                    audit(tx, actor, action, "key_pair", app_key, diff)?;
                     Ok(r)
                 },
             )
@@ -822,17 +981,20 @@ impl Store {
     }
 
     pub async fn delete_key(&self, actor: &str, app_key: &str) -> Result<Vec<Change>, StoreError> {
-        self.write(|| Ok(()), |tx, ()| {
-            let r: KeyRecord = require(tx, Tree::Keys, "key pair", app_key)?;
-            if r.is_default {
-                return abort(StoreError::FailedPrecondition(format!(
-                    "key pair '{app_key}' is the app's default key pair: reset its secret instead of deleting it"
-                )));
-            }
-            tx.del(Tree::Keys, app_key.as_bytes())?;
-            tx.del(Tree::KeysByApp, &join(&[&r.app_id, app_key]))?;
-            audit(tx, actor, "DeleteKeyPair", "key_pair", app_key, format!("app={}", r.app_id))
-        })
+        self.write(
+            || Ok(()),
+            |tx, ()| {
+                let r = delete_key_tx(tx, app_key)?;
+                audit(
+                    tx,
+                    actor,
+                    "DeleteKeyPair",
+                    "key_pair",
+                    app_key,
+                    format!("app={}", r.app_id),
+                )
+            },
+        )
         .await?;
         Ok(vec![Change::Key(app_key.to_owned())])
     }
@@ -855,19 +1017,10 @@ impl Store {
             create_ms: now,
             update_ms: now,
         };
-        let rec = group_to_record(&g);
-        let name_key = join(&[&g.owner, &g.name]);
         self.write(
             || Ok(()),
             |tx, ()| {
-                if tx.exists(Tree::GroupNames, &name_key)? {
-                    return abort(StoreError::AlreadyExists(format!(
-                        "Group.name '{}' already exists for owner '{}'",
-                        g.name, g.owner
-                    )));
-                }
-                tx.put(Tree::Groups, g.id.as_bytes(), &rec)?;
-                tx.set(Tree::GroupNames, &name_key, g.id.as_bytes())?;
+                insert_group_tx(tx, &g)?;
                 audit(
                     tx,
                     actor,
@@ -912,32 +1065,8 @@ impl Store {
             .write(
                 || Ok(()),
                 |tx, ()| {
-                    let mut r: GroupRecord = require(tx, Tree::Groups, "group", id)?;
-                    let before = group_from_record(r.clone());
-                    if let Some(name) = &patch.name {
-                        rename_tx(
-                            tx,
-                            Tree::GroupNames,
-                            "Group",
-                            id,
-                            &r.owner,
-                            &mut r.name,
-                            name,
-                        )?;
-                    }
-                    if let Some(d) = &patch.description {
-                        r.description = d.clone();
-                    }
-                    r.update_ms = tx.stamp.now_ms;
-                    tx.put(Tree::Groups, id.as_bytes(), &r)?;
-                    audit(
-                        tx,
-                        actor,
-                        "UpdateGroup",
-                        "group",
-                        id,
-                        summary::diff(&before, &group_from_record(r.clone())),
-                    )?;
+                    let (r, diff) = update_group_tx(tx, id, &patch)?;
+                    audit(tx, actor, "UpdateGroup", "group", id, diff)?;
                     Ok(r)
                 },
             )
@@ -956,16 +1085,7 @@ impl Store {
                     ))
                 },
                 |tx, (apis, grants)| {
-                    let r: GroupRecord = require(tx, Tree::Groups, "group", id)?;
-                    if !apis.is_empty() {
-                        return abort(StoreError::FailedPrecondition(format!(
-                            "group '{id}' still has {} API(s); move or delete them first",
-                            apis.len()
-                        )));
-                    }
-                    tx.del(Tree::Groups, id.as_bytes())?;
-                    tx.del(Tree::GroupNames, &join(&[&r.owner, &r.name]))?;
-                    delete_grants_by_id_tx(tx, grants)?;
+                    let r = delete_group_tx(tx, id, apis, grants)?;
                     audit(
                         tx,
                         actor,
@@ -985,7 +1105,7 @@ impl Store {
 
     // === APIs ===
 
-    fn put_api_tx(tx: &Tx<'_>, api: &Api, old: Option<&Api>) -> TxResult<()> {
+    pub(super) fn put_api_tx(tx: &Tx<'_>, api: &Api, old: Option<&Api>) -> TxResult<()> {
         if let Some(group) = &api.group_id
             && !tx.exists(Tree::Groups, group.as_bytes())?
         {
@@ -1114,16 +1234,7 @@ impl Store {
             .write(
                 || self.scan_ids(Tree::GrantsByTarget, id),
                 |tx, grants| {
-                    let old = api_from_record(require(tx, Tree::Apis, "api", id)?);
-                    tx.del(Tree::Apis, id.as_bytes())?;
-                    tx.del(Tree::ApiNames, old.name.as_bytes())?;
-                    for k in route_keys(&old).map_err(ConflictAbort::from)? {
-                        tx.del(Tree::ApiRoutes, &k)?;
-                    }
-                    if let Some(g) = &old.group_id {
-                        tx.del(Tree::ApisByGroup, &join(&[g, id]))?;
-                    }
-                    delete_grants_by_id_tx(tx, grants)?;
+                    let old = delete_api_tx(tx, id, grants)?;
                     audit(
                         tx,
                         actor,
@@ -1156,20 +1267,7 @@ impl Store {
         self.write(
             || Ok(()),
             |tx, ()| {
-                if !tx.exists(Tree::Apps, grant.app_id.as_bytes())? {
-                    return abort(StoreError::not_found("app", &grant.app_id));
-                }
-                let (tree, kind) = match &grant.target {
-                    GrantTarget::Api(_) => (Tree::Apis, "api"),
-                    GrantTarget::Group(_) => (Tree::Groups, "group"),
-                };
-                let target = grant.target.id();
-                if !tx.exists(tree, target.as_bytes())? {
-                    return abort(StoreError::not_found(kind, target));
-                }
-                tx.put(Tree::Grants, grant.id.as_bytes(), &rec)?;
-                tx.set(Tree::GrantsByApp, &join(&[&grant.app_id, &grant.id]), b"")?;
-                tx.set(Tree::GrantsByTarget, &join(&[target, &grant.id]), b"")?;
+                insert_grant_tx(tx, &grant, &rec)?;
                 audit(
                     tx,
                     actor,
