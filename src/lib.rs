@@ -19,6 +19,8 @@
 //!   the front doors (`server::door`) translate only, with one table of deny statuses.
 //! - [`sign`]: the caller-side signer (library and `keygate sign`).
 //! - [`tools`]: `keygate backup` (an admin API client) and `keygate restore`.
+//! - [`cli`]: the admin CLI (`keygate app|key|group|api|grant|audit`), the shared
+//!   admin-listener client (`cli::connect`) and `keygate completions`.
 //! - [`config`]: flags, environment and file, resolved once; [`keyfile`]: the files
 //!   that hold secrets (admin token, master key) and the data dir.
 //! - [`clock`], [`model`], [`telemetry`], [`pb`] (generated code).
@@ -27,6 +29,7 @@
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
+pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod decide;

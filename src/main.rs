@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 use keygate::config::{Config, LogFormat, ServeArgs};
 
@@ -38,6 +38,10 @@ enum Command {
     /// Copy a sled store into etcd, or etcd into a sled store (secrets stay sealed).
     #[cfg(feature = "etcd")]
     CopyStore(Box<keygate::tools::CopyStoreArgs>),
+    /// Print a shell completion script (bash, zsh, fish).
+    Completions(keygate::cli::CompletionsArgs),
+    #[command(flatten)]
+    Admin(keygate::cli::AdminCommand),
 }
 
 fn init_logging(format: LogFormat) {
@@ -63,6 +67,8 @@ fn init_logging(format: LogFormat) {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Admin(cmd) => keygate::cli::run(cmd),
+        Command::Completions(args) => keygate::cli::completions(&args, Cli::command()),
         Command::Sign(args) => match keygate::sign::cli::run(&args) {
             Ok(out) => {
                 print!("{out}");

@@ -10,6 +10,7 @@
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
+use crate::cli::connect::{AdminConn, ConnError, status_line};
 use crate::store::backup::{BackupError, restore as restore_db};
 use crate::store::seal::MASTER_KEY_LEN;
 
@@ -26,6 +27,8 @@ pub enum ToolError {
         source: std::io::Error,
     },
     #[error(transparent)]
+    Conn(#[from] ConnError),
+    #[error(transparent)]
     Backup(#[from] BackupError),
     #[error(transparent)]
     KeyFile(#[from] crate::keyfile::KeyFileError),
@@ -41,15 +44,8 @@ pub enum ToolError {
 /// `keygate backup`: a consistent copy of a running keygate's store.
 #[derive(clap::Args, Debug, Clone)]
 pub struct BackupArgs {
-    /// The admin listener (`host:port`).
-    #[arg(long, env = "KEYGATE_ADMIN_ADDR", default_value = "127.0.0.1:50052")]
-    pub admin_addr: String,
-    /// File holding the admin token (else `KEYGATE_ADMIN_TOKEN`).
-    #[arg(long, env = "KEYGATE_ADMIN_TOKEN_FILE")]
-    pub admin_token_file: Option<PathBuf>,
-    /// PEM CA bundle to verify the admin listener's TLS certificate (TLS when set).
-    #[arg(long)]
-    pub tls_ca: Option<PathBuf>,
+    #[command(flatten)]
+    pub conn: AdminConn,
     /// Where to write the backup (must not exist).
     #[arg(long)]
     pub out: PathBuf,
@@ -71,63 +67,17 @@ pub struct RestoreArgs {
 
 /// Streams a backup from the admin API into `args.out`; returns the bytes written.
 pub async fn backup(args: &BackupArgs) -> Result<u64, ToolError> {
-    use crate::pb::admin::admin_client::AdminClient;
-    let token = match std::env::var("KEYGATE_ADMIN_TOKEN")
-        .ok()
-        .filter(|t| !t.trim().is_empty())
-    {
-        Some(t) => t.trim().to_owned(),
-        None => {
-            let path = args.admin_token_file.as_ref().ok_or_else(|| {
-                ToolError::Usage(
-                    "no admin token: set KEYGATE_ADMIN_TOKEN or --admin-token-file".into(),
-                )
-            })?;
-            std::fs::read_to_string(path)
-                .map_err(|source| ToolError::Io {
-                    what: "cannot read admin token file",
-                    path: path.clone(),
-                    source,
-                })?
-                .trim()
-                .to_owned()
-        }
+    let admin = |s: tonic::Status| ToolError::Admin {
+        addr: args.conn.admin_addr.clone(),
+        message: status_line(&s),
     };
-    let admin = |message: String| ToolError::Admin {
-        addr: args.admin_addr.clone(),
-        message,
-    };
-    let scheme = if args.tls_ca.is_some() {
-        "https"
-    } else {
-        "http"
-    };
-    let mut endpoint =
-        tonic::transport::Endpoint::from_shared(format!("{scheme}://{}", args.admin_addr))
-            .map_err(|e| admin(e.to_string()))?;
-    if let Some(ca) = &args.tls_ca {
-        let pem = std::fs::read(ca).map_err(|source| ToolError::Io {
-            what: "cannot read TLS CA",
-            path: ca.clone(),
-            source,
-        })?;
-        endpoint = endpoint
-            .tls_config(
-                tonic::transport::ClientTlsConfig::new()
-                    .ca_certificate(tonic::transport::Certificate::from_pem(pem)),
-            )
-            .map_err(|e| admin(e.to_string()))?;
-    }
-    let channel = endpoint.connect().await.map_err(|e| admin(e.to_string()))?;
-    let mut req = tonic::Request::new(crate::pb::admin::BackupRequest {});
-    let bearer = format!("Bearer {token}")
-        .parse()
-        .map_err(|_| ToolError::Usage("the admin token is not valid header text".into()))?;
-    req.metadata_mut().insert("authorization", bearer);
-    let mut stream = AdminClient::new(channel)
-        .backup(req)
+    let mut stream = args
+        .conn
+        .connect()
+        .await?
+        .backup(crate::pb::admin::BackupRequest {})
         .await
-        .map_err(|s| admin(format!("{:?}: {}", s.code(), s.message())))?
+        .map_err(admin)?
         .into_inner();
 
     // Written beside the target and renamed at the end: a failed backup leaves no file
@@ -153,11 +103,7 @@ pub async fn backup(args: &BackupArgs) -> Result<u64, ToolError> {
     let mut file = opts.open(&partial).map_err(io("cannot create", &partial))?;
     let mut bytes = 0u64;
     let result = async {
-        while let Some(chunk) = stream
-            .message()
-            .await
-            .map_err(|s| admin(format!("{:?}: {}", s.code(), s.message())))?
-        {
+        while let Some(chunk) = stream.message().await.map_err(admin)? {
             file.write_all(&chunk.data)
                 .map_err(io("cannot write", &partial))?;
             bytes += chunk.data.len() as u64;
