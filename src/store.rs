@@ -15,6 +15,7 @@ pub mod rotate;
 pub mod schema;
 pub mod seal;
 
+pub mod apply;
 mod commit;
 mod convert;
 mod ops;
@@ -49,6 +50,10 @@ pub enum StoreError {
         field: &'static str,
         message: String,
     },
+    /// A declarative apply whose file cannot be made true (`apply`): `field` is the
+    /// entry's path in the file, e.g. `grants[3].api`.
+    #[error("{field}: {message}")]
+    Plan { field: String, message: String },
     #[error("storage: {0}")]
     Db(#[from] sled::Error),
     /// After a storage error, until the store has reopened from disk.

@@ -18,6 +18,9 @@ use crate::cli::output::{Output, Printable};
 pub mod apis;
 pub mod apps;
 pub mod connect;
+pub mod declarative;
+pub mod explain;
+pub mod file;
 pub mod grants;
 pub mod groups;
 pub mod keys;
@@ -58,6 +61,21 @@ pub enum AdminCommand {
     /// The audit log of admin writes.
     #[command(after_long_help = EXIT_CODES)]
     Audit(grants::AuditCmd),
+    /// Write every app, key pair, group, API and grant as a configuration file
+    /// (YAML, `version: keygate/v1`; never a secret).
+    #[command(after_long_help = EXIT_CODES)]
+    Export(declarative::ExportCmd),
+    /// Make the store match a configuration file, in one all-or-nothing change:
+    /// shows the changes, then applies them (`--prune` also deletes, `--dry-run`
+    /// changes nothing). A second apply of the same file changes nothing.
+    #[command(after_long_help = EXIT_CODES)]
+    Apply(declarative::ApplyCmd),
+    /// Show what `apply` would change.
+    #[command(after_long_help = EXIT_CODES)]
+    Diff(declarative::DiffCmd),
+    /// Why Check would allow or deny a request: every step of the pipeline.
+    #[command(after_long_help = EXIT_CODES)]
+    Explain(explain::ExplainCmd),
 }
 
 /// Options of every admin verb; `global` so they may come before or after the verb.
@@ -278,6 +296,10 @@ pub fn run(cmd: AdminCommand) -> ExitCode {
             AdminCommand::Api(a) => apis::run(Ctx::new(a.common), a.verb).await,
             AdminCommand::Grant(g) => grants::run_grant(Ctx::new(g.common), g.verb).await,
             AdminCommand::Audit(a) => grants::run_audit(Ctx::new(a.common), a.verb).await,
+            AdminCommand::Export(e) => declarative::export(Ctx::new(e.common.clone()), e).await,
+            AdminCommand::Apply(a) => declarative::apply(Ctx::new(a.common.clone()), a).await,
+            AdminCommand::Diff(d) => declarative::diff(Ctx::new(d.common.clone()), d).await,
+            AdminCommand::Explain(e) => explain::run(Ctx::new(e.common.clone()), e).await,
         }
     });
     match result {

@@ -8,6 +8,7 @@
 
 pub mod auth;
 pub mod convert;
+pub mod declarative;
 pub mod explain;
 pub mod status;
 
@@ -550,6 +551,30 @@ impl Admin for AdminService {
             events: events.iter().map(audit_out).collect(),
             next_page_token: next,
         }))
+    }
+
+    async fn export(&self, _: Request<pb::ExportRequest>) -> Res<pb::Config> {
+        Ok(Response::new(declarative::export(&self.store)?))
+    }
+
+    async fn apply(&self, req: Request<pb::ApplyRequest>) -> Res<pb::ApplyResponse> {
+        let who = actor(&req);
+        let r = req.into_inner();
+        let config = r
+            .config
+            .ok_or_else(|| Status::from(invalid("config", "required")))?;
+        let want = declarative::desired(&config)?;
+        if r.dry_run {
+            let planned = self.store.plan(&want, r.prune).map_err(AdminError::from)?;
+            return Ok(Response::new(declarative::planned_out(&planned)));
+        }
+        let applied = self.commit(
+            self.store
+                .apply(&who, &want, r.prune)
+                .await
+                .map_err(AdminError::from)?,
+        );
+        Ok(Response::new(declarative::applied_out(&applied)))
     }
 
     async fn explain(&self, req: Request<pb::ExplainRequest>) -> Res<pb::ExplainResponse> {

@@ -132,7 +132,7 @@ const BASE32: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
 const ALNUM: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
 
 /// Time-ordered ids, so listing by key lists by creation time.
-fn new_id(prefix: &str, now_ms: i64) -> Result<String, StoreError> {
+pub(super) fn new_id(prefix: &str, now_ms: i64) -> Result<String, StoreError> {
     let r = random::<4>()?;
     Ok(format!("{prefix}_{:012x}{}", now_ms.max(0), hex::encode(r)))
 }
@@ -156,7 +156,7 @@ pub fn generate_app_code() -> Result<String, StoreError> {
 
 /// Appends the audit record of the write in progress. Its id and time come from the
 /// transaction's stamp, taken under the writer lock, so ids follow commit order.
-fn audit(
+pub(super) fn audit(
     tx: &Tx<'_>,
     actor: &str,
     action: &str,
@@ -245,7 +245,7 @@ fn delete_grants_by_id_tx(tx: &Tx<'_>, ids: &[String]) -> TxResult<()> {
 }
 
 /// Removes a grant and its index entries.
-fn delete_grant_tx(tx: &Tx<'_>, g: &GrantRecord) -> TxResult<()> {
+pub(super) fn delete_grant_tx(tx: &Tx<'_>, g: &GrantRecord) -> TxResult<()> {
     let target = if g.api_id.is_empty() {
         &g.group_id
     } else {
@@ -1377,11 +1377,13 @@ impl Store {
 }
 
 /// Lifts a `StoreError` raised inside a transaction closure into an abort.
-struct ConflictAbort;
+pub(super) struct ConflictAbort;
 
 impl ConflictAbort {
     #[allow(clippy::new_ret_no_self)]
-    fn from(e: StoreError) -> sled::transaction::ConflictableTransactionError<StoreError> {
+    pub(super) fn from(
+        e: StoreError,
+    ) -> sled::transaction::ConflictableTransactionError<StoreError> {
         sled::transaction::ConflictableTransactionError::Abort(e)
     }
 }

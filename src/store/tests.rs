@@ -373,3 +373,113 @@ async fn expired_previous_secrets_are_deleted() {
             .is_empty()
     );
 }
+
+mod apply {
+    use super::*;
+    use crate::store::apply::{Desired, DesiredApi, DesiredApp, DesiredGrant, DesiredGroup};
+
+    fn group(id: &str) -> DesiredGroup {
+        DesiredGroup {
+            id: Some(id.into()),
+            name: id.into(),
+            owner: "acme".into(),
+            description: String::new(),
+        }
+    }
+
+    fn api_in(name: &str, path: &str, group: &str) -> DesiredApi {
+        let mut a = api(name, path);
+        a.group_id = Some(group.into());
+        DesiredApi { api: a }
+    }
+
+    fn app(id: &str) -> DesiredApp {
+        DesiredApp {
+            id: Some(id.into()),
+            name: id.into(),
+            owner: "acme".into(),
+            enabled: true,
+            ..Default::default()
+        }
+    }
+
+    fn on_group(app: &str, group: &str, stages: &[&str]) -> DesiredGrant {
+        DesiredGrant {
+            id: None,
+            app: app.into(),
+            target: GrantTarget::Group(group.into()),
+            stages: stages.iter().map(|s| (*s).to_owned()).collect(),
+            expires_ms: None,
+        }
+    }
+
+    /// One apply moves an API out of a group it prunes into a new one, takes over a
+    /// route an API it deletes held, and replaces a changed grant under its id.
+    #[tokio::test]
+    async fn steps_run_in_an_order_that_keeps_every_invariant() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = open(dir.path());
+        let first = Desired {
+            apps: vec![app("a")],
+            groups: vec![group("old")],
+            apis: vec![
+                api_in("moving", "/m", "old"),
+                DesiredApi {
+                    api: api("leaving", "/taken"),
+                },
+            ],
+            grants: vec![on_group("a", "old", &["TEST"])],
+            ..Default::default()
+        };
+        s.apply("t", &first, true).await.unwrap();
+        let grant_before: Vec<Grant> = s.all_grants().map(Result::unwrap).collect();
+
+        let second = Desired {
+            apps: vec![app("a")],
+            groups: vec![group("new")],
+            apis: vec![
+                api_in("moving", "/m", "new"),
+                DesiredApi {
+                    api: api("arriving", "/taken"),
+                },
+            ],
+            grants: vec![on_group("a", "new", &["RELEASE"])],
+            ..Default::default()
+        };
+        let ((applied, _), plan) = (
+            s.apply("t", &second, true).await.unwrap(),
+            s.plan(&second, true).unwrap(),
+        );
+        assert!(plan.is_empty(), "not idempotent: {plan:?}");
+        let apis: Vec<Api> = s.all_apis().map(Result::unwrap).collect();
+        assert_eq!(apis.len(), 2);
+        assert!(
+            apis.iter()
+                .any(|a| a.name == "moving" && a.group_id.as_deref() == Some("new"))
+        );
+        assert!(
+            apis.iter()
+                .any(|a| a.name == "arriving" && a.path == "/taken")
+        );
+        let groups: Vec<_> = s.all_groups().map(Result::unwrap).collect();
+        assert_eq!(groups.len(), 1);
+        let grants: Vec<Grant> = s.all_grants().map(Result::unwrap).collect();
+        assert_eq!(grants.len(), 1);
+        assert_eq!(grants[0].stages, ["RELEASE"]);
+        assert_ne!(
+            grants[0].id, grant_before[0].id,
+            "a grant on another target is new"
+        );
+        assert!(applied.changes.len() >= 5, "{:?}", applied.changes);
+
+        // A failing step leaves nothing applied: a second API on a taken route.
+        let mut third = second.clone();
+        third.apps.push(app("b"));
+        third.apis.push(DesiredApi {
+            api: api("clash", "/taken"),
+        });
+        let err = s.apply("t", &third, false).await.unwrap_err();
+        assert!(err.to_string().contains("already used"), "{err}");
+        assert!(s.get_app("b").unwrap().is_none(), "partly applied");
+    }
+}

@@ -11,6 +11,7 @@
 // Each test crate uses a different part of the harness.
 #![allow(dead_code)]
 
+pub mod cli;
 pub mod etcd;
 pub mod granted;
 pub mod http;

@@ -29,7 +29,9 @@ impl From<AdminError> for Status {
                 StoreError::NotFound { .. } => Code::NotFound,
                 StoreError::AlreadyExists(_) => Code::AlreadyExists,
                 StoreError::FailedPrecondition(_) => Code::FailedPrecondition,
-                StoreError::InvalidArgument { .. } => Code::InvalidArgument,
+                StoreError::InvalidArgument { .. } | StoreError::Plan { .. } => {
+                    Code::InvalidArgument
+                }
                 // The outcome of a write that failed in storage is whatever the disk
                 // kept: re-read once the store has recovered. Checks keep serving.
                 StoreError::Db(_) | StoreError::Reopening | StoreError::Unavailable(_) => {
