@@ -270,10 +270,11 @@ pub async fn run(
     let auth =
         admin::auth::AdminAuth::new(&admin_token, shared.metrics.admin_auth_failures.clone());
     drop(admin_token);
-    let admin_svc = pb::admin::admin_server::AdminServer::with_interceptor(
-        admin::AdminService::new(shared.clone()),
-        auth,
-    );
+    let admin_svc =
+        admin::calls::Logged::new(pb::admin::admin_server::AdminServer::with_interceptor(
+            admin::AdminService::new(shared.clone()),
+            auth,
+        ));
     // The admin service reports NOT_SERVING while the store refuses writes.
     let degraded_watch = {
         let mut degraded = shared.store.degraded();

@@ -112,3 +112,50 @@ async fn json_decision_lines_hold_the_fields_and_no_secret() {
         "a decision was neither logged nor counted"
     );
 }
+
+/// Every admin call is one `keygate::admin` line with its principal, RPC, code and
+/// latency; a refused token names no principal; no line holds a secret.
+#[tokio::test]
+async fn admin_calls_are_logged_with_their_principal() {
+    let mut kg = Keygate::start_with_args(&["--log-format", "json"]);
+    let mut admin = kg.admin().await;
+    let g = grant_app(&mut admin, "audited").await;
+    let mut labelled = tonic::Request::new(keygate::pb::admin::GetAppRequest {
+        id: "no-such-app".into(),
+    });
+    labelled
+        .metadata_mut()
+        .insert("x-keygate-actor", "alice".parse().unwrap());
+    let missing = admin.get_app(labelled).await.unwrap_err();
+    assert_eq!(missing.code(), tonic::Code::NotFound);
+    let mut bare = kg.admin_without_token().await;
+    bare.list_apps(keygate::pb::admin::ListAppsRequest::default())
+        .await
+        .unwrap_err();
+    kg.stop().await;
+
+    let log = kg.stderr();
+    assert!(!log.contains(&g.app_secret), "a secret in the log");
+    assert!(!log.contains(&g.app_code), "an AppCode in the log");
+    let calls: Vec<serde_json::Value> = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["target"] == "keygate::admin")
+        .collect();
+    let find = |rpc: &str, code: &str| {
+        calls
+            .iter()
+            .find(|c| c["rpc"] == rpc && c["code"] == code)
+            .unwrap_or_else(|| panic!("no {rpc} {code} line in {calls:#?}"))
+    };
+    let created = find("CreateApp", "OK");
+    assert_eq!(created["level"], "INFO");
+    assert_eq!(created["principal"], "admin");
+    assert!(created["latency_us"].as_u64().is_some(), "{created}");
+    assert_eq!(find("GetApp", "NOT_FOUND")["principal"], "admin:alice");
+    assert_eq!(find("ListApps", "UNAUTHENTICATED")["principal"], "-");
+    assert!(
+        calls.iter().any(|c| c["rpc"] == "CreateGrant"),
+        "{calls:#?}"
+    );
+}

@@ -7,6 +7,7 @@
 //! index refresh -> reply, so the next Check sees the change.
 
 pub mod auth;
+pub mod calls;
 pub mod convert;
 pub mod declarative;
 pub mod explain;

@@ -59,18 +59,23 @@ impl Interceptor for AdminAuth {
                 "missing or invalid admin token (authorization: Bearer <token>)",
             ));
         }
-        // An optional, unauthenticated label so operators sharing the token can be told
-        // apart in the audit log.
-        let label = req
-            .metadata()
-            .get("x-keygate-actor")
-            .and_then(|v| v.to_str().ok())
-            .filter(|v| !v.is_empty() && v.len() <= 64)
-            .map(|v| format!("admin:{v}"))
-            .unwrap_or_else(|| "admin".to_owned());
+        let label = actor_label(req.metadata().as_ref());
         req.extensions_mut().insert(Actor(label));
         Ok(req)
     }
+}
+
+/// Who a call with a valid token is: `admin`, or `admin:<label>` with the optional,
+/// unauthenticated `x-keygate-actor` label, so operators sharing the token can be
+/// told apart in the audit log and the admin call log. Control characters are
+/// refused so that a label cannot forge log lines.
+pub fn actor_label(headers: &http::HeaderMap) -> String {
+    headers
+        .get("x-keygate-actor")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 64 && !v.chars().any(char::is_control))
+        .map(|v| format!("admin:{v}"))
+        .unwrap_or_else(|| "admin".to_owned())
 }
 
 #[cfg(test)]

@@ -1,0 +1,116 @@
+//! One log line per admin call: who (the principal), which RPC, the outcome and the
+//! time it took, at info level (`target: keygate::admin`).
+//!
+//! Owns: `Logged<S>`, a tower service around the admin service (outside the token
+//! check, so refused calls are logged too). The outcome is the `grpc-status` of the
+//! response headers: every refusal and error of a unary call is answered that way
+//! (trailers-only); a call whose headers carry none succeeded (its OK travels in the
+//! trailers). Never a request field: they may hold secrets.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tonic::server::NamedService;
+use tower::Service;
+
+use super::auth::actor_label;
+
+#[derive(Clone)]
+pub struct Logged<S> {
+    inner: S,
+}
+
+impl<S> Logged<S> {
+    pub fn new(inner: S) -> Self {
+        Self { inner }
+    }
+}
+
+impl<S: NamedService> NamedService for Logged<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+/// The gRPC code name of a `grpc-status` value.
+fn code_name(status: Option<&http::HeaderValue>) -> &'static str {
+    let code = status
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<i32>().ok())
+        .map_or(tonic::Code::Ok, tonic::Code::from_i32);
+    match code {
+        tonic::Code::Ok => "OK",
+        tonic::Code::Cancelled => "CANCELLED",
+        tonic::Code::Unknown => "UNKNOWN",
+        tonic::Code::InvalidArgument => "INVALID_ARGUMENT",
+        tonic::Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        tonic::Code::NotFound => "NOT_FOUND",
+        tonic::Code::AlreadyExists => "ALREADY_EXISTS",
+        tonic::Code::PermissionDenied => "PERMISSION_DENIED",
+        tonic::Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        tonic::Code::FailedPrecondition => "FAILED_PRECONDITION",
+        tonic::Code::Aborted => "ABORTED",
+        tonic::Code::OutOfRange => "OUT_OF_RANGE",
+        tonic::Code::Unimplemented => "UNIMPLEMENTED",
+        tonic::Code::Internal => "INTERNAL",
+        tonic::Code::Unavailable => "UNAVAILABLE",
+        tonic::Code::DataLoss => "DATA_LOSS",
+        tonic::Code::Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
+impl<S, B, R> Service<http::Request<B>> for Logged<S>
+where
+    S: Service<http::Request<B>, Response = http::Response<R>>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let rpc = req
+            .uri()
+            .path()
+            .rsplit('/')
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        let principal = actor_label(req.headers());
+        let peer = req
+            .extensions()
+            .get::<tonic::transport::server::TcpConnectInfo>()
+            .and_then(|i| i.remote_addr())
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        let started = std::time::Instant::now();
+        let fut = self.inner.call(req);
+        Box::pin(async move {
+            let out = fut.await;
+            let latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+            let code = match &out {
+                Ok(resp) => code_name(resp.headers().get("grpc-status")),
+                Err(_) => "INTERNAL",
+            };
+            // A refused token proves nothing about who called: no principal then.
+            let principal = if code == "UNAUTHENTICATED" {
+                "-".to_owned()
+            } else {
+                principal
+            };
+            tracing::info!(
+                target: "keygate::admin",
+                principal = %principal,
+                rpc = %rpc,
+                code,
+                latency_us,
+                peer = %peer,
+                "admin call"
+            );
+            out
+        })
+    }
+}
