@@ -51,3 +51,4 @@ pub mod telemetry;
 #[cfg(any(test, feature = "test-util"))]
 pub mod testkit;
 pub mod tools;
+pub mod usage;

@@ -120,6 +120,32 @@ async fn recover_store(store: Arc<Store>, index: Arc<Index>) {
     }
 }
 
+/// Writes the key pairs' last use to the store every `usage::FLUSH_EVERY`, and
+/// forgets key pairs that were deleted.
+async fn flush_key_usage(shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(crate::usage::FLUSH_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        write_key_usage(&shared);
+    }
+}
+
+fn write_key_usage(shared: &Shared) {
+    {
+        let snap = shared.index.read();
+        shared.usage.retain(|k| snap.key(k).is_some());
+    }
+    let batch = shared.usage.take_unflushed();
+    if batch.is_empty() {
+        return;
+    }
+    if let Err(error) = shared.store.record_key_use(&batch) {
+        shared.usage.unflush(&batch);
+        tracing::warn!(%error, keys = batch.len(), "cannot write the key pairs' last use; will retry");
+    }
+}
+
 /// Every minute, deletes the previous secrets whose grace period has ended (they
 /// stopped verifying at its end; this removes them from the store and the index).
 async fn expire_previous_secrets(shared: Arc<Shared>) {
@@ -296,6 +322,7 @@ pub async fn run(
     };
     let recovery = tokio::spawn(recover_store(shared.store.clone(), shared.index.clone()));
     let expiry = tokio::spawn(expire_previous_secrets(shared.clone()));
+    let usage = tokio::spawn(flush_key_usage(shared.clone()));
     let (refl_v1, refl_v1alpha) = reflection(&[pb::ADMIN_DESCRIPTOR_SET])?;
     let admin_router = grpc_server(&limits)
         .timeout(Duration::from_secs(limits.admin_timeout_secs))
@@ -361,6 +388,7 @@ pub async fn run(
     degraded_watch.abort();
     recovery.abort();
     expiry.abort();
+    usage.abort();
     tracing::info!("shutting down: health NOT_SERVING, draining in-flight calls");
     admin_health
         .set_service_status("", tonic_health::ServingStatus::NotServing)
@@ -398,6 +426,7 @@ pub async fn run(
         );
     }
     shared.nonces.close(shared.clock.now_ms());
+    write_key_usage(&shared);
     shared
         .store
         .flush()

@@ -114,6 +114,10 @@ fn abort<T>(e: StoreError) -> TxResult<T> {
     Err(ConflictableTransactionError::Abort(e))
 }
 
+/// The tree of key pairs' last use (not one of `Tree::ALL`: not replicated, not in
+/// backups; losing it loses only these times).
+const KEY_USAGE: &str = "key_usage";
+
 /// The audit id and time of one write, taken under the writer lock so that audit ids
 /// follow commit order and are dense: the id is used up only by a write that committed
 /// its audit record, so a gap in the log would mean a lost event, never a failed write.
@@ -590,6 +594,27 @@ impl Store {
         Err(StoreError::Unavailable(format!(
             "etcd: the write lost {attempt} races with other replicas within the time limit; retry"
         )))
+    }
+
+    /// Records key pairs' last use (`usage`): a local tree outside the replicated
+    /// state, so it is never sent to etcd and holds this node's view only.
+    pub fn record_key_use(&self, batch: &[(String, i64)]) -> Result<(), StoreError> {
+        let tree = self.open_engine()?.db.open_tree(KEY_USAGE)?;
+        let mut b = sled::Batch::default();
+        for (k, ms) in batch {
+            b.insert(k.as_bytes(), &ms.to_be_bytes());
+        }
+        tree.apply_batch(b)?;
+        Ok(())
+    }
+
+    /// When a request signed with `app_key` was last allowed, as last written.
+    pub fn key_last_used(&self, app_key: &str) -> Result<Option<i64>, StoreError> {
+        let tree = self.open_engine()?.db.open_tree(KEY_USAGE)?;
+        Ok(tree
+            .get(app_key.as_bytes())?
+            .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+            .map(i64::from_be_bytes))
     }
 
     /// Flushes everything; called on shutdown.

@@ -141,6 +141,7 @@ impl Printable for pb::KeyPair {
             "previous_secret_expires_at": ts(self.previous_secret_expires_at.as_ref()),
             "create_time": ts(self.create_time.as_ref()),
             "update_time": ts(self.update_time.as_ref()),
+            "last_used_at": ts(self.last_used_at.as_ref()),
         })
     }
     fn fields(&self) -> Vec<(&'static str, String)> {
@@ -162,12 +163,22 @@ impl Printable for pb::KeyPair {
         f.extend([
             ("create_time", ts_text(self.create_time.as_ref(), "")),
             ("update_time", ts_text(self.update_time.as_ref(), "")),
+            (
+                "last_used_at",
+                ts_text(self.last_used_at.as_ref(), "never seen"),
+            ),
         ]);
         f
     }
     fn columns() -> &'static [&'static str] {
         &[
-            "APP_KEY", "APP_ID", "DEFAULT", "ENABLED", "EXPIRES", "CREATED",
+            "APP_KEY",
+            "APP_ID",
+            "DEFAULT",
+            "ENABLED",
+            "EXPIRES",
+            "CREATED",
+            "LAST_USED",
         ]
     }
     fn row(&self) -> Vec<String> {
@@ -178,6 +189,7 @@ impl Printable for pb::KeyPair {
             self.enabled.to_string(),
             ts_text(self.expires_at.as_ref(), "never"),
             ts_text(self.create_time.as_ref(), ""),
+            ts_text(self.last_used_at.as_ref(), "never seen"),
         ]
     }
 }

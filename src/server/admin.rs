@@ -55,6 +55,16 @@ impl AdminService {
         out
     }
 
+    /// Adds when the key pair was last used: this process's record, else the store's
+    /// (written every `usage::FLUSH_EVERY`). A time before the pair was created
+    /// belongs to an earlier pair with the same AppKey and is not shown.
+    fn with_last_use(&self, mut k: pb::KeyPair, create_ms: i64) -> pb::KeyPair {
+        let stored = self.store.key_last_used(&k.app_key).ok().flatten();
+        let last = self.shared.usage.last_used(&k.app_key).max(stored);
+        k.last_used_at = opt_ts(last.filter(|t| *t >= create_ms));
+        k
+    }
+
     fn committed(&self, changes: Vec<Change>) -> Response<()> {
         self.commit(((), changes));
         Response::new(())
@@ -216,7 +226,9 @@ impl Admin for AdminService {
         let k = req.into_inner().app_key;
         need("app_key", &k)?;
         let key = found("key pair", &k, self.store.get_key(&k))?;
-        Ok(Response::new(key_out(&key, false)))
+        Ok(Response::new(
+            self.with_last_use(key_out(&key, false), key.create_ms),
+        ))
     }
 
     async fn list_key_pairs(
@@ -230,7 +242,10 @@ impl Admin for AdminService {
             .list_keys(&r.app_id, &page(r.page_size, &r.page_token)?)
             .map_err(AdminError::from)?;
         Ok(Response::new(pb::ListKeyPairsResponse {
-            key_pairs: keys.iter().map(|k| key_out(k, false)).collect(),
+            key_pairs: keys
+                .iter()
+                .map(|k| self.with_last_use(key_out(k, false), k.create_ms))
+                .collect(),
             next_page_token: next,
         }))
     }

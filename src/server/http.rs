@@ -183,11 +183,11 @@ async fn readyz(State(door): State<Door>) -> (StatusCode, Json<serde_json::Value
 
 async fn metrics(State(door): State<Door>) -> ([(HeaderName, &'static str); 1], String) {
     let shared = &door.shared;
-    #[cfg_attr(not(feature = "etcd"), allow(unused_mut))]
     let mut body =
         shared
             .metrics
             .render(shared.index.sizes(), &shared.nonces, shared.clock.now_ms());
+    shared.usage.render(&mut body);
     #[cfg(feature = "etcd")]
     if let Some(etcd) = shared.store.etcd() {
         crate::telemetry::render_etcd(&mut body, etcd);

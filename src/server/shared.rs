@@ -36,6 +36,8 @@ pub struct Shared {
     pub decide_config: DecideConfig,
     pub metrics: Metrics,
     pub decision_log: DecisionLog,
+    /// Key pairs' last use, per-API and per-app counts.
+    pub usage: crate::usage::Usage,
 }
 
 impl Shared {
@@ -159,6 +161,7 @@ impl Shared {
             decide_config,
             metrics: Metrics::default(),
             decision_log,
+            usage: crate::usage::Usage::default(),
         })
     }
 
@@ -181,6 +184,7 @@ impl Shared {
         };
         let elapsed_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
         self.metrics.record(&decision, elapsed_us);
+        self.usage.record(&decision, now_ms);
         self.decision_log
             .record(Some(view), request_id, &decision, elapsed_us);
         decision

@@ -364,6 +364,8 @@ pub fn key_out(k: &model::KeyPair, with_secret: bool) -> pb::KeyPair {
         previous_secret_expires_at: k.previous.as_ref().and_then(|p| ts(p.until_ms)),
         create_time: ts(k.create_ms),
         update_time: ts(k.update_ms),
+        // Not the key's record: the admin service adds it (`with_last_use`).
+        last_used_at: None,
     }
 }
 
