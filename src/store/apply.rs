@@ -635,6 +635,9 @@ fn make_plan(cur: &Current, want: &Desired, prune: bool, now_ms: i64) -> Result<
             Some(old) => {
                 claim(&mut taken, &old.id, i, "grant", "grants")?;
                 grant.id = old.id.clone();
+                // Shown unchanged; the re-created grant is the applier's (`run_op`).
+                grant.created_by = old.created_by.clone();
+                grant.create_ms = old.create_ms;
                 let same = old.app_id == grant.app_id
                     && old.target == grant.target
                     && same_stages(&old.stages, &grant.stages)
