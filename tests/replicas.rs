@@ -320,15 +320,24 @@ async fn audit_ids_stay_dense_across_replicas() {
     for w in writers {
         w.await.expect("writer");
     }
-    let events = b
-        .list_audit_events(pb::ListAuditEventsRequest {
-            page_size: 1000,
-            ..Default::default()
-        })
-        .await
-        .expect("ListAuditEvents")
-        .into_inner()
-        .events;
+    // B reads its own view, which gets A's last writes through the watch a moment
+    // after A's calls return.
+    let started = std::time::Instant::now();
+    let events = loop {
+        let events = b
+            .list_audit_events(pb::ListAuditEventsRequest {
+                page_size: 1000,
+                ..Default::default()
+            })
+            .await
+            .expect("ListAuditEvents")
+            .into_inner()
+            .events;
+        if events.len() >= 30 || started.elapsed() > Duration::from_secs(10) {
+            break events;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     let mut ids: Vec<u64> = events.iter().map(|e| e.id).collect();
     ids.sort();
     assert_eq!(ids.len(), 30);
