@@ -434,16 +434,11 @@ fn sign_bkapi(
     opts: &SignOptions<'_>,
 ) -> Result<Signed, SignError> {
     reject_header(req, "x-bkapi-authorization")?;
-    if opts.key.is_empty()
-        || opts.key.chars().count() > 32
-        || opts
-            .key
-            .chars()
-            .any(|c| c.is_whitespace() || c == '<' || c == '>')
-    {
-        return Err(SignError::Invalid(
-            "the app code must be 1-32 characters without whitespace or <>".into(),
-        ));
+    if !bkapi::valid_app_code(opts.key) {
+        return Err(SignError::Invalid(format!(
+            "the app code must be 1-{} characters without whitespace or <>",
+            bkapi::MAX_APP_CODE
+        )));
     }
     match opts.algorithm.map(str::to_ascii_lowercase).as_deref() {
         None | Some("header") => {

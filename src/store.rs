@@ -18,6 +18,7 @@ pub mod seal;
 pub mod apply;
 mod commit;
 mod convert;
+mod grants;
 mod ops;
 mod summary;
 
@@ -33,6 +34,7 @@ use codec::CodecError;
 use schema::Tree;
 use seal::{SealError, Sealer};
 
+pub use grants::{BatchGrants, GrantPatch, Reach};
 pub use ops::{
     ApiPatch, AppFilter, AppPatch, GrantFilter, GroupPatch, KeyPatch, NewApp, NewKey, Page,
 };

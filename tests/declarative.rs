@@ -59,22 +59,21 @@ async fn populated() -> Keygate {
         .await
         .unwrap()
         .into_inner();
-    let charge = a
-        .create_api(pb::CreateApiRequest {
-            api: Some(pb::Api {
-                name: "charge".into(),
-                owner: "acme".into(),
-                group_id: group.id.clone(),
-                methods: vec!["POST".into()],
-                path: "/pay/{*rest}".into(),
-                auth_schemes: vec![pb::AuthScheme::Aliyun as i32, pb::AuthScheme::Sigv4 as i32],
-                replay_protection: true,
-                ..Default::default()
-            }),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    a.create_api(pb::CreateApiRequest {
+        api: Some(pb::Api {
+            name: "charge".into(),
+            owner: "acme".into(),
+            group_id: group.id.clone(),
+            methods: vec!["POST".into()],
+            path: "/pay/{*rest}".into(),
+            auth_schemes: vec![pb::AuthScheme::Aliyun as i32, pb::AuthScheme::Sigv4 as i32],
+            replay_protection: true,
+            ..Default::default()
+        }),
+    })
+    .await
+    .unwrap()
+    .into_inner();
     let status = a
         .create_api(pb::CreateApiRequest {
             api: Some(pb::Api {
@@ -104,7 +103,6 @@ async fn populated() -> Keygate {
         .await
         .unwrap();
     }
-    let _ = charge;
     kg
 }
 

@@ -42,6 +42,75 @@ pub enum GrantVerb {
     },
     /// Delete a grant.
     Delete { id: String },
+    /// Change a grant's stages or expiry in place (at least one flag).
+    Update {
+        id: String,
+        #[command(flatten)]
+        fields: GrantFields,
+    },
+    /// Grant every app given on every API and group given, in one write (pairs
+    /// already granted are left as they are).
+    BatchCreate {
+        #[command(flatten)]
+        pairs: Pairs,
+        /// A stage of every new grant (repeatable; default: any stage).
+        #[arg(long = "stage", value_name = "STAGE")]
+        stages: Vec<String>,
+        #[arg(long, value_name = "RFC3339", value_parser = parse_ts)]
+        expires_at: Option<Timestamp>,
+    },
+    /// Delete the grants of every app given on every API and group given.
+    BatchDelete {
+        #[command(flatten)]
+        pairs: Pairs,
+    },
+    /// The APIs an app may call (directly and through groups) and the grant for each.
+    Permissions {
+        #[arg(long, value_name = "APP_ID")]
+        app: String,
+        /// Only in this stage.
+        #[arg(long)]
+        stage: Option<String>,
+    },
+    /// The apps that may call an API (directly and through its group).
+    Callers {
+        #[arg(long, value_name = "API_ID")]
+        api: String,
+        #[arg(long)]
+        stage: Option<String>,
+    },
+}
+
+/// What `grant update` changes: the update mask is exactly the flags given.
+#[derive(clap::Args, Debug)]
+#[group(required = true, multiple = true)]
+pub struct GrantFields {
+    /// The grant's stages from now on (repeatable).
+    #[arg(long = "stage", value_name = "STAGE", conflicts_with = "any_stage")]
+    stages: Vec<String>,
+    /// Any stage.
+    #[arg(long)]
+    any_stage: bool,
+    /// A new expiry (RFC 3339, in the future).
+    #[arg(long, value_name = "RFC3339", value_parser = parse_ts, conflicts_with = "no_expiry")]
+    expires_at: Option<Timestamp>,
+    /// Never expire.
+    #[arg(long)]
+    no_expiry: bool,
+}
+
+/// Apps × targets of a batch.
+#[derive(clap::Args, Debug)]
+pub struct Pairs {
+    /// An app's id (repeatable).
+    #[arg(long = "app", value_name = "APP_ID", required = true)]
+    apps: Vec<String>,
+    /// An API's id (repeatable).
+    #[arg(long = "api", value_name = "API_ID")]
+    apis: Vec<String>,
+    /// A group's id (repeatable).
+    #[arg(long = "group", value_name = "GROUP_ID")]
+    groups: Vec<String>,
 }
 
 /// What a grant covers: exactly one of an API and a group.
@@ -132,6 +201,92 @@ pub async fn run_grant(mut ctx: Ctx, verb: GrantVerb) -> Result<(), CliError> {
                 .delete_grant(pb::DeleteGrantRequest { id: id.clone() })
                 .await?;
             ctx.deleted("grant", &id)
+        }
+        GrantVerb::Update { id, fields } => {
+            let mut paths = Vec::new();
+            if !fields.stages.is_empty() || fields.any_stage {
+                paths.push("stages".to_owned());
+            }
+            if fields.expires_at.is_some() || fields.no_expiry {
+                paths.push("expires_at".to_owned());
+            }
+            let req = pb::UpdateGrantRequest {
+                grant: Some(pb::Grant {
+                    id,
+                    stages: fields.stages,
+                    expires_at: fields.expires_at,
+                    ..Default::default()
+                }),
+                update_mask: Some(prost_types::FieldMask { paths }),
+            };
+            let g = ctx.client().await?.update_grant(req).await?.into_inner();
+            ctx.one(&g)
+        }
+        GrantVerb::BatchCreate {
+            pairs,
+            stages,
+            expires_at,
+        } => {
+            let req = pb::BatchCreateGrantsRequest {
+                app_ids: pairs.apps,
+                api_ids: pairs.apis,
+                group_ids: pairs.groups,
+                stages,
+                expires_at,
+            };
+            let r = ctx
+                .client()
+                .await?
+                .batch_create_grants(req)
+                .await?
+                .into_inner();
+            if !r.unchanged.is_empty() {
+                eprintln!(
+                    "keygate: {} pairs were already granted and are unchanged",
+                    r.unchanged.len()
+                );
+            }
+            ctx.many(&r.created)
+        }
+        GrantVerb::BatchDelete { pairs } => {
+            let req = pb::BatchDeleteGrantsRequest {
+                app_ids: pairs.apps,
+                api_ids: pairs.apis,
+                group_ids: pairs.groups,
+            };
+            let r = ctx
+                .client()
+                .await?
+                .batch_delete_grants(req)
+                .await?
+                .into_inner();
+            ctx.many(&r.deleted)
+        }
+        GrantVerb::Permissions { app, stage } => {
+            let req = pb::ListAppPermissionsRequest {
+                app_id: app,
+                stage: stage.unwrap_or_default(),
+            };
+            let r = ctx
+                .client()
+                .await?
+                .list_app_permissions(req)
+                .await?
+                .into_inner();
+            ctx.many(&r.permissions)
+        }
+        GrantVerb::Callers { api, stage } => {
+            let req = pb::ListApiCallersRequest {
+                api_id: api,
+                stage: stage.unwrap_or_default(),
+            };
+            let r = ctx
+                .client()
+                .await?
+                .list_api_callers(req)
+                .await?
+                .into_inner();
+            ctx.many(&r.permissions)
         }
     }
 }

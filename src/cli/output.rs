@@ -308,6 +308,50 @@ fn target(g: &pb::Grant) -> (Value, Value, String) {
     }
 }
 
+impl Printable for pb::Permission {
+    fn json(&self) -> Value {
+        json!({
+            "app_id": self.app_id,
+            "api_id": self.api_id,
+            "api_name": self.api_name,
+            "grant": self.grant.as_ref().map_or(Value::Null, Printable::json),
+            "expired": self.expired,
+        })
+    }
+    fn fields(&self) -> Vec<(&'static str, String)> {
+        let g = self.grant.clone().unwrap_or_default();
+        vec![
+            ("app_id", self.app_id.clone()),
+            ("api_id", self.api_id.clone()),
+            ("api_name", self.api_name.clone()),
+            ("grant", g.id.clone()),
+            ("via", target(&g).2),
+            ("stages", list_text(&g.stages, "any")),
+            ("expires_at", ts_text(g.expires_at.as_ref(), "never")),
+            ("expired", self.expired.to_string()),
+        ]
+    }
+    fn columns() -> &'static [&'static str] {
+        &["APP", "API", "NAME", "GRANT", "VIA", "STAGES", "EXPIRES"]
+    }
+    fn row(&self) -> Vec<String> {
+        let g = self.grant.clone().unwrap_or_default();
+        vec![
+            self.app_id.clone(),
+            self.api_id.clone(),
+            self.api_name.clone(),
+            g.id.clone(),
+            target(&g).2,
+            list_text(&g.stages, "any"),
+            if self.expired {
+                "expired".to_owned()
+            } else {
+                ts_text(g.expires_at.as_ref(), "never")
+            },
+        ]
+    }
+}
+
 impl Printable for pb::Grant {
     fn json(&self) -> Value {
         let (api, group, _) = target(self);

@@ -547,6 +547,98 @@ impl Admin for AdminService {
         ))
     }
 
+    async fn update_grant(&self, req: Request<pb::UpdateGrantRequest>) -> Res<pb::Grant> {
+        let who = actor(&req);
+        let r = req.into_inner();
+        let g = r
+            .grant
+            .ok_or_else(|| Status::from(invalid("grant", "required")))?;
+        need("grant.id", &g.id)?;
+        let patch = grant_patch(&g, r.update_mask.as_ref())?;
+        let grant = self.commit(
+            self.store
+                .update_grant(&who, &g.id, patch)
+                .await
+                .map_err(AdminError::from)?,
+        );
+        Ok(Response::new(grant_out(&grant)))
+    }
+
+    async fn batch_create_grants(
+        &self,
+        req: Request<pb::BatchCreateGrantsRequest>,
+    ) -> Res<pb::BatchCreateGrantsResponse> {
+        let who = actor(&req);
+        let r = req.into_inner();
+        let b = batch_in(
+            &r.app_ids,
+            &r.api_ids,
+            &r.group_ids,
+            &r.stages,
+            r.expires_at.as_ref(),
+        )?;
+        let (created, unchanged) = self.commit(
+            self.store
+                .batch_create_grants(&who, &b)
+                .await
+                .map_err(AdminError::from)?,
+        );
+        Ok(Response::new(pb::BatchCreateGrantsResponse {
+            created: created.iter().map(grant_out).collect(),
+            unchanged: unchanged.iter().map(grant_out).collect(),
+        }))
+    }
+
+    async fn batch_delete_grants(
+        &self,
+        req: Request<pb::BatchDeleteGrantsRequest>,
+    ) -> Res<pb::BatchDeleteGrantsResponse> {
+        let who = actor(&req);
+        let r = req.into_inner();
+        let b = batch_in(&r.app_ids, &r.api_ids, &r.group_ids, &[], None)?;
+        let deleted = self.commit(
+            self.store
+                .batch_delete_grants(&who, &b)
+                .await
+                .map_err(AdminError::from)?,
+        );
+        Ok(Response::new(pb::BatchDeleteGrantsResponse {
+            deleted: deleted.iter().map(grant_out).collect(),
+        }))
+    }
+
+    async fn list_app_permissions(
+        &self,
+        req: Request<pb::ListAppPermissionsRequest>,
+    ) -> Res<pb::ListPermissionsResponse> {
+        let r = req.into_inner();
+        need("app_id", &r.app_id)?;
+        let stage = filter(&r.stage).map(str::to_ascii_uppercase);
+        let reach = self
+            .store
+            .app_permissions(&r.app_id, stage.as_deref())
+            .map_err(AdminError::from)?;
+        Ok(Response::new(pb::ListPermissionsResponse {
+            permissions: reach.iter().map(permission_out).collect(),
+        }))
+    }
+
+    async fn list_api_callers(
+        &self,
+        req: Request<pb::ListApiCallersRequest>,
+    ) -> Res<pb::ListPermissionsResponse> {
+        let r = req.into_inner();
+        need("api_id", &r.api_id)?;
+        let stage = filter(&r.stage).map(str::to_ascii_uppercase);
+        let reach = self
+            .store
+            .api_callers(&r.api_id, stage.as_deref())
+            .map_err(AdminError::from)?;
+        Ok(Response::new(pb::ListPermissionsResponse {
+            permissions: reach.iter().map(permission_out).collect(),
+        }))
+    }
+
     // === audit ===
 
     async fn list_audit_events(

@@ -142,15 +142,26 @@ enum Op {
     CreateGroup(Group),
     UpdateGroup(String, GroupPatch),
     DeleteApi(String),
-    UpdateApi { old: Box<Api>, new: Box<Api> },
+    UpdateApi {
+        old: Box<Api>,
+        new: Box<Api>,
+    },
     CreateApi(Box<Api>),
     DeleteGroup(String),
-    DeleteApp { id: String, keys: Vec<String> },
+    DeleteApp {
+        id: String,
+        keys: Vec<String>,
+    },
     UpdateApp(String, AppPatch),
-    CreateApp { app: Box<App>, key: Box<KeyPair> },
+    CreateApp {
+        app: Box<App>,
+        key: Box<KeyPair>,
+    },
     UpdateKey(String, KeyPatch),
     CreateKey(KeyPair),
-    CreateGrant(Grant),
+    /// With the ids of every grant its app has or gets in this plan (the one grant
+    /// per app and target rule).
+    CreateGrant(Grant, Vec<String>),
 }
 
 impl Op {
@@ -169,7 +180,7 @@ impl Op {
             Op::DeleteApp { .. } => 7,
             Op::UpdateApp(..) | Op::CreateApp { .. } => 8,
             Op::UpdateKey(..) | Op::CreateKey(_) => 9,
-            Op::CreateGrant(_) => 10,
+            Op::CreateGrant(..) => 10,
         }
     }
 }
@@ -515,6 +526,9 @@ fn make_plan(cur: &Current, want: &Desired, prune: bool, now_ms: i64) -> Result<
                     expires_ms: d.expires_ms,
                     ..(*old).clone()
                 };
+                if after.expires_ms != old.expires_ms {
+                    ahead(format!("key_pairs[{i}].expires_at"), d.expires_ms, now_ms)?;
+                }
                 if after != **old {
                     note(
                         Action::Update,
@@ -532,6 +546,7 @@ fn make_plan(cur: &Current, want: &Desired, prune: bool, now_ms: i64) -> Result<
                 }
             }
             None => {
+                ahead(format!("key_pairs[{i}].expires_at"), d.expires_ms, now_ms)?;
                 let key = KeyPair {
                     app_key: d.app_key.clone(),
                     app_id: app_id.clone(),
@@ -638,6 +653,9 @@ fn make_plan(cur: &Current, want: &Desired, prune: bool, now_ms: i64) -> Result<
                 // Shown unchanged; the re-created grant is the applier's (`run_op`).
                 grant.created_by = old.created_by.clone();
                 grant.create_ms = old.create_ms;
+                if old.expires_ms != grant.expires_ms {
+                    ahead(format!("grants[{i}].expires_at"), grant.expires_ms, now_ms)?;
+                }
                 let same = old.app_id == grant.app_id
                     && old.target == grant.target
                     && same_stages(&old.stages, &grant.stages)
@@ -646,10 +664,11 @@ fn make_plan(cur: &Current, want: &Desired, prune: bool, now_ms: i64) -> Result<
                     // A grant has no update of its own: it is replaced under its id.
                     note(Action::Update, "grant", &old.id, summary::diff(old, &grant));
                     ops.push(Op::DeleteGrant(old.id.clone()));
-                    ops.push(Op::CreateGrant(grant));
+                    ops.push(Op::CreateGrant(grant, Vec::new()));
                 }
             }
             None => {
+                ahead(format!("grants[{i}].expires_at"), grant.expires_ms, now_ms)?;
                 grant.id = match &d.id {
                     Some(id) => id.clone(),
                     None => made_id(&mut made, "grt", now_ms)?,
@@ -661,7 +680,7 @@ fn make_plan(cur: &Current, want: &Desired, prune: bool, now_ms: i64) -> Result<
                     &grant.id,
                     summary::describe(&grant),
                 );
-                ops.push(Op::CreateGrant(grant));
+                ops.push(Op::CreateGrant(grant, Vec::new()));
             }
         }
     }
@@ -717,12 +736,41 @@ fn make_plan(cur: &Current, want: &Desired, prune: bool, now_ms: i64) -> Result<
             });
         }
     }
+    let mut by_app: HashMap<String, Vec<String>> = HashMap::new();
+    for g in &cur.grants {
+        by_app
+            .entry(g.app_id.clone())
+            .or_default()
+            .push(g.id.clone());
+    }
+    for op in &ops {
+        if let Op::CreateGrant(g, _) = op {
+            by_app
+                .entry(g.app_id.clone())
+                .or_default()
+                .push(g.id.clone());
+        }
+    }
+    for op in &mut ops {
+        if let Op::CreateGrant(g, siblings) = op {
+            *siblings = by_app.get(&g.app_id).cloned().unwrap_or_default();
+        }
+    }
     // Stable: within a phase, file order (and a grant's delete before its re-create).
     ops.sort_by_key(Op::phase);
     for c in &mut changes {
         c.new_id = made.contains(&c.id);
     }
     Ok(Plan { ops, changes })
+}
+
+/// An expiry the file creates or changes must lie ahead (one it keeps may have
+/// passed: a file exported earlier still applies).
+fn ahead(field: String, expires_ms: Option<i64>, now_ms: i64) -> Result<(), StoreError> {
+    match expires_ms {
+        Some(e) if e <= now_ms => Err(invalid(field, "is in the past")),
+        _ => Ok(()),
+    }
 }
 
 fn made_id(made: &mut HashSet<String>, prefix: &str, now_ms: i64) -> Result<String, StoreError> {
@@ -806,7 +854,7 @@ impl Store {
         for op in plan.ops {
             match op {
                 Op::DeleteGrant(id) => changes.push(Change::Grant(id)),
-                Op::CreateGrant(g) => changes.push(Change::Grant(g.id)),
+                Op::CreateGrant(g, _) => changes.push(Change::Grant(g.id)),
                 Op::DeleteKey(k) | Op::UpdateKey(k, _) => changes.push(Change::Key(k)),
                 Op::CreateKey(k) => {
                     changes.push(Change::Key(k.app_key.clone()));
@@ -889,12 +937,12 @@ impl Store {
                 let rec = key_to_record(&self.sealer, k).map_err(abort)?;
                 insert_key_tx(tx, k, &rec)?;
             }
-            Op::CreateGrant(g) => {
+            Op::CreateGrant(g, siblings) => {
                 let g = Grant {
                     created_by: actor.to_owned(),
                     ..g.clone()
                 };
-                insert_grant_tx(tx, &g, &grant_to_record(&g))?;
+                insert_grant_tx(tx, &g, &grant_to_record(&g), siblings)?;
             }
         }
         Ok(())

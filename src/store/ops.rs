@@ -402,8 +402,35 @@ pub(super) fn delete_api_tx(tx: &Tx<'_>, id: &str, grants: &[String]) -> TxResul
     Ok(old)
 }
 
-/// Inserts a grant whose app and target exist, refusing a taken id.
-pub(super) fn insert_grant_tx(tx: &Tx<'_>, grant: &Grant, rec: &GrantRecord) -> TxResult<()> {
+/// Inserts a grant whose app and target exist, refusing a taken id and a second
+/// grant of the same app on the same target (`siblings`: the ids of the app's grants,
+/// read under the writer lock): two would make deleting one leave access in place.
+pub(super) fn insert_grant_tx(
+    tx: &Tx<'_>,
+    grant: &Grant,
+    rec: &GrantRecord,
+    siblings: &[String],
+) -> TxResult<()> {
+    for id in siblings {
+        if let Some(other) = tx.get::<GrantRecord>(Tree::Grants, id.as_bytes())?
+            && other.id != grant.id
+            && other.app_id == rec.app_id
+            && other.api_id == rec.api_id
+            && other.group_id == rec.group_id
+        {
+            return abort(StoreError::AlreadyExists(format!(
+                "app '{}' already has grant '{}' on {} '{}': update that one instead",
+                grant.app_id,
+                other.id,
+                if rec.api_id.is_empty() {
+                    "group"
+                } else {
+                    "API"
+                },
+                grant.target.id()
+            )));
+        }
+    }
     if !tx.exists(Tree::Apps, grant.app_id.as_bytes())? {
         return abort(StoreError::not_found("app", &grant.app_id));
     }
@@ -519,7 +546,7 @@ impl Store {
     }
 
     /// Ids named by the index entries under `prefix\0`.
-    fn scan_ids(&self, tree: Tree, prefix: &str) -> Result<Vec<String>, StoreError> {
+    pub(super) fn scan_ids(&self, tree: Tree, prefix: &str) -> Result<Vec<String>, StoreError> {
         let p = join(&[prefix, ""]);
         self.tree(tree)?
             .scan_prefix(&p)
@@ -799,6 +826,7 @@ impl Store {
         new: NewKey,
     ) -> Result<(KeyPair, Vec<Change>), StoreError> {
         let now = self.now_ms();
+        super::grants::not_past("expires_at", new.expires_ms, now)?;
         let key = KeyPair {
             app_key: match &new.app_key {
                 Some(k) => k.clone(),
@@ -862,6 +890,9 @@ impl Store {
         app_key: &str,
         patch: KeyPatch,
     ) -> Result<(KeyPair, Vec<Change>), StoreError> {
+        if let Some(e) = patch.expires_ms {
+            super::grants::not_past("KeyPair.expires_at", e, self.now_ms())?;
+        }
         let rec = self
             .write(
                 || Ok(()),
@@ -1106,13 +1137,41 @@ impl Store {
     // === APIs ===
 
     pub(super) fn put_api_tx(tx: &Tx<'_>, api: &Api, old: Option<&Api>) -> TxResult<()> {
-        if let Some(group) = &api.group_id
-            && !tx.exists(Tree::Groups, group.as_bytes())?
+        if let Some(group) = &api.group_id {
+            let Some(g) = tx.get::<GroupRecord>(Tree::Groups, group.as_bytes())? else {
+                return abort(StoreError::NotFound {
+                    kind: "group",
+                    id: group.clone(),
+                });
+            };
+            // Groups are granted whole: another tenant's API in one would be granted
+            // by that group's owner.
+            if g.owner != api.owner {
+                return abort(StoreError::InvalidArgument {
+                    field: "Api.group_id",
+                    message: format!(
+                        "group '{group}' belongs to owner '{}', the API to '{}'",
+                        g.owner, api.owner
+                    ),
+                });
+            }
+        }
+        // A route hint names an API by id or by name (id first): a name that is
+        // another API's id, or an id that is another API's name, would let a hint
+        // reach the wrong API.
+        if api.name != api.id && tx.exists(Tree::Apis, api.name.as_bytes())? {
+            return abort(StoreError::AlreadyExists(format!(
+                "Api.name '{}' is the id of another API",
+                api.name
+            )));
+        }
+        if let Some(other) = tx.get_str(Tree::ApiNames, api.id.as_bytes())?
+            && other != api.id
         {
-            return abort(StoreError::NotFound {
-                kind: "group",
-                id: group.clone(),
-            });
+            return abort(StoreError::AlreadyExists(format!(
+                "Api.id '{}' is the name of API '{other}'",
+                api.id
+            )));
         }
         let new_routes = route_keys(api).map_err(ConflictAbort::from)?;
         if let Some(old) = old {
@@ -1253,35 +1312,6 @@ impl Store {
     }
 
     // === grants ===
-
-    pub async fn create_grant(
-        &self,
-        actor: &str,
-        mut grant: Grant,
-    ) -> Result<(Grant, Vec<Change>), StoreError> {
-        let now = self.now_ms();
-        grant.id = new_id("grt", now)?;
-        grant.created_by = actor.to_owned();
-        grant.create_ms = now;
-        let rec = grant_to_record(&grant);
-        self.write(
-            || Ok(()),
-            |tx, ()| {
-                insert_grant_tx(tx, &grant, &rec)?;
-                audit(
-                    tx,
-                    actor,
-                    "CreateGrant",
-                    "grant",
-                    &grant.id,
-                    summary::describe(&grant),
-                )
-            },
-        )
-        .await?;
-        let changes = vec![Change::Grant(grant.id.clone())];
-        Ok((grant, changes))
-    }
 
     pub fn get_grant(&self, id: &str) -> Result<Option<Grant>, StoreError> {
         self.read::<GrantRecord>(Tree::Grants, id.as_bytes())?

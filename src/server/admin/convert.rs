@@ -545,22 +545,92 @@ pub fn grant_in(g: &pb::Grant) -> R<model::Grant> {
         }
         _ => return Err(invalid("Grant.target", "set api_id or group_id")),
     };
-    let mut stages = Vec::new();
-    for (i, s) in g.stages.iter().enumerate() {
-        let s = stage(&format!("Grant.stages[{i}]"), s)?;
-        if !stages.contains(&s) {
-            stages.push(s);
-        }
-    }
     Ok(model::Grant {
         id: String::new(),
         app_id: g.app_id.clone(),
         target,
-        stages,
+        stages: stages("Grant.stages", &g.stages)?,
         expires_ms: opt_ms_of("Grant.expires_at", g.expires_at.as_ref())?,
         created_by: String::new(),
         create_ms: 0,
     })
+}
+
+fn stages(field: &str, v: &[String]) -> R<Vec<String>> {
+    let mut out = Vec::new();
+    for (i, s) in v.iter().enumerate() {
+        let s = stage(&format!("{field}[{i}]"), s)?;
+        if !out.contains(&s) {
+            out.push(s);
+        }
+    }
+    Ok(out)
+}
+
+/// `UpdateGrant`: stages and expiry, as the mask (or the fields set) says.
+pub fn grant_patch(g: &pb::Grant, mask: Option<&FieldMask>) -> R<crate::store::GrantPatch> {
+    let mut populated = Vec::new();
+    if !g.stages.is_empty() {
+        populated.push("stages");
+    }
+    if g.expires_at.is_some() {
+        populated.push("expires_at");
+    }
+    let paths = mask_paths(mask, &["stages", "expires_at"], &populated)?;
+    let mut p = crate::store::GrantPatch::default();
+    for path in &paths {
+        if path == "stages" {
+            p.stages = Some(stages("Grant.stages", &g.stages)?);
+        } else {
+            p.expires_ms = Some(opt_ms_of("Grant.expires_at", g.expires_at.as_ref())?);
+        }
+    }
+    Ok(p)
+}
+
+/// A batch of apps × APIs and groups.
+pub fn batch_in(
+    app_ids: &[String],
+    api_ids: &[String],
+    group_ids: &[String],
+    stage_list: &[String],
+    expires_at: Option<&Timestamp>,
+) -> R<crate::store::BatchGrants> {
+    let ids = |field: &str, v: &[String]| -> R<Vec<String>> {
+        let mut out: Vec<String> = Vec::new();
+        for (i, id) in v.iter().enumerate() {
+            required(&format!("{field}[{i}]"), id)?;
+            if !out.contains(id) {
+                out.push(id.clone());
+            }
+        }
+        Ok(out)
+    };
+    let mut targets: Vec<model::GrantTarget> = ids("api_ids", api_ids)?
+        .into_iter()
+        .map(model::GrantTarget::Api)
+        .collect();
+    targets.extend(
+        ids("group_ids", group_ids)?
+            .into_iter()
+            .map(model::GrantTarget::Group),
+    );
+    Ok(crate::store::BatchGrants {
+        app_ids: ids("app_ids", app_ids)?,
+        targets,
+        stages: stages("stages", stage_list)?,
+        expires_ms: opt_ms_of("expires_at", expires_at)?,
+    })
+}
+
+pub fn permission_out(r: &crate::store::Reach) -> pb::Permission {
+    pb::Permission {
+        app_id: r.app_id.clone(),
+        api_id: r.api.id.clone(),
+        api_name: r.api.name.clone(),
+        grant: Some(grant_out(&r.grant)),
+        expired: r.expired,
+    }
 }
 
 pub fn grant_out(g: &model::Grant) -> pb::Grant {
