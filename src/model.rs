@@ -212,3 +212,51 @@ mod tests {
         assert!(s.ct_eq(text.as_bytes()) && !s.ct_eq(b"s3cret-value-012345678"));
     }
 }
+
+/// What an admin principal may do (`server::admin::access` has the table).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Everything; the bootstrap token is one.
+    Admin,
+    /// Every read, never a secret.
+    Viewer,
+    /// An owner's groups, APIs and the grants on them.
+    Provider,
+    /// An owner's apps and their key pairs.
+    Developer,
+}
+
+impl Role {
+    pub const ALL: [Role; 4] = [Role::Admin, Role::Viewer, Role::Provider, Role::Developer];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Viewer => "viewer",
+            Role::Provider => "provider",
+            Role::Developer => "developer",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Role> {
+        Role::ALL.into_iter().find(|r| r.as_str() == s)
+    }
+
+    /// Whether the role acts for one owner (a tenant).
+    pub fn scoped(self) -> bool {
+        matches!(self, Role::Provider | Role::Developer)
+    }
+}
+
+/// An admin API identity, authenticated by a bearer token (kept as a digest).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Principal {
+    pub name: String,
+    pub role: Role,
+    /// The owner a provider or developer acts for; empty otherwise.
+    pub owner: String,
+    pub description: String,
+    pub create_ms: i64,
+    pub update_ms: i64,
+}

@@ -293,14 +293,16 @@ pub async fn run(
     admin_health
         .set_serving::<pb::admin::admin_server::AdminServer<admin::AdminService>>()
         .await;
-    let auth =
-        admin::auth::AdminAuth::new(&admin_token, shared.metrics.admin_auth_failures.clone());
+    let auth = admin::auth::AdminAuth::new(
+        &admin_token,
+        shared.store.clone(),
+        shared.metrics.admin_auth_failures.clone(),
+    );
     drop(admin_token);
-    let admin_svc =
-        admin::calls::Logged::new(pb::admin::admin_server::AdminServer::with_interceptor(
-            admin::AdminService::new(shared.clone()),
-            auth,
-        ));
+    let admin_svc = admin::calls::Logged::new(
+        pb::admin::admin_server::AdminServer::new(admin::AdminService::new(shared.clone())),
+        auth,
+    );
     // The admin service reports NOT_SERVING while the store refuses writes.
     let degraded_watch = {
         let mut degraded = shared.store.degraded();

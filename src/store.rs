@@ -20,6 +20,7 @@ mod commit;
 mod convert;
 mod grants;
 mod ops;
+pub mod principals;
 mod summary;
 
 use std::path::{Path, PathBuf};

@@ -45,6 +45,8 @@ pub struct Metrics {
     latency_sum_us: AtomicU64,
     pub admin_auth_failures: std::sync::Arc<AtomicU64>,
     pub admin_writes: std::sync::Arc<AtomicU64>,
+    /// Admin calls refused for want of a role (PERMISSION_DENIED).
+    pub admin_denied: AtomicU64,
     pub connections: Connections,
 }
 
@@ -188,6 +190,16 @@ impl Metrics {
             o,
             "keygate_admin_auth_failures_total {}",
             self.admin_auth_failures.load(Relaxed)
+        );
+        let _ = writeln!(
+            o,
+            "# HELP keygate_admin_permission_denied_total Admin calls refused for want of a role."
+        );
+        let _ = writeln!(o, "# TYPE keygate_admin_permission_denied_total counter");
+        let _ = writeln!(
+            o,
+            "keygate_admin_permission_denied_total {}",
+            self.admin_denied.load(Relaxed)
         );
         let _ = writeln!(
             o,

@@ -6,6 +6,7 @@
 //! the store. Every write follows: convert -> store (one transaction, flushed) ->
 //! index refresh -> reply, so the next Check sees the change.
 
+pub mod access;
 pub mod auth;
 pub mod calls;
 pub mod convert;
@@ -23,7 +24,8 @@ use crate::pb::admin as pb;
 use crate::pb::admin::admin_server::Admin;
 use crate::server::Shared;
 use crate::store::{Change, GrantFilter, GroupPatch, Store};
-use auth::Actor;
+use access::{Owners, View};
+use auth::Caller;
 use convert::*;
 use status::{AdminError, invalid};
 
@@ -55,6 +57,99 @@ impl AdminService {
         out
     }
 
+    /// The one permission check of every call (`access`): refused calls are counted.
+    fn allow(&self, c: &Caller, rpc: &str, owners: Owners<'_>) -> Result<View, Status> {
+        access::check(&c.principal, rpc, &owners).inspect_err(|_| {
+            self.shared
+                .metrics
+                .admin_denied
+                .fetch_add(1, Ordering::Relaxed);
+        })
+    }
+
+    /// A call on one app (or its key pairs): the app's owner decides.
+    fn allow_app(&self, c: &Caller, rpc: &str, app_id: &str) -> Result<View, Status> {
+        let owner = self.app_owner(app_id)?;
+        self.allow(
+            c,
+            rpc,
+            Owners {
+                app: owner.as_deref(),
+                resource: None,
+            },
+        )
+    }
+
+    fn allow_key(&self, c: &Caller, rpc: &str, app_key: &str) -> Result<View, Status> {
+        let owner = self.key_app_owner(app_key)?;
+        self.allow(
+            c,
+            rpc,
+            Owners {
+                app: owner.as_deref(),
+                resource: None,
+            },
+        )
+    }
+
+    /// A call on a group, an API or a grant's target: its owner decides.
+    fn allow_resource(&self, c: &Caller, rpc: &str, owner: Option<String>) -> Result<View, Status> {
+        self.allow(
+            c,
+            rpc,
+            Owners {
+                app: None,
+                resource: owner.as_deref(),
+            },
+        )
+    }
+
+    fn app_owner(&self, id: &str) -> Result<Option<String>, Status> {
+        Ok(self
+            .store
+            .get_app(id)
+            .map_err(AdminError::from)?
+            .map(|a| a.owner))
+    }
+
+    fn key_app_owner(&self, app_key: &str) -> Result<Option<String>, Status> {
+        match self.store.get_key(app_key).map_err(AdminError::from)? {
+            Some(k) => self.app_owner(&k.app_id),
+            None => Ok(None),
+        }
+    }
+
+    fn group_owner(&self, id: &str) -> Result<Option<String>, Status> {
+        Ok(self
+            .store
+            .get_group(id)
+            .map_err(AdminError::from)?
+            .map(|g| g.owner))
+    }
+
+    fn api_owner(&self, id: &str) -> Result<Option<String>, Status> {
+        Ok(self
+            .store
+            .get_api(id)
+            .map_err(AdminError::from)?
+            .map(|a| a.owner))
+    }
+
+    fn target_owner(&self, t: &crate::model::GrantTarget) -> Result<Option<String>, Status> {
+        match t {
+            crate::model::GrantTarget::Api(id) => self.api_owner(id),
+            crate::model::GrantTarget::Group(id) => self.group_owner(id),
+        }
+    }
+
+    /// A grant's app owner and target owner.
+    fn grant_owners(&self, id: &str) -> Result<(Option<String>, Option<String>), Status> {
+        match self.store.get_grant(id).map_err(AdminError::from)? {
+            Some(g) => Ok((self.app_owner(&g.app_id)?, self.target_owner(&g.target)?)),
+            None => Ok((None, None)),
+        }
+    }
+
     /// Adds when the key pair was last used: this process's record, else the store's
     /// (written every `usage::FLUSH_EVERY`). A time before the pair was created
     /// belongs to an earlier pair with the same AppKey and is not shown.
@@ -71,10 +166,12 @@ impl AdminService {
     }
 }
 
-fn actor<T>(req: &Request<T>) -> String {
+/// Who called: set by `calls::Logged` on every call that reached a handler.
+fn caller<T>(req: &Request<T>) -> Result<Caller, Status> {
     req.extensions()
-        .get::<Actor>()
-        .map_or_else(|| "admin".to_owned(), |a| a.0.clone())
+        .get::<Caller>()
+        .cloned()
+        .ok_or_else(|| Status::unauthenticated("no authenticated caller"))
 }
 
 fn found<T>(
@@ -102,12 +199,21 @@ impl Admin for AdminService {
     // === apps ===
 
     async fn create_app(&self, req: Request<pb::CreateAppRequest>) -> Res<pb::CreateAppResponse> {
-        let who = actor(&req);
+        let c = caller(&req)?;
+        let who = c.actor.clone();
         let app = req
             .into_inner()
             .app
             .ok_or_else(|| Status::from(invalid("app", "required")))?;
         let new = new_app(&app)?;
+        self.allow(
+            &c,
+            "CreateApp",
+            Owners {
+                app: Some(&new.owner),
+                resource: None,
+            },
+        )?;
         let (app, key) = self.commit(
             self.store
                 .create_app(&who, new)
@@ -121,14 +227,45 @@ impl Admin for AdminService {
     }
 
     async fn get_app(&self, req: Request<pb::GetAppRequest>) -> Res<pb::App> {
+        let c = caller(&req)?;
         let id = req.into_inner().id;
         need("id", &id)?;
+        let owner = self.app_owner(&id)?;
+        let view = self.allow(
+            &c,
+            "GetApp",
+            Owners {
+                app: owner.as_deref(),
+                resource: None,
+            },
+        )?;
         let app = found("app", &id, self.store.get_app(&id))?;
-        Ok(Response::new(app_out(&app, false)))
+        let out = app_out(&app, false);
+        Ok(Response::new(match view {
+            View::Full => out,
+            // Partner authorization: enough to grant the app, nothing of its tenant's.
+            View::Limited => pb::App {
+                id: out.id,
+                name: out.name,
+                owner: out.owner,
+                ..Default::default()
+            },
+        }))
     }
 
     async fn list_apps(&self, req: Request<pb::ListAppsRequest>) -> Res<pb::ListAppsResponse> {
-        let r = req.into_inner();
+        let c = caller(&req)?;
+        let mut r = req.into_inner();
+        let owner = access::list_owner(&c.principal, &r.owner).map(str::to_owned);
+        self.allow(
+            &c,
+            "ListApps",
+            Owners {
+                app: owner.as_deref(),
+                resource: None,
+            },
+        )?;
+        r.owner = owner.unwrap_or_default();
         let tag = filter(&r.tag).map(|t| match t.split_once('=') {
             Some((k, v)) => (k, Some(v)),
             None => (t, None),
@@ -151,12 +288,14 @@ impl Admin for AdminService {
     }
 
     async fn update_app(&self, req: Request<pb::UpdateAppRequest>) -> Res<pb::App> {
-        let who = actor(&req);
+        let c = caller(&req)?;
+        let who = c.actor.clone();
         let r = req.into_inner();
         let app = r
             .app
             .ok_or_else(|| Status::from(invalid("app", "required")))?;
         need("App.id", &app.id)?;
+        self.allow_app(&c, "UpdateApp", &app.id)?;
         let patch = app_patch(&app, r.update_mask.as_ref())?;
         let app = self.commit(
             self.store
@@ -168,9 +307,11 @@ impl Admin for AdminService {
     }
 
     async fn delete_app(&self, req: Request<pb::DeleteAppRequest>) -> Res<()> {
-        let who = actor(&req);
+        let c = caller(&req)?;
+        let who = c.actor.clone();
         let id = req.into_inner().id;
         need("id", &id)?;
+        self.allow_app(&c, "DeleteApp", &id)?;
         Ok(self.committed(
             self.store
                 .delete_app(&who, &id)
@@ -180,21 +321,27 @@ impl Admin for AdminService {
     }
 
     async fn enable_app(&self, req: Request<pb::EnableAppRequest>) -> Res<pb::App> {
-        let who = actor(&req);
+        let c = caller(&req)?;
+        let who = c.actor.clone();
         let id = req.into_inner().id;
+        self.allow_app(&c, "EnableApp", &id)?;
         self.set_app_enabled(&who, "EnableApp", &id, true).await
     }
 
     async fn disable_app(&self, req: Request<pb::DisableAppRequest>) -> Res<pb::App> {
-        let who = actor(&req);
+        let c = caller(&req)?;
+        let who = c.actor.clone();
         let id = req.into_inner().id;
+        self.allow_app(&c, "DisableApp", &id)?;
         self.set_app_enabled(&who, "DisableApp", &id, false).await
     }
 
     async fn reset_app_code(&self, req: Request<pb::ResetAppCodeRequest>) -> Res<pb::App> {
-        let who = actor(&req);
+        let c = caller(&req)?;
+        let who = c.actor.clone();
         let r = req.into_inner();
         need("id", &r.id)?;
+        self.allow_app(&c, "ResetAppCode", &r.id)?;
         if !r.app_code.is_empty() {
             app_code("app_code", &r.app_code)?;
         }
@@ -211,8 +358,10 @@ impl Admin for AdminService {
     // === key pairs ===
 
     async fn create_key_pair(&self, req: Request<pb::CreateKeyPairRequest>) -> Res<pb::KeyPair> {
-        let who = actor(&req);
+        let c = caller(&req)?;
+        let who = c.actor.clone();
         let new = new_key(&req.into_inner())?;
+        self.allow_app(&c, "CreateKeyPair", &new.app_id)?;
         let key = self.commit(
             self.store
                 .create_key(&who, new)
@@ -223,8 +372,10 @@ impl Admin for AdminService {
     }
 
     async fn get_key_pair(&self, req: Request<pb::GetKeyPairRequest>) -> Res<pb::KeyPair> {
+        let c = caller(&req)?;
         let k = req.into_inner().app_key;
         need("app_key", &k)?;
+        self.allow_key(&c, "GetKeyPair", &k)?;
         let key = found("key pair", &k, self.store.get_key(&k))?;
         Ok(Response::new(
             self.with_last_use(key_out(&key, false), key.create_ms),
@@ -235,8 +386,10 @@ impl Admin for AdminService {
         &self,
         req: Request<pb::ListKeyPairsRequest>,
     ) -> Res<pb::ListKeyPairsResponse> {
+        let c = caller(&req)?;
         let r = req.into_inner();
         need("app_id", &r.app_id)?;
+        self.allow_app(&c, "ListKeyPairs", &r.app_id)?;
         let (keys, next) = self
             .store
             .list_keys(&r.app_id, &page(r.page_size, &r.page_token)?)
@@ -251,12 +404,14 @@ impl Admin for AdminService {
     }
 
     async fn update_key_pair(&self, req: Request<pb::UpdateKeyPairRequest>) -> Res<pb::KeyPair> {
-        let who = actor(&req);
+        let c = caller(&req)?;
+        let who = c.actor.clone();
         let r = req.into_inner();
         let k = r
             .key_pair
             .ok_or_else(|| Status::from(invalid("key_pair", "required")))?;
         need("KeyPair.app_key", &k.app_key)?;
+        self.allow_key(&c, "UpdateKeyPair", &k.app_key)?;
         let patch = key_patch(&k, r.update_mask.as_ref())?;
         let key = self.commit(
             self.store
@@ -268,9 +423,11 @@ impl Admin for AdminService {
     }
 
     async fn delete_key_pair(&self, req: Request<pb::DeleteKeyPairRequest>) -> Res<()> {
-        let who = actor(&req);
+        let c = caller(&req)?;
+        let who = c.actor.clone();
         let k = req.into_inner().app_key;
         need("app_key", &k)?;
+        self.allow_key(&c, "DeleteKeyPair", &k)?;
         Ok(self.committed(
             self.store
                 .delete_key(&who, &k)
@@ -283,9 +440,11 @@ impl Admin for AdminService {
         &self,
         req: Request<pb::ResetKeyPairSecretRequest>,
     ) -> Res<pb::KeyPair> {
-        let who = actor(&req);
+        let c = caller(&req)?;
+        let who = c.actor.clone();
         let r = req.into_inner();
         need("app_key", &r.app_key)?;
+        self.allow_key(&c, "ResetKeyPairSecret", &r.app_key)?;
         let grace = duration_ms("grace_period", r.grace_period.as_ref())?;
         if !r.app_secret.is_empty() {
             app_secret("app_secret", &r.app_secret)?;
@@ -301,14 +460,18 @@ impl Admin for AdminService {
     }
 
     async fn enable_key_pair(&self, req: Request<pb::EnableKeyPairRequest>) -> Res<pb::KeyPair> {
-        let who = actor(&req);
+        let c = caller(&req)?;
+        let who = c.actor.clone();
         let k = req.into_inner().app_key;
+        self.allow_key(&c, "EnableKeyPair", &k)?;
         self.set_key_enabled(&who, "EnableKeyPair", &k, true).await
     }
 
     async fn disable_key_pair(&self, req: Request<pb::DisableKeyPairRequest>) -> Res<pb::KeyPair> {
-        let who = actor(&req);
+        let c = caller(&req)?;
+        let who = c.actor.clone();
         let k = req.into_inner().app_key;
+        self.allow_key(&c, "DisableKeyPair", &k)?;
         self.set_key_enabled(&who, "DisableKeyPair", &k, false)
             .await
     }
@@ -316,13 +479,15 @@ impl Admin for AdminService {
     // === groups ===
 
     async fn create_group(&self, req: Request<pb::CreateGroupRequest>) -> Res<pb::Group> {
-        let who = actor(&req);
+        let c = caller(&req)?;
+        let who = c.actor.clone();
         let g = req
             .into_inner()
             .group
             .ok_or_else(|| Status::from(invalid("group", "required")))?;
         name("Group.name", &g.name)?;
         name("Group.owner", &g.owner)?;
+        self.allow_resource(&c, "CreateGroup", Some(g.owner.clone()))?;
         text("Group.description", &g.description, 1024)?;
         let g = self.commit(
             self.store
@@ -334,8 +499,10 @@ impl Admin for AdminService {
     }
 
     async fn get_group(&self, req: Request<pb::GetGroupRequest>) -> Res<pb::Group> {
+        let c = caller(&req)?;
         let id = req.into_inner().id;
         need("id", &id)?;
+        self.allow_resource(&c, "GetGroup", self.group_owner(&id)?)?;
         Ok(Response::new(group_out(&found(
             "group",
             &id,
@@ -347,7 +514,11 @@ impl Admin for AdminService {
         &self,
         req: Request<pb::ListGroupsRequest>,
     ) -> Res<pb::ListGroupsResponse> {
-        let r = req.into_inner();
+        let c = caller(&req)?;
+        let mut r = req.into_inner();
+        let owner = access::list_owner(&c.principal, &r.owner).map(str::to_owned);
+        self.allow_resource(&c, "ListGroups", owner.clone())?;
+        r.owner = owner.unwrap_or_default();
         let (groups, next) = self
             .store
             .list_groups(&page(r.page_size, &r.page_token)?, filter(&r.owner))
@@ -359,12 +530,14 @@ impl Admin for AdminService {
     }
 
     async fn update_group(&self, req: Request<pb::UpdateGroupRequest>) -> Res<pb::Group> {
-        let who = actor(&req);
+        let c = caller(&req)?;
+        let who = c.actor.clone();
         let r = req.into_inner();
         let g = r
             .group
             .ok_or_else(|| Status::from(invalid("group", "required")))?;
         need("Group.id", &g.id)?;
+        self.allow_resource(&c, "UpdateGroup", self.group_owner(&g.id)?)?;
         let populated: Vec<&str> = [
             ("name", !g.name.is_empty()),
             ("description", !g.description.is_empty()),
@@ -393,9 +566,11 @@ impl Admin for AdminService {
     }
 
     async fn delete_group(&self, req: Request<pb::DeleteGroupRequest>) -> Res<()> {
-        let who = actor(&req);
+        let c = caller(&req)?;
+        let who = c.actor.clone();
         let id = req.into_inner().id;
         need("id", &id)?;
+        self.allow_resource(&c, "DeleteGroup", self.group_owner(&id)?)?;
         Ok(self.committed(
             self.store
                 .delete_group(&who, &id)
@@ -407,12 +582,14 @@ impl Admin for AdminService {
     // === APIs ===
 
     async fn create_api(&self, req: Request<pb::CreateApiRequest>) -> Res<pb::Api> {
-        let who = actor(&req);
+        let c = caller(&req)?;
+        let who = c.actor.clone();
         let a = req
             .into_inner()
             .api
             .ok_or_else(|| Status::from(invalid("api", "required")))?;
         let api = api_in(&a)?;
+        self.allow_resource(&c, "CreateApi", Some(api.owner.clone()))?;
         let api = self.commit(
             self.store
                 .create_api(&who, api)
@@ -423,8 +600,10 @@ impl Admin for AdminService {
     }
 
     async fn get_api(&self, req: Request<pb::GetApiRequest>) -> Res<pb::Api> {
+        let c = caller(&req)?;
         let id = req.into_inner().id;
         need("id", &id)?;
+        self.allow_resource(&c, "GetApi", self.api_owner(&id)?)?;
         Ok(Response::new(api_out(&found(
             "api",
             &id,
@@ -433,7 +612,11 @@ impl Admin for AdminService {
     }
 
     async fn list_apis(&self, req: Request<pb::ListApisRequest>) -> Res<pb::ListApisResponse> {
-        let r = req.into_inner();
+        let c = caller(&req)?;
+        let mut r = req.into_inner();
+        let owner = access::list_owner(&c.principal, &r.owner).map(str::to_owned);
+        self.allow_resource(&c, "ListApis", owner.clone())?;
+        r.owner = owner.unwrap_or_default();
         let (apis, next) = self
             .store
             .list_apis(
@@ -449,12 +632,14 @@ impl Admin for AdminService {
     }
 
     async fn update_api(&self, req: Request<pb::UpdateApiRequest>) -> Res<pb::Api> {
-        let who = actor(&req);
+        let c = caller(&req)?;
+        let who = c.actor.clone();
         let r = req.into_inner();
         let a = r
             .api
             .ok_or_else(|| Status::from(invalid("api", "required")))?;
         need("Api.id", &a.id)?;
+        self.allow_resource(&c, "UpdateApi", self.api_owner(&a.id)?)?;
         let paths = api_mask(&a, r.update_mask.as_ref())?;
         // Validate the new values as a whole API: fill what the mask leaves out from the
         // current record so rules across fields (e.g. the template) are checked.
@@ -476,9 +661,11 @@ impl Admin for AdminService {
     }
 
     async fn delete_api(&self, req: Request<pb::DeleteApiRequest>) -> Res<()> {
-        let who = actor(&req);
+        let c = caller(&req)?;
+        let who = c.actor.clone();
         let id = req.into_inner().id;
         need("id", &id)?;
+        self.allow_resource(&c, "DeleteApi", self.api_owner(&id)?)?;
         Ok(self.committed(
             self.store
                 .delete_api(&who, &id)
@@ -490,12 +677,14 @@ impl Admin for AdminService {
     // === grants ===
 
     async fn create_grant(&self, req: Request<pb::CreateGrantRequest>) -> Res<pb::Grant> {
-        let who = actor(&req);
+        let c = caller(&req)?;
+        let who = c.actor.clone();
         let g = req
             .into_inner()
             .grant
             .ok_or_else(|| Status::from(invalid("grant", "required")))?;
         let grant = grant_in(&g)?;
+        self.allow_resource(&c, "CreateGrant", self.target_owner(&grant.target)?)?;
         let grant = self.commit(
             self.store
                 .create_grant(&who, grant)
@@ -506,8 +695,18 @@ impl Admin for AdminService {
     }
 
     async fn get_grant(&self, req: Request<pb::GetGrantRequest>) -> Res<pb::Grant> {
+        let c = caller(&req)?;
         let id = req.into_inner().id;
         need("id", &id)?;
+        let (app, resource) = self.grant_owners(&id)?;
+        self.allow(
+            &c,
+            "GetGrant",
+            Owners {
+                app: app.as_deref(),
+                resource: resource.as_deref(),
+            },
+        )?;
         Ok(Response::new(grant_out(&found(
             "grant",
             &id,
@@ -519,7 +718,27 @@ impl Admin for AdminService {
         &self,
         req: Request<pb::ListGrantsRequest>,
     ) -> Res<pb::ListGrantsResponse> {
+        let c = caller(&req)?;
         let r = req.into_inner();
+        // A scoped principal lists by one of its apps, APIs or groups: the filter is
+        // what names the owner.
+        let app = match filter(&r.app_id) {
+            Some(id) => self.app_owner(id)?,
+            None => None,
+        };
+        let resource = match (filter(&r.api_id), filter(&r.group_id)) {
+            (Some(id), _) => self.api_owner(id)?,
+            (None, Some(id)) => self.group_owner(id)?,
+            (None, None) => None,
+        };
+        self.allow(
+            &c,
+            "ListGrants",
+            Owners {
+                app: app.as_deref(),
+                resource: resource.as_deref(),
+            },
+        )?;
         let f = GrantFilter {
             app_id: filter(&r.app_id).map(str::to_owned),
             api_id: filter(&r.api_id).map(str::to_owned),
@@ -536,9 +755,11 @@ impl Admin for AdminService {
     }
 
     async fn delete_grant(&self, req: Request<pb::DeleteGrantRequest>) -> Res<()> {
-        let who = actor(&req);
+        let c = caller(&req)?;
+        let who = c.actor.clone();
         let id = req.into_inner().id;
         need("id", &id)?;
+        self.allow_resource(&c, "DeleteGrant", self.grant_owners(&id)?.1)?;
         Ok(self.committed(
             self.store
                 .delete_grant(&who, &id)
@@ -548,12 +769,14 @@ impl Admin for AdminService {
     }
 
     async fn update_grant(&self, req: Request<pb::UpdateGrantRequest>) -> Res<pb::Grant> {
-        let who = actor(&req);
+        let c = caller(&req)?;
+        let who = c.actor.clone();
         let r = req.into_inner();
         let g = r
             .grant
             .ok_or_else(|| Status::from(invalid("grant", "required")))?;
         need("grant.id", &g.id)?;
+        self.allow_resource(&c, "UpdateGrant", self.grant_owners(&g.id)?.1)?;
         let patch = grant_patch(&g, r.update_mask.as_ref())?;
         let grant = self.commit(
             self.store
@@ -568,7 +791,8 @@ impl Admin for AdminService {
         &self,
         req: Request<pb::BatchCreateGrantsRequest>,
     ) -> Res<pb::BatchCreateGrantsResponse> {
-        let who = actor(&req);
+        let c = caller(&req)?;
+        let who = c.actor.clone();
         let r = req.into_inner();
         let b = batch_in(
             &r.app_ids,
@@ -577,6 +801,9 @@ impl Admin for AdminService {
             &r.stages,
             r.expires_at.as_ref(),
         )?;
+        for t in &b.targets {
+            self.allow_resource(&c, "BatchCreateGrants", self.target_owner(t)?)?;
+        }
         let (created, unchanged) = self.commit(
             self.store
                 .batch_create_grants(&who, &b)
@@ -593,9 +820,13 @@ impl Admin for AdminService {
         &self,
         req: Request<pb::BatchDeleteGrantsRequest>,
     ) -> Res<pb::BatchDeleteGrantsResponse> {
-        let who = actor(&req);
+        let c = caller(&req)?;
+        let who = c.actor.clone();
         let r = req.into_inner();
         let b = batch_in(&r.app_ids, &r.api_ids, &r.group_ids, &[], None)?;
+        for t in &b.targets {
+            self.allow_resource(&c, "BatchDeleteGrants", self.target_owner(t)?)?;
+        }
         let deleted = self.commit(
             self.store
                 .batch_delete_grants(&who, &b)
@@ -611,8 +842,10 @@ impl Admin for AdminService {
         &self,
         req: Request<pb::ListAppPermissionsRequest>,
     ) -> Res<pb::ListPermissionsResponse> {
+        let c = caller(&req)?;
         let r = req.into_inner();
         need("app_id", &r.app_id)?;
+        self.allow_app(&c, "ListAppPermissions", &r.app_id)?;
         let stage = filter(&r.stage).map(str::to_ascii_uppercase);
         let reach = self
             .store
@@ -627,8 +860,10 @@ impl Admin for AdminService {
         &self,
         req: Request<pb::ListApiCallersRequest>,
     ) -> Res<pb::ListPermissionsResponse> {
+        let c = caller(&req)?;
         let r = req.into_inner();
         need("api_id", &r.api_id)?;
+        self.allow_resource(&c, "ListApiCallers", self.api_owner(&r.api_id)?)?;
         let stage = filter(&r.stage).map(str::to_ascii_uppercase);
         let reach = self
             .store
@@ -645,6 +880,7 @@ impl Admin for AdminService {
         &self,
         req: Request<pb::ListAuditEventsRequest>,
     ) -> Res<pb::ListAuditEventsResponse> {
+        self.allow(&caller(&req)?, "ListAuditEvents", Owners::default())?;
         let r = req.into_inner();
         let since = opt_ms_of("since", r.since.as_ref())?;
         let (events, next) = self
@@ -661,12 +897,103 @@ impl Admin for AdminService {
         }))
     }
 
-    async fn export(&self, _: Request<pb::ExportRequest>) -> Res<pb::Config> {
+    // === principals ===
+
+    async fn create_principal(
+        &self,
+        req: Request<pb::CreatePrincipalRequest>,
+    ) -> Res<pb::CreatePrincipalResponse> {
+        let c = caller(&req)?;
+        self.allow(&c, "CreatePrincipal", Owners::default())?;
+        let p = req
+            .into_inner()
+            .principal
+            .ok_or_else(|| Status::from(invalid("principal", "required")))?;
+        let new = principal_in(&p)?;
+        let (p, token) = self.commit(
+            self.store
+                .create_principal(&c.actor, new)
+                .await
+                .map_err(AdminError::from)?,
+        );
+        Ok(Response::new(pb::CreatePrincipalResponse {
+            principal: Some(principal_out(&p)),
+            token: token.to_string(),
+        }))
+    }
+
+    async fn get_principal(&self, req: Request<pb::GetPrincipalRequest>) -> Res<pb::Principal> {
+        self.allow(&caller(&req)?, "GetPrincipal", Owners::default())?;
+        let name = req.into_inner().name;
+        need("name", &name)?;
+        let p = found("principal", &name, self.store.get_principal(&name))?;
+        Ok(Response::new(principal_out(&p)))
+    }
+
+    async fn list_principals(
+        &self,
+        req: Request<pb::ListPrincipalsRequest>,
+    ) -> Res<pb::ListPrincipalsResponse> {
+        self.allow(&caller(&req)?, "ListPrincipals", Owners::default())?;
+        let r = req.into_inner();
+        let (list, next) = self
+            .store
+            .list_principals(&page(r.page_size, &r.page_token)?)
+            .map_err(AdminError::from)?;
+        Ok(Response::new(pb::ListPrincipalsResponse {
+            principals: list.iter().map(principal_out).collect(),
+            next_page_token: next,
+        }))
+    }
+
+    async fn delete_principal(&self, req: Request<pb::DeletePrincipalRequest>) -> Res<()> {
+        let c = caller(&req)?;
+        self.allow(&c, "DeletePrincipal", Owners::default())?;
+        let name = req.into_inner().name;
+        need("name", &name)?;
+        Ok(self.committed(
+            self.store
+                .delete_principal(&c.actor, &name)
+                .await
+                .map_err(AdminError::from)?,
+        ))
+    }
+
+    async fn rotate_principal_token(
+        &self,
+        req: Request<pb::RotatePrincipalTokenRequest>,
+    ) -> Res<pb::CreatePrincipalResponse> {
+        let c = caller(&req)?;
+        self.allow(&c, "RotatePrincipalToken", Owners::default())?;
+        let name = req.into_inner().name;
+        need("name", &name)?;
+        let (p, token) = self.commit(
+            self.store
+                .rotate_principal_token(&c.actor, &name)
+                .await
+                .map_err(AdminError::from)?,
+        );
+        Ok(Response::new(pb::CreatePrincipalResponse {
+            principal: Some(principal_out(&p)),
+            token: token.to_string(),
+        }))
+    }
+
+    async fn who_am_i(&self, req: Request<pb::WhoAmIRequest>) -> Res<pb::Principal> {
+        let c = caller(&req)?;
+        self.allow(&c, "WhoAmI", Owners::default())?;
+        Ok(Response::new(principal_out(&c.principal)))
+    }
+
+    async fn export(&self, req: Request<pb::ExportRequest>) -> Res<pb::Config> {
+        self.allow(&caller(&req)?, "Export", Owners::default())?;
         Ok(Response::new(declarative::export(&self.store)?))
     }
 
     async fn apply(&self, req: Request<pb::ApplyRequest>) -> Res<pb::ApplyResponse> {
-        let who = actor(&req);
+        let c = caller(&req)?;
+        self.allow(&c, "Apply", Owners::default())?;
+        let who = c.actor;
         let r = req.into_inner();
         let config = r
             .config
@@ -686,6 +1013,7 @@ impl Admin for AdminService {
     }
 
     async fn explain(&self, req: Request<pb::ExplainRequest>) -> Res<pb::ExplainResponse> {
+        self.allow(&caller(&req)?, "Explain", Owners::default())?;
         let r = req.into_inner();
         let view = explain::view(&r)?;
         let now_ms = match opt_ms_of("at", r.at.as_ref())? {
@@ -701,7 +1029,9 @@ impl Admin for AdminService {
     /// Takes the backup into a temp file (writes wait only that long), then streams it
     /// in 64 KiB chunks and removes it, however the stream ends.
     async fn backup(&self, req: Request<pb::BackupRequest>) -> Res<Self::BackupStream> {
-        let who = actor(&req);
+        let c = caller(&req)?;
+        self.allow(&c, "Backup", Owners::default())?;
+        let who = c.actor;
         let (path, stats) = self.store.backup_to_temp().await?;
         tracing::info!(actor = %who, records = stats.records, bytes = stats.bytes, "backup taken");
         let (tx, rx) = tokio::sync::mpsc::channel(4);

@@ -206,6 +206,27 @@ pub struct AuditRecord {
     pub summary: String,
 }
 
+/// An admin API identity. Its token is kept only as a SHA-256 digest.
+#[derive(Clone, PartialEq, Message)]
+pub struct PrincipalRecord {
+    #[prost(string, tag = "1")]
+    pub name: String,
+    /// `admin`, `viewer`, `provider`, `developer`.
+    #[prost(string, tag = "2")]
+    pub role: String,
+    /// The tenant a provider or developer acts for; empty for admin and viewer.
+    #[prost(string, tag = "3")]
+    pub owner: String,
+    #[prost(bytes = "vec", tag = "4")]
+    pub token_sha256: Vec<u8>,
+    #[prost(string, tag = "5")]
+    pub description: String,
+    #[prost(int64, tag = "6")]
+    pub create_ms: i64,
+    #[prost(int64, tag = "7")]
+    pub update_ms: i64,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

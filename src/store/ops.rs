@@ -556,7 +556,7 @@ impl Store {
     }
 
     /// One page of `tree` under `prefix`: `keep` turns an entry into an item or skips it.
-    fn page<T>(
+    pub(super) fn page<T>(
         &self,
         tree: Tree,
         prefix: &[u8],

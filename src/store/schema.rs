@@ -43,10 +43,14 @@ pub enum Tree {
     GrantsByTarget,
     /// big-endian u64 sequence -> audit record
     Audit,
+    /// principal name -> principal record (admin API identities)
+    Principals,
+    /// SHA-256(token) -> principal name
+    PrincipalTokens,
 }
 
 impl Tree {
-    pub const ALL: [Tree; 15] = [
+    pub const ALL: [Tree; 17] = [
         Tree::Apps,
         Tree::AppNames,
         Tree::AppCodes,
@@ -62,6 +66,8 @@ impl Tree {
         Tree::GrantsByApp,
         Tree::GrantsByTarget,
         Tree::Audit,
+        Tree::Principals,
+        Tree::PrincipalTokens,
     ];
 
     pub fn name(self) -> &'static str {
@@ -81,6 +87,8 @@ impl Tree {
             Tree::GrantsByApp => "grants_by_app",
             Tree::GrantsByTarget => "grants_by_target",
             Tree::Audit => "audit",
+            Tree::Principals => "principals",
+            Tree::PrincipalTokens => "principal_tokens",
         }
     }
 

@@ -1,41 +1,88 @@
 //! Admin authentication: `authorization: Bearer <token>` on every admin RPC.
 //!
-//! Owns: the token comparison (constant time, over SHA-256 digests so that the
-//! comparison does not even depend on the presented token's length), the failure log
-//! and counter, and the `Actor` recorded in the audit log.
+//! Owns: finding who a token belongs to (the bootstrap token, compared in constant
+//! time over SHA-256 digests so the comparison does not even depend on the presented
+//! token's length; or a principal's, found by its digest), the `Caller` handed to
+//! the handlers, and the failure counter. `calls::Logged` runs it on every call.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
-use tonic::service::Interceptor;
-use tonic::{Request, Status};
 
-/// Who made an admin call, for the audit log.
+use crate::model::{Principal, Role};
+use crate::store::Store;
+use crate::store::principals::token_digest;
+
+/// Who made an admin call: the principal, and the actor the audit log records.
 #[derive(Clone, Debug)]
-pub struct Actor(pub String);
+pub struct Caller {
+    pub principal: Principal,
+    pub actor: String,
+}
 
 #[derive(Clone)]
 pub struct AdminAuth {
     token_digest: [u8; 32],
-    failures: Arc<AtomicU64>,
+    store: Arc<Store>,
+    pub failures: Arc<AtomicU64>,
 }
 
 impl AdminAuth {
-    pub fn new(token: &str, failures: Arc<AtomicU64>) -> Self {
+    pub fn new(token: &str, store: Arc<Store>, failures: Arc<AtomicU64>) -> Self {
         Self {
             token_digest: Sha256::digest(token.as_bytes()).into(),
+            store,
             failures,
         }
     }
 
-    fn verify(&self, header: Option<&str>) -> bool {
-        let Some(presented) = header.and_then(bearer) else {
-            return false;
-        };
-        let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
-        digest.ct_eq(&self.token_digest).into()
+    /// The caller a request's token names, or `None` (counted).
+    pub fn authenticate(&self, headers: &http::HeaderMap) -> Option<Caller> {
+        let caller = headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(bearer)
+            .and_then(|token| self.lookup(token, headers));
+        if caller.is_none() {
+            self.failures.fetch_add(1, Ordering::Relaxed);
+        }
+        caller
+    }
+
+    fn lookup(&self, token: &str, headers: &http::HeaderMap) -> Option<Caller> {
+        let digest = token_digest(token);
+        if bool::from(digest.ct_eq(&self.token_digest)) {
+            return Some(Caller {
+                principal: bootstrap(),
+                actor: actor_label(headers),
+            });
+        }
+        // A digest the attacker cannot choose: the lookup learns nothing from timing.
+        match self.store.principal_by_token(&digest) {
+            Ok(Some(p)) => Some(Caller {
+                actor: p.name.clone(),
+                principal: p,
+            }),
+            Ok(None) => None,
+            Err(error) => {
+                tracing::warn!(%error, "cannot look up an admin token; refusing the call");
+                None
+            }
+        }
+    }
+}
+
+/// The bootstrap token's principal.
+pub fn bootstrap() -> Principal {
+    Principal {
+        name: "admin".into(),
+        role: Role::Admin,
+        owner: String::new(),
+        description: "the bootstrap token (--admin-token-file)".into(),
+        create_ms: 0,
+        update_ms: 0,
     }
 }
 
@@ -45,30 +92,10 @@ fn bearer(value: &str) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
-impl Interceptor for AdminAuth {
-    fn call(&mut self, mut req: Request<()>) -> Result<Request<()>, Status> {
-        let header = req
-            .metadata()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok());
-        if !self.verify(header) {
-            self.failures.fetch_add(1, Ordering::Relaxed);
-            let peer = req.remote_addr().map(|a| a.to_string()).unwrap_or_default();
-            tracing::warn!(%peer, presented = header.is_some(), "admin call refused: missing or invalid bearer token");
-            return Err(Status::unauthenticated(
-                "missing or invalid admin token (authorization: Bearer <token>)",
-            ));
-        }
-        let label = actor_label(req.metadata().as_ref());
-        req.extensions_mut().insert(Actor(label));
-        Ok(req)
-    }
-}
-
-/// Who a call with a valid token is: `admin`, or `admin:<label>` with the optional,
-/// unauthenticated `x-keygate-actor` label, so operators sharing the token can be
-/// told apart in the audit log and the admin call log. Control characters are
-/// refused so that a label cannot forge log lines.
+/// The bootstrap token's actor: `admin`, or `admin:<label>` with the optional,
+/// unauthenticated `x-keygate-actor` label, so operators sharing that one token can
+/// be told apart in the audit log (principals have names of their own). Control
+/// characters are refused so that a label cannot forge log lines.
 pub fn actor_label(headers: &http::HeaderMap) -> String {
     headers
         .get("x-keygate-actor")
@@ -83,13 +110,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn bearer_token_check() {
-        let a = AdminAuth::new("s3cret-token-value", Arc::default());
-        assert!(a.verify(Some("Bearer s3cret-token-value")));
-        assert!(a.verify(Some("bearer  s3cret-token-value ")));
-        assert!(!a.verify(Some("Bearer s3cret-token-valuf")));
-        assert!(!a.verify(Some("Basic s3cret-token-value")));
-        assert!(!a.verify(Some("s3cret-token-value")));
-        assert!(!a.verify(None));
+    fn bearer_scheme() {
+        assert_eq!(bearer("Bearer abc"), Some("abc"));
+        assert_eq!(bearer("bearer  abc "), Some("abc"));
+        assert_eq!(bearer("Basic abc"), None);
+        assert_eq!(bearer("abc"), None);
     }
 }

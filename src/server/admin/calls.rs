@@ -1,11 +1,13 @@
-//! One log line per admin call: who (the principal), which RPC, the outcome and the
-//! time it took, at info level (`target: keygate::admin`).
+//! The door of the admin service: authenticate every call, then log it.
 //!
-//! Owns: `Logged<S>`, a tower service around the admin service (outside the token
-//! check, so refused calls are logged too). The outcome is the `grpc-status` of the
-//! response headers: every refusal and error of a unary call is answered that way
-//! (trailers-only); a call whose headers carry none succeeded (its OK travels in the
-//! trailers). Never a request field: they may hold secrets.
+//! Owns: `Logged<S>`, a tower service around the admin service. It finds the caller
+//! (`auth`), refuses a call without a valid token (UNAUTHENTICATED), hands the
+//! `Caller` to the handlers in the request's extensions, and writes one info line per
+//! call (`target: keygate::admin`): principal, RPC, outcome, time taken. The outcome
+//! is the `grpc-status` of the response headers: every refusal and error of a unary
+//! call is answered that way (trailers-only); a call whose headers carry none
+//! succeeded (its OK travels in the trailers). Never a request field: they may hold
+//! secrets.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -14,16 +16,17 @@ use std::task::{Context, Poll};
 use tonic::server::NamedService;
 use tower::Service;
 
-use super::auth::actor_label;
+use super::auth::AdminAuth;
 
 #[derive(Clone)]
 pub struct Logged<S> {
     inner: S,
+    auth: AdminAuth,
 }
 
 impl<S> Logged<S> {
-    pub fn new(inner: S) -> Self {
-        Self { inner }
+    pub fn new(inner: S, auth: AdminAuth) -> Self {
+        Self { inner, auth }
     }
 }
 
@@ -62,6 +65,8 @@ impl<S, B, R> Service<http::Request<B>> for Logged<S>
 where
     S: Service<http::Request<B>, Response = http::Response<R>>,
     S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    R: Default + Send + 'static,
 {
     type Response = S::Response;
     type Error = S::Error;
@@ -71,7 +76,7 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+    fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
         let rpc = req
             .uri()
             .path()
@@ -79,7 +84,6 @@ where
             .next()
             .unwrap_or_default()
             .to_owned();
-        let principal = actor_label(req.headers());
         let peer = req
             .extensions()
             .get::<tonic::transport::server::TcpConnectInfo>()
@@ -87,6 +91,24 @@ where
             .map(|a| a.to_string())
             .unwrap_or_default();
         let started = std::time::Instant::now();
+        let Some(caller) = self.auth.authenticate(req.headers()) else {
+            tracing::warn!(
+                target: "keygate::admin",
+                principal = "-",
+                rpc = %rpc,
+                code = "UNAUTHENTICATED",
+                latency_us = 0u64,
+                peer = %peer,
+                "admin call refused: missing or invalid bearer token"
+            );
+            let refused = tonic::Status::unauthenticated(
+                "missing or invalid admin token (authorization: Bearer <token>)",
+            )
+            .into_http::<R>();
+            return Box::pin(async move { Ok(refused) });
+        };
+        let principal = caller.actor.clone();
+        req.extensions_mut().insert(caller);
         let fut = self.inner.call(req);
         Box::pin(async move {
             let out = fut.await;
@@ -94,12 +116,6 @@ where
             let code = match &out {
                 Ok(resp) => code_name(resp.headers().get("grpc-status")),
                 Err(_) => "INTERNAL",
-            };
-            // A refused token proves nothing about who called: no principal then.
-            let principal = if code == "UNAUTHENTICATED" {
-                "-".to_owned()
-            } else {
-                principal
             };
             tracing::info!(
                 target: "keygate::admin",

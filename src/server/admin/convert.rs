@@ -633,6 +633,52 @@ pub fn permission_out(r: &crate::store::Reach) -> pb::Permission {
     }
 }
 
+// === principals ===
+
+pub fn principal_in(p: &pb::Principal) -> R<model::Principal> {
+    app_id("Principal.name", &p.name)?;
+    if p.name == "admin" {
+        return Err(invalid(
+            "Principal.name",
+            "'admin' is the bootstrap token's principal",
+        ));
+    }
+    let role = model::Role::parse(&p.role).ok_or_else(|| {
+        invalid(
+            "Principal.role",
+            "one of admin, viewer, provider, developer",
+        )
+    })?;
+    if role.scoped() {
+        name("Principal.owner", &p.owner)?;
+    } else if !p.owner.is_empty() {
+        return Err(invalid(
+            "Principal.owner",
+            format!("a {} acts for every owner: leave it empty", role.as_str()),
+        ));
+    }
+    text("Principal.description", &p.description, 1024)?;
+    Ok(model::Principal {
+        name: p.name.clone(),
+        role,
+        owner: p.owner.clone(),
+        description: p.description.clone(),
+        create_ms: 0,
+        update_ms: 0,
+    })
+}
+
+pub fn principal_out(p: &model::Principal) -> pb::Principal {
+    pb::Principal {
+        name: p.name.clone(),
+        role: p.role.as_str().to_owned(),
+        owner: p.owner.clone(),
+        description: p.description.clone(),
+        create_time: (p.create_ms > 0).then(|| ts(p.create_ms)).flatten(),
+        update_time: (p.update_ms > 0).then(|| ts(p.update_ms)).flatten(),
+    }
+}
+
 pub fn grant_out(g: &model::Grant) -> pb::Grant {
     pb::Grant {
         id: g.id.clone(),
