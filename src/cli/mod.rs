@@ -25,6 +25,7 @@ pub mod grants;
 pub mod groups;
 pub mod keys;
 pub mod output;
+pub mod principals;
 pub mod time;
 
 /// The `--help` text every family ends with.
@@ -76,6 +77,12 @@ pub enum AdminCommand {
     /// Why Check would allow or deny a request: every step of the pipeline.
     #[command(after_long_help = EXIT_CODES)]
     Explain(explain::ExplainCmd),
+    /// Admin principals: named identities with a role and their own token.
+    #[command(after_long_help = EXIT_CODES)]
+    Principal(principals::PrincipalCmd),
+    /// Who the admin token in use belongs to.
+    #[command(name = "whoami", after_long_help = EXIT_CODES)]
+    WhoAmI(principals::WhoAmICmd),
 }
 
 /// Options of every admin verb; `global` so they may come before or after the verb.
@@ -300,6 +307,8 @@ pub fn run(cmd: AdminCommand) -> ExitCode {
             AdminCommand::Apply(a) => declarative::apply(Ctx::new(a.common.clone()), a).await,
             AdminCommand::Diff(d) => declarative::diff(Ctx::new(d.common.clone()), d).await,
             AdminCommand::Explain(e) => explain::run(Ctx::new(e.common.clone()), e).await,
+            AdminCommand::Principal(p) => principals::run(Ctx::new(p.common), p.verb).await,
+            AdminCommand::WhoAmI(w) => principals::whoami(Ctx::new(w.common)).await,
         }
     });
     match result {

@@ -194,6 +194,40 @@ impl Printable for pb::KeyPair {
     }
 }
 
+impl Printable for pb::Principal {
+    fn json(&self) -> Value {
+        json!({
+            "name": self.name,
+            "role": self.role,
+            "owner": self.owner,
+            "description": self.description,
+            "create_time": ts(self.create_time.as_ref()),
+            "update_time": ts(self.update_time.as_ref()),
+        })
+    }
+    fn fields(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("name", self.name.clone()),
+            ("role", self.role.clone()),
+            ("owner", self.owner.clone()),
+            ("description", self.description.clone()),
+            ("create_time", ts_text(self.create_time.as_ref(), "")),
+            ("update_time", ts_text(self.update_time.as_ref(), "")),
+        ]
+    }
+    fn columns() -> &'static [&'static str] {
+        &["NAME", "ROLE", "OWNER", "DESCRIPTION"]
+    }
+    fn row(&self) -> Vec<String> {
+        vec![
+            self.name.clone(),
+            self.role.clone(),
+            self.owner.clone(),
+            self.description.clone(),
+        ]
+    }
+}
+
 impl Printable for pb::Group {
     fn json(&self) -> Value {
         json!({
