@@ -702,3 +702,56 @@ async fn partner_authorization_across_two_tenants() {
         ("partner-dev", "developer", "partner")
     );
 }
+
+#[tokio::test]
+async fn the_cli_creates_principals_whose_tokens_work() {
+    use common::cli::{cli, json, run_env};
+    let kg = Keygate::start();
+    let created = json(
+        &kg,
+        &[
+            "principal",
+            "create",
+            "--name",
+            "ci-viewer",
+            "--role",
+            "viewer",
+        ],
+    );
+    let token = created["token"].as_str().unwrap().to_owned();
+    assert_eq!(created["principal"]["role"], "viewer");
+    let addr = kg.admin_addr().to_string();
+    let me = run_env(
+        &["whoami", "--output", "json", "--admin-addr", &addr],
+        &[("KEYGATE_ADMIN_TOKEN", &token)],
+    )
+    .json();
+    assert_eq!(me["name"], "ci-viewer");
+    let refused = run_env(
+        &[
+            "app",
+            "create",
+            "--name",
+            "x",
+            "--owner",
+            "o",
+            "--admin-addr",
+            &addr,
+        ],
+        &[("KEYGATE_ADMIN_TOKEN", &token)],
+    );
+    assert_eq!(refused.code, 1);
+    assert!(
+        refused.stderr.contains("PERMISSION_DENIED"),
+        "{}",
+        refused.stderr
+    );
+    let bad = cli(
+        &kg,
+        &["principal", "create", "--name", "p", "--role", "developer"],
+    );
+    assert_eq!(bad.code, 1);
+    assert!(bad.stderr.contains("Principal.owner"), "{}", bad.stderr);
+    let listed = json(&kg, &["principal", "list"]);
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
+}
