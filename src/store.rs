@@ -21,6 +21,7 @@ mod convert;
 mod grants;
 mod ops;
 pub mod principals;
+pub mod requests;
 mod summary;
 
 use std::path::{Path, PathBuf};
@@ -53,6 +54,10 @@ pub enum StoreError {
         field: &'static str,
         message: String,
     },
+    /// The store's own check of who may decide what (a permission request's item
+    /// of another owner's target).
+    #[error("{0}")]
+    PermissionDenied(String),
     /// A declarative apply whose file cannot be made true (`apply`): `field` is the
     /// entry's path in the file, e.g. `grants[3].api`.
     #[error("{field}: {message}")]

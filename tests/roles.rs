@@ -29,6 +29,7 @@ struct Fixture {
     api: String,
     grant: String,
     principal: String,
+    request: String,
 }
 
 async fn fixture(admin: &mut Admin) -> Fixture {
@@ -87,6 +88,16 @@ async fn fixture(admin: &mut Admin) -> Fixture {
         .await
         .unwrap()
         .into_inner();
+    let request = admin
+        .create_permission_request(pb::CreatePermissionRequestRequest {
+            app_id: app.clone(),
+            api_ids: vec![api.id.clone()],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .id;
     let principal = format!("fx{n}");
     admin
         .create_principal(pb::CreatePrincipalRequest {
@@ -105,6 +116,7 @@ async fn fixture(admin: &mut Admin) -> Fixture {
         api: api.id,
         grant: grant.id,
         principal,
+        request,
     }
 }
 
@@ -391,6 +403,45 @@ async fn call(
             c.list_api_callers(pb::ListApiCallersRequest {
                 api_id: id(&f.api),
                 ..Default::default()
+            })
+        ),
+        "CreatePermissionRequest" => go!(
+            app_side(),
+            c.create_permission_request(pb::CreatePermissionRequestRequest {
+                app_id: id(&f.app),
+                group_ids: vec![id(&f.group)],
+                ..Default::default()
+            })
+        ),
+        "GetPermissionRequest" => go!(
+            both(),
+            c.get_permission_request(pb::GetPermissionRequestRequest { id: id(&f.request) })
+        ),
+        "ListPermissionRequests" => go!(
+            app_side(),
+            c.list_permission_requests(pb::ListPermissionRequestsRequest {
+                app_id: id(&f.app),
+                ..Default::default()
+            })
+        ),
+        "ApprovePermissionRequest" => go!(
+            resource_side(),
+            c.approve_permission_request(pb::DecidePermissionRequestRequest {
+                id: id(&f.request),
+                ..Default::default()
+            })
+        ),
+        "RejectPermissionRequest" => go!(
+            resource_side(),
+            c.reject_permission_request(pb::DecidePermissionRequestRequest {
+                id: id(&f.request),
+                ..Default::default()
+            })
+        ),
+        "WithdrawPermissionRequest" => go!(
+            app_side(),
+            c.withdraw_permission_request(pb::WithdrawPermissionRequestRequest {
+                id: id(&f.request)
             })
         ),
         "ListAuditEvents" => go!(

@@ -26,6 +26,7 @@ pub mod groups;
 pub mod keys;
 pub mod output;
 pub mod principals;
+pub mod requests;
 pub mod time;
 
 /// The `--help` text every family ends with.
@@ -77,6 +78,9 @@ pub enum AdminCommand {
     /// Why Check would allow or deny a request: every step of the pipeline.
     #[command(after_long_help = EXIT_CODES)]
     Explain(explain::ExplainCmd),
+    /// Permission requests: a developer applies, a provider approves or rejects.
+    #[command(after_long_help = EXIT_CODES)]
+    Request(requests::RequestCmd),
     /// Admin principals: named identities with a role and their own token.
     #[command(after_long_help = EXIT_CODES)]
     Principal(principals::PrincipalCmd),
@@ -307,6 +311,7 @@ pub fn run(cmd: AdminCommand) -> ExitCode {
             AdminCommand::Apply(a) => declarative::apply(Ctx::new(a.common.clone()), a).await,
             AdminCommand::Diff(d) => declarative::diff(Ctx::new(d.common.clone()), d).await,
             AdminCommand::Explain(e) => explain::run(Ctx::new(e.common.clone()), e).await,
+            AdminCommand::Request(r) => requests::run(Ctx::new(r.common), r.verb).await,
             AdminCommand::Principal(p) => principals::run(Ctx::new(p.common), p.verb).await,
             AdminCommand::WhoAmI(w) => principals::whoami(Ctx::new(w.common)).await,
         }

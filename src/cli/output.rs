@@ -194,6 +194,105 @@ impl Printable for pb::KeyPair {
     }
 }
 
+fn item_text(i: &pb::PermissionItem) -> String {
+    use pb::permission_item::Target;
+    let t = match &i.target {
+        Some(Target::ApiId(id)) => format!("api {id}"),
+        Some(Target::GroupId(id)) => format!("group {id}"),
+        None => String::new(),
+    };
+    let mut s = format!("{t}: {}", i.status);
+    if !i.decided_by.is_empty() {
+        s.push_str(&format!(" by {}", i.decided_by));
+    }
+    if !i.grant_id.is_empty() {
+        s.push_str(&format!(" (grant {})", i.grant_id));
+    }
+    if !i.comment.is_empty() {
+        s.push_str(&format!(": {}", i.comment));
+    }
+    s
+}
+
+impl Printable for pb::PermissionRequest {
+    fn json(&self) -> Value {
+        use pb::permission_item::Target;
+        let items: Vec<Value> = self
+            .items
+            .iter()
+            .map(|i| {
+                let (api, group) = match &i.target {
+                    Some(Target::ApiId(id)) => (json!(id), Value::Null),
+                    Some(Target::GroupId(id)) => (Value::Null, json!(id)),
+                    None => (Value::Null, Value::Null),
+                };
+                json!({
+                    "api_id": api,
+                    "group_id": group,
+                    "status": i.status,
+                    "decided_by": i.decided_by,
+                    "decide_time": ts(i.decide_time.as_ref()),
+                    "comment": i.comment,
+                    "grant_id": i.grant_id,
+                    "granted_stages": i.granted_stages,
+                    "granted_expires_at": ts(i.granted_expires_at.as_ref()),
+                })
+            })
+            .collect();
+        json!({
+            "id": self.id,
+            "app_id": self.app_id,
+            "status": self.status,
+            "items": items,
+            "stages": self.stages,
+            "reason": self.reason,
+            "valid_days": self.valid_days,
+            "valid_until": ts(self.valid_until.as_ref()),
+            "requested_by": self.requested_by,
+            "create_time": ts(self.create_time.as_ref()),
+            "update_time": ts(self.update_time.as_ref()),
+        })
+    }
+    fn fields(&self) -> Vec<(&'static str, String)> {
+        let validity = match (&self.valid_until, self.valid_days) {
+            (Some(t), _) => format!("until {}", format_ts(t)),
+            (None, d) if d > 0 => format!("{d} days"),
+            _ => "permanent".to_owned(),
+        };
+        let mut f = vec![
+            ("id", self.id.clone()),
+            ("app_id", self.app_id.clone()),
+            ("status", self.status.clone()),
+            ("stages", list_text(&self.stages, "any")),
+            ("validity", validity),
+            ("reason", self.reason.clone()),
+            ("requested_by", self.requested_by.clone()),
+            ("create_time", ts_text(self.create_time.as_ref(), "")),
+        ];
+        for i in &self.items {
+            f.push(("item", item_text(i)));
+        }
+        f
+    }
+    fn columns() -> &'static [&'static str] {
+        &["ID", "APP", "STATUS", "ITEMS", "REQUESTED_BY", "CREATED"]
+    }
+    fn row(&self) -> Vec<String> {
+        vec![
+            self.id.clone(),
+            self.app_id.clone(),
+            self.status.clone(),
+            self.items
+                .iter()
+                .map(item_text)
+                .collect::<Vec<_>>()
+                .join("; "),
+            self.requested_by.clone(),
+            ts_text(self.create_time.as_ref(), ""),
+        ]
+    }
+}
+
 impl Printable for pb::Principal {
     fn json(&self) -> Value {
         json!({

@@ -104,6 +104,62 @@ impl AdminService {
         )
     }
 
+    /// The owner a request is checked against on the providers' side: the caller's
+    /// own when one of the request's targets is its owner's (so each provider sees
+    /// and decides its part), else the first target's.
+    fn request_owner(
+        &self,
+        c: &Caller,
+        r: &crate::store::codec::PermissionRequestRecord,
+    ) -> Result<Option<String>, Status> {
+        let mut first = None;
+        for i in &r.items {
+            let owner = if i.api_id.is_empty() {
+                self.group_owner(&i.group_id)?
+            } else {
+                self.api_owner(&i.api_id)?
+            };
+            if owner.as_deref() == Some(c.principal.owner.as_str()) {
+                return Ok(owner);
+            }
+            first = first.or(owner);
+        }
+        Ok(first)
+    }
+
+    async fn decide(
+        &self,
+        req: Request<pb::DecidePermissionRequestRequest>,
+        approve: bool,
+    ) -> Res<pb::PermissionRequest> {
+        let c = caller(&req)?;
+        let r = req.into_inner();
+        let d = decision_in(&r, approve)?;
+        let rpc = if approve {
+            "ApprovePermissionRequest"
+        } else {
+            "RejectPermissionRequest"
+        };
+        let resource = match self.store.get_request(&r.id).map_err(AdminError::from)? {
+            Some(rec) => self.request_owner(&c, &rec)?,
+            None => None,
+        };
+        self.allow_resource(&c, rpc, resource)?;
+        // A provider decides only its owner's items; admin decides any.
+        let decider = c
+            .principal
+            .role
+            .scoped()
+            .then_some(c.principal.owner.as_str());
+        let rec = self.commit(
+            self.store
+                .decide_request(&c.actor, &r.id, decider, &d)
+                .await
+                .map_err(AdminError::from)?,
+        );
+        Ok(Response::new(request_out(&rec)))
+    }
+
     fn app_owner(&self, id: &str) -> Result<Option<String>, Status> {
         Ok(self
             .store
@@ -895,6 +951,134 @@ impl Admin for AdminService {
             events: events.iter().map(audit_out).collect(),
             next_page_token: next,
         }))
+    }
+
+    // === permission requests ===
+
+    async fn create_permission_request(
+        &self,
+        req: Request<pb::CreatePermissionRequestRequest>,
+    ) -> Res<pb::PermissionRequest> {
+        let c = caller(&req)?;
+        let new = request_in(&req.into_inner())?;
+        self.allow_app(&c, "CreatePermissionRequest", &new.app_id)?;
+        let rec = self.commit(
+            self.store
+                .create_request(&c.actor, new)
+                .await
+                .map_err(AdminError::from)?,
+        );
+        Ok(Response::new(request_out(&rec)))
+    }
+
+    async fn get_permission_request(
+        &self,
+        req: Request<pb::GetPermissionRequestRequest>,
+    ) -> Res<pb::PermissionRequest> {
+        let c = caller(&req)?;
+        let id = req.into_inner().id;
+        need("id", &id)?;
+        let rec = self.store.get_request(&id).map_err(AdminError::from)?;
+        let (app, resource) = match &rec {
+            Some(r) => (self.app_owner(&r.app_id)?, self.request_owner(&c, r)?),
+            None => (None, None),
+        };
+        self.allow(
+            &c,
+            "GetPermissionRequest",
+            Owners {
+                app: app.as_deref(),
+                resource: resource.as_deref(),
+            },
+        )?;
+        let rec = rec.ok_or_else(|| {
+            Status::from(AdminError::from(crate::store::StoreError::not_found(
+                "permission request",
+                &id,
+            )))
+        })?;
+        Ok(Response::new(request_out(&rec)))
+    }
+
+    async fn list_permission_requests(
+        &self,
+        req: Request<pb::ListPermissionRequestsRequest>,
+    ) -> Res<pb::ListPermissionRequestsResponse> {
+        let c = caller(&req)?;
+        let r = req.into_inner();
+        let app = match filter(&r.app_id) {
+            Some(id) => self.app_owner(id)?,
+            None => None,
+        };
+        let target = filter(&r.api_id).or(filter(&r.group_id));
+        let resource = match (filter(&r.api_id), filter(&r.group_id)) {
+            (Some(id), _) => self.api_owner(id)?,
+            (None, Some(id)) => self.group_owner(id)?,
+            (None, None) => None,
+        };
+        self.allow(
+            &c,
+            "ListPermissionRequests",
+            Owners {
+                app: app.as_deref(),
+                resource: resource.as_deref(),
+            },
+        )?;
+        let f = crate::store::requests::RequestFilter {
+            app_id: filter(&r.app_id).map(str::to_owned),
+            target_id: target.map(str::to_owned),
+            status: filter(&r.status).map(str::to_owned),
+        };
+        let (list, next) = self
+            .store
+            .list_requests(&page(r.page_size, &r.page_token)?, &f)
+            .map_err(AdminError::from)?;
+        Ok(Response::new(pb::ListPermissionRequestsResponse {
+            requests: list.iter().map(request_out).collect(),
+            next_page_token: next,
+        }))
+    }
+
+    async fn approve_permission_request(
+        &self,
+        req: Request<pb::DecidePermissionRequestRequest>,
+    ) -> Res<pb::PermissionRequest> {
+        self.decide(req, true).await
+    }
+
+    async fn reject_permission_request(
+        &self,
+        req: Request<pb::DecidePermissionRequestRequest>,
+    ) -> Res<pb::PermissionRequest> {
+        self.decide(req, false).await
+    }
+
+    async fn withdraw_permission_request(
+        &self,
+        req: Request<pb::WithdrawPermissionRequestRequest>,
+    ) -> Res<pb::PermissionRequest> {
+        let c = caller(&req)?;
+        let id = req.into_inner().id;
+        need("id", &id)?;
+        let app = match self.store.get_request(&id).map_err(AdminError::from)? {
+            Some(r) => self.app_owner(&r.app_id)?,
+            None => None,
+        };
+        self.allow(
+            &c,
+            "WithdrawPermissionRequest",
+            Owners {
+                app: app.as_deref(),
+                resource: None,
+            },
+        )?;
+        let rec = self.commit(
+            self.store
+                .withdraw_request(&c.actor, &id)
+                .await
+                .map_err(AdminError::from)?,
+        );
+        Ok(Response::new(request_out(&rec)))
     }
 
     // === principals ===

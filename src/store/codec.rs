@@ -227,6 +227,58 @@ pub struct PrincipalRecord {
     pub update_ms: i64,
 }
 
+/// One target of a permission request and what became of it.
+#[derive(Clone, PartialEq, Message)]
+pub struct PermissionItemRecord {
+    /// Exactly one of api_id / group_id is set.
+    #[prost(string, tag = "1")]
+    pub api_id: String,
+    #[prost(string, tag = "2")]
+    pub group_id: String,
+    /// pending, approved, rejected, withdrawn.
+    #[prost(string, tag = "3")]
+    pub status: String,
+    #[prost(string, tag = "4")]
+    pub decided_by: String,
+    #[prost(int64, tag = "5")]
+    pub decide_ms: i64,
+    #[prost(string, tag = "6")]
+    pub comment: String,
+    #[prost(string, tag = "7")]
+    pub grant_id: String,
+    #[prost(string, repeated, tag = "8")]
+    pub granted_stages: Vec<String>,
+    /// 0: the grant never expires.
+    #[prost(int64, tag = "9")]
+    pub granted_expires_ms: i64,
+}
+
+/// A developer's application for permissions (BlueKing), with every decision.
+#[derive(Clone, PartialEq, Message)]
+pub struct PermissionRequestRecord {
+    #[prost(string, tag = "1")]
+    pub id: String,
+    #[prost(string, tag = "2")]
+    pub app_id: String,
+    #[prost(message, repeated, tag = "3")]
+    pub items: Vec<PermissionItemRecord>,
+    #[prost(string, repeated, tag = "4")]
+    pub stages: Vec<String>,
+    #[prost(string, tag = "5")]
+    pub reason: String,
+    /// Validity from approval; 0 with no `valid_until_ms`: permanent.
+    #[prost(uint32, tag = "6")]
+    pub valid_days: u32,
+    #[prost(int64, tag = "7")]
+    pub valid_until_ms: i64,
+    #[prost(string, tag = "8")]
+    pub requested_by: String,
+    #[prost(int64, tag = "9")]
+    pub create_ms: i64,
+    #[prost(int64, tag = "10")]
+    pub update_ms: i64,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -47,10 +47,16 @@ pub enum Tree {
     Principals,
     /// SHA-256(token) -> principal name
     PrincipalTokens,
+    /// request id -> permission request record
+    PermissionRequests,
+    /// app id \0 request id -> ()
+    RequestsByApp,
+    /// api-or-group id \0 request id -> ()
+    RequestsByTarget,
 }
 
 impl Tree {
-    pub const ALL: [Tree; 17] = [
+    pub const ALL: [Tree; 20] = [
         Tree::Apps,
         Tree::AppNames,
         Tree::AppCodes,
@@ -68,6 +74,9 @@ impl Tree {
         Tree::Audit,
         Tree::Principals,
         Tree::PrincipalTokens,
+        Tree::PermissionRequests,
+        Tree::RequestsByApp,
+        Tree::RequestsByTarget,
     ];
 
     pub fn name(self) -> &'static str {
@@ -89,6 +98,9 @@ impl Tree {
             Tree::Audit => "audit",
             Tree::Principals => "principals",
             Tree::PrincipalTokens => "principal_tokens",
+            Tree::PermissionRequests => "permission_requests",
+            Tree::RequestsByApp => "requests_by_app",
+            Tree::RequestsByTarget => "requests_by_target",
         }
     }
 

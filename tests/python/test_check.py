@@ -12,9 +12,11 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import time
 import uuid
 from urllib.parse import unquote_plus
 
+import grpc
 import pytest
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.field_mask_pb2 import FieldMask
@@ -344,17 +346,32 @@ def test_grant_for_another_stage_is_no_grant(check, admin, api, prefix):
 
 
 def test_grant_expired(check, admin, api, prefix):
-    who = create_caller(admin, api, grant_expires_ms=now_ms() - 60_000)
+    # An expiry in the past is refused when the grant is made: let one lapse instead.
+    who = create_caller(admin, api, grant_expires_ms=now_ms() + 1_500)
+    assert_allowed(call(check, who, prefix_=prefix))
+    time.sleep(1.7)
     assert_denied(call(check, who, prefix_=prefix), "GrantExpired", 403, GRPC_PERMISSION_DENIED)
 
 
 def test_expired_key(check, admin, caller, prefix):
     kp = admin.res.KeyPair(app_key=caller.app_key)
-    kp.expires_at.CopyFrom(timestamp_ms(now_ms() - 60_000))
+    kp.expires_at.CopyFrom(timestamp_ms(now_ms() + 1_500))
     admin.UpdateKeyPair(
         admin.svc.UpdateKeyPairRequest(key_pair=kp, update_mask=FieldMask(paths=["expires_at"]))
     )
+    time.sleep(1.7)
     assert_denied(call(check, caller, prefix_=prefix), "KeyExpired", 401, GRPC_UNAUTHENTICATED)
+
+
+def test_an_expiry_in_the_past_is_refused(admin, caller):
+    kp = admin.res.KeyPair(app_key=caller.app_key)
+    kp.expires_at.CopyFrom(timestamp_ms(now_ms() - 60_000))
+    with pytest.raises(grpc.RpcError) as e:
+        admin.UpdateKeyPair(
+            admin.svc.UpdateKeyPairRequest(key_pair=kp, update_mask=FieldMask(paths=["expires_at"]))
+        )
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert e.value.details().startswith("KeyPair.expires_at:")
 
 
 def test_disabled_key(check, admin, caller, prefix):

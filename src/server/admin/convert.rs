@@ -633,6 +633,106 @@ pub fn permission_out(r: &crate::store::Reach) -> pb::Permission {
     }
 }
 
+// === permission requests ===
+
+pub fn request_in(r: &pb::CreatePermissionRequestRequest) -> R<crate::store::requests::NewRequest> {
+    required("app_id", &r.app_id)?;
+    text("reason", &r.reason, 1024)?;
+    let b = batch_in(
+        std::slice::from_ref(&r.app_id),
+        &r.api_ids,
+        &r.group_ids,
+        &r.stages,
+        None,
+    )?;
+    if b.targets.is_empty() {
+        return Err(invalid("api_ids", "name at least one API or group"));
+    }
+    let valid_days = match u32::try_from(r.valid_days) {
+        Ok(0) => None,
+        Ok(d) if d <= crate::store::requests::MAX_VALID_DAYS => Some(d),
+        _ => {
+            return Err(invalid(
+                "valid_days",
+                format!(
+                    "between 1 and {} (0: see valid_until, or permanent)",
+                    crate::store::requests::MAX_VALID_DAYS
+                ),
+            ));
+        }
+    };
+    let valid_until_ms = opt_ms_of("valid_until", r.valid_until.as_ref())?;
+    if valid_days.is_some() && valid_until_ms.is_some() {
+        return Err(invalid(
+            "valid_until",
+            "set valid_days or valid_until, not both",
+        ));
+    }
+    Ok(crate::store::requests::NewRequest {
+        app_id: r.app_id.clone(),
+        targets: b.targets,
+        stages: b.stages,
+        reason: r.reason.clone(),
+        valid_days,
+        valid_until_ms,
+    })
+}
+
+pub fn decision_in(
+    r: &pb::DecidePermissionRequestRequest,
+    approve: bool,
+) -> R<crate::store::requests::Decision> {
+    required("id", &r.id)?;
+    text("comment", &r.comment, 1024)?;
+    if !approve && (!r.stages.is_empty() || r.expires_at.is_some()) {
+        return Err(invalid(
+            "stages",
+            "a rejection grants nothing: set only a comment",
+        ));
+    }
+    Ok(crate::store::requests::Decision {
+        approve,
+        target_ids: r.target_ids.clone(),
+        comment: r.comment.clone(),
+        stages: stages("stages", &r.stages)?,
+        expires_ms: opt_ms_of("expires_at", r.expires_at.as_ref())?,
+    })
+}
+
+pub fn request_out(r: &crate::store::codec::PermissionRequestRecord) -> pb::PermissionRequest {
+    let nonzero = |ms: i64| (ms > 0).then(|| ts(ms)).flatten();
+    pb::PermissionRequest {
+        id: r.id.clone(),
+        app_id: r.app_id.clone(),
+        items: r
+            .items
+            .iter()
+            .map(|i| pb::PermissionItem {
+                target: Some(if i.api_id.is_empty() {
+                    pb::permission_item::Target::GroupId(i.group_id.clone())
+                } else {
+                    pb::permission_item::Target::ApiId(i.api_id.clone())
+                }),
+                status: i.status.clone(),
+                decided_by: i.decided_by.clone(),
+                decide_time: nonzero(i.decide_ms),
+                comment: i.comment.clone(),
+                grant_id: i.grant_id.clone(),
+                granted_stages: i.granted_stages.clone(),
+                granted_expires_at: nonzero(i.granted_expires_ms),
+            })
+            .collect(),
+        stages: r.stages.clone(),
+        reason: r.reason.clone(),
+        valid_days: i32::try_from(r.valid_days).unwrap_or(i32::MAX),
+        valid_until: nonzero(r.valid_until_ms),
+        status: crate::store::requests::overall(r).to_owned(),
+        requested_by: r.requested_by.clone(),
+        create_time: ts(r.create_ms),
+        update_time: ts(r.update_ms),
+    }
+}
+
 // === principals ===
 
 pub fn principal_in(p: &pb::Principal) -> R<model::Principal> {

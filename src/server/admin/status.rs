@@ -29,6 +29,7 @@ impl From<AdminError> for Status {
                 StoreError::NotFound { .. } => Code::NotFound,
                 StoreError::AlreadyExists(_) => Code::AlreadyExists,
                 StoreError::FailedPrecondition(_) => Code::FailedPrecondition,
+                StoreError::PermissionDenied(_) => Code::PermissionDenied,
                 StoreError::InvalidArgument { .. } | StoreError::Plan { .. } => {
                     Code::InvalidArgument
                 }
