@@ -145,6 +145,35 @@ pub struct ServeArgs {
     /// is missing. Off by default: a client can send those headers itself.
     #[arg(long, env = "KEYGATE_TRUST_FORWARDED_HEADERS", num_args = 0..=1, default_missing_value = "true")]
     pub trust_forwarded_headers: Option<bool>,
+    /// User authentication (APIs with `user_auth_required`): the header holding the
+    /// user's token, a JWT (default `x-user-token`; a `Bearer ` prefix is allowed).
+    #[arg(long, env = "KEYGATE_USER_TOKEN_HEADER")]
+    pub user_token_header: Option<String>,
+    /// ... or the cookie holding it when the header is absent (e.g. `bk_token`).
+    #[arg(long, env = "KEYGATE_USER_TOKEN_COOKIE")]
+    pub user_token_cookie: Option<String>,
+    /// File holding the HS256 secret of user tokens.
+    #[arg(long, env = "KEYGATE_USER_JWT_HS256_SECRET_FILE")]
+    pub user_jwt_hs256_secret_file: Option<PathBuf>,
+    /// JWKS file with the RS256 / ES256 public keys of user tokens (re-read when it
+    /// changes).
+    #[arg(long, env = "KEYGATE_USER_JWKS_FILE")]
+    pub user_jwks_file: Option<PathBuf>,
+    /// Required `iss` of user tokens.
+    #[arg(long, env = "KEYGATE_USER_JWT_ISSUER")]
+    pub user_jwt_issuer: Option<String>,
+    /// Required `aud` of user tokens.
+    #[arg(long, env = "KEYGATE_USER_JWT_AUDIENCE")]
+    pub user_jwt_audience: Option<String>,
+    /// Clock skew allowed on `exp` / `nbf`, seconds (default 30).
+    #[arg(long, env = "KEYGATE_USER_JWT_LEEWAY_SECS")]
+    pub user_jwt_leeway_secs: Option<u64>,
+    /// The claim naming the user (default `sub`).
+    #[arg(long, env = "KEYGATE_USER_ID_CLAIM")]
+    pub user_id_claim: Option<String>,
+    /// Upstream header carrying the verified user id (default `x-keygate-user-id`).
+    #[arg(long, env = "KEYGATE_USER_ID_HEADER")]
+    pub user_id_header: Option<String>,
     /// Most live nonces one key (or AppCode app) may hold in the replay cache, so no
     /// caller can fill the cache for the others (default: a sixteenth of its capacity).
     #[arg(long, env = "KEYGATE_REPLAY_PER_KEY_CAPACITY")]
@@ -253,6 +282,51 @@ impl ServeArgs {
         out.config = self.config.clone();
         Ok(out)
     }
+}
+
+/// User token settings, when a secret or a JWKS file is given.
+fn user_auth_config(o: &ServeArgs) -> Result<Option<crate::userauth::UserAuthConfig>, ConfigError> {
+    if o.user_jwt_hs256_secret_file.is_none() && o.user_jwks_file.is_none() {
+        return Ok(None);
+    }
+    let hs256_secret = match &o.user_jwt_hs256_secret_file {
+        Some(path) => {
+            let s = fs::read(path).map_err(|e| ConfigError::Io {
+                what: "cannot read the user token secret",
+                path: path.clone(),
+                source: e,
+            })?;
+            let s = s.trim_ascii().to_vec();
+            if s.len() < 32 {
+                return Err(ConfigError::Invalid(format!(
+                    "{}: an HS256 secret of at least 32 bytes",
+                    path.display()
+                )));
+            }
+            Some(s)
+        }
+        None => None,
+    };
+    let header = o
+        .user_token_header
+        .clone()
+        .unwrap_or_else(|| "x-user-token".into())
+        .to_ascii_lowercase();
+    if http::HeaderName::from_bytes(header.as_bytes()).is_err() {
+        return Err(ConfigError::Invalid(format!(
+            "user_token_header '{header}' is not a valid header name"
+        )));
+    }
+    Ok(Some(crate::userauth::UserAuthConfig {
+        header,
+        cookie: o.user_token_cookie.clone(),
+        hs256_secret,
+        jwks_file: o.user_jwks_file.clone(),
+        issuer: o.user_jwt_issuer.clone(),
+        audience: o.user_jwt_audience.clone(),
+        leeway_secs: o.user_jwt_leeway_secs.unwrap_or(30),
+        user_claim: o.user_id_claim.clone().unwrap_or_else(|| "sub".into()),
+    }))
 }
 
 fn etcd_config(o: &ServeArgs) -> Result<Option<EtcdConfig>, ConfigError> {
@@ -439,6 +513,9 @@ pub struct Config {
     pub path_mode: PathMode,
     pub trust_client_stage: bool,
     pub trust_forwarded_headers: bool,
+    /// `None`: no user token keys configured.
+    pub user_auth: Option<crate::userauth::UserAuthConfig>,
+    pub user_id_header: String,
     /// `None`: a sixteenth of `replay_capacity`.
     pub replay_per_key_capacity: Option<usize>,
     pub log_format: LogFormat,
@@ -473,6 +550,8 @@ impl Default for Config {
             path_mode: PathMode::Strict,
             trust_client_stage: false,
             trust_forwarded_headers: false,
+            user_auth: None,
+            user_id_header: "x-keygate-user-id".into(),
             replay_per_key_capacity: None,
             log_format: LogFormat::Text,
             decision_log: DecisionLog::All,
@@ -508,6 +587,7 @@ impl Config {
         };
         let o = args.over(file)?;
         let etcd = etcd_config(&o)?;
+        let user_auth = user_auth_config(&o)?;
         let d = Config::default();
         let dl = d.limits;
         let cfg = Config {
@@ -525,6 +605,12 @@ impl Config {
             trust_forwarded_headers: o
                 .trust_forwarded_headers
                 .unwrap_or(d.trust_forwarded_headers),
+            user_auth,
+            user_id_header: o
+                .user_id_header
+                .clone()
+                .unwrap_or(d.user_id_header)
+                .to_ascii_lowercase(),
             admin_token_file: o.admin_token_file,
             master_key_file: o.master_key_file,
             ready_file: o.ready_file,

@@ -54,6 +54,11 @@ pub struct DecideConfig {
     /// the stage selects grants, so it is the proxy's to say (it routes to the stage's
     /// upstream), never the client's, unless the proxy routes on that same header.
     pub trust_client_stage: bool,
+    /// User tokens, for APIs with `user_auth_required`; `None`: none configured
+    /// (such APIs then deny every request: fail closed).
+    pub user_auth: Option<Arc<crate::userauth::UserAuth>>,
+    /// Upstream header carrying the verified user id (lower-case).
+    pub user_id_header: String,
 }
 
 impl Default for DecideConfig {
@@ -64,6 +69,8 @@ impl Default for DecideConfig {
             extend_info_header: "x-keygate-app-extend-info".into(),
             path_mode: PathMode::Strict,
             trust_client_stage: false,
+            user_auth: None,
+            user_id_header: "x-keygate-user-id".into(),
         }
     }
 }
@@ -355,7 +362,12 @@ pub fn evaluate_traced<T: Trace>(
                     t.step(Step::Api, Outcome::Pass, || {
                         format!("API {} allows anonymous calls", api.id)
                     });
-                    allow_anonymous(view, api, stage, cfg)
+                    // An anonymous caller has no app to be whitelisted: a user token
+                    // is all it can prove, and on such an API it must.
+                    match check_user(view, cfg, api, "", now_ms) {
+                        Ok(user) => allow_anonymous(view, api, stage, cfg, user),
+                        Err(d) => d.into(),
+                    }
                 }
                 _ => deny.into(),
             });
@@ -536,6 +548,21 @@ fn decide_signed<T: Trace>(
             }),
         }
         grant?;
+        let user = check_user(view, cfg, api, &who.app.id, now_ms);
+        match &user {
+            Ok(Some(u)) => t.step(Step::User, Outcome::Pass, || format!("user {u:?}")),
+            Ok(None) => t.step(Step::User, Outcome::Skip, || {
+                if api.user_auth_required {
+                    format!("app {} needs no user token on this API", who.app.id)
+                } else {
+                    "the API does not require user authentication".to_owned()
+                }
+            }),
+            Err(d) => t.step(Step::User, Outcome::Fail, || {
+                format!("{}: {}", d.code.as_str(), d.message)
+            }),
+        }
+        let user = user?;
 
         let mut headers_to_set = vec![
             ("x-keygate-app-id".to_owned(), who.app.id.clone()),
@@ -566,6 +593,10 @@ fn decide_signed<T: Trace>(
         } else {
             headers_to_set.push((cfg.extend_info_header.clone(), who.app.extend_info.clone()));
         }
+        match user {
+            Some(u) => headers_to_set.push((cfg.user_id_header.clone(), u)),
+            None => headers_to_remove.push(cfg.user_id_header.clone()),
+        }
         forged_identity_headers(view, cfg, &headers_to_set, &mut headers_to_remove);
         let allow = Allow {
             app_id: who.app.id.clone(),
@@ -588,6 +619,30 @@ fn decide_signed<T: Trace>(
         })
     };
     authorized().map_err(|d| d.for_app(&who.app.id))
+}
+
+/// The user a request also proves, on an API that requires one (unless the app is on
+/// its whitelist): `Ok(None)` when none is needed.
+fn check_user(
+    view: &RequestView,
+    cfg: &DecideConfig,
+    api: &Api,
+    app_id: &str,
+    now_ms: i64,
+) -> Result<Option<String>, Deny> {
+    if !api.user_auth_required || api.user_auth_exempt_apps.iter().any(|a| a == app_id) {
+        return Ok(None);
+    }
+    let deny = |why: String| Deny::new(DenyCode::UserUnauthenticated, why);
+    let Some(ua) = &cfg.user_auth else {
+        return Err(deny(
+            "the API requires a user token, and keygate has no user token keys configured".into(),
+        ));
+    };
+    let token = ua
+        .token(view)
+        .ok_or_else(|| deny("the API requires a user token; the request carries none".into()))?;
+    ua.verify(token, now_ms).map(Some).map_err(deny)
 }
 
 /// The matched API, if it takes this request: exists, body rules met, scheme accepted.
@@ -844,19 +899,29 @@ fn check_grant<'s>(
     ))
 }
 
-fn allow_anonymous(view: &RequestView, api: &Api, stage: String, cfg: &DecideConfig) -> Decision {
+fn allow_anonymous(
+    view: &RequestView,
+    api: &Api,
+    stage: String,
+    cfg: &DecideConfig,
+    user: Option<String>,
+) -> Decision {
     let mut headers_to_remove: Vec<String> = ["x-keygate-app-id", "x-keygate-app-key"]
         .map(str::to_owned)
         .to_vec();
     headers_to_remove.push(cfg.extend_info_header.clone());
     headers_to_remove.push(BODY_DIGEST_HEADER.to_owned());
-    let headers_to_set = vec![
+    let mut headers_to_set = vec![
         ("x-keygate-api-id".to_owned(), api.id.clone()),
         ("x-keygate-stage".to_owned(), stage.clone()),
         ("x-keygate-scheme".to_owned(), "anonymous".to_owned()),
         // Nothing was signed, so nothing about the body was checked.
         (BODY_HEADER.to_owned(), "unsigned".to_owned()),
     ];
+    match user {
+        Some(u) => headers_to_set.push((cfg.user_id_header.clone(), u)),
+        None => headers_to_remove.push(cfg.user_id_header.clone()),
+    }
     forged_identity_headers(view, cfg, &headers_to_set, &mut headers_to_remove);
     Decision::Allow(Allow {
         app_id: String::new(),

@@ -45,6 +45,9 @@ pub enum DenyCode {
     ApiNotFound,
     NoGrant,
     GrantExpired,
+    /// The API requires user authentication and the request's user token is missing
+    /// or not valid (signature, expiry, issuer, audience).
+    UserUnauthenticated,
     /// The service is shedding load.
     Overloaded,
     /// The request was not received (a slow body) and decided within the call's
@@ -62,7 +65,7 @@ pub struct DenyStatus {
 }
 
 impl DenyCode {
-    pub const ALL: [DenyCode; 27] = [
+    pub const ALL: [DenyCode; 28] = [
         DenyCode::MissingCredential,
         DenyCode::Malformed,
         DenyCode::SchemeNotAllowed,
@@ -87,6 +90,7 @@ impl DenyCode {
         DenyCode::ApiNotFound,
         DenyCode::NoGrant,
         DenyCode::GrantExpired,
+        DenyCode::UserUnauthenticated,
         DenyCode::Overloaded,
         DenyCode::RequestTimeout,
         DenyCode::Internal,
@@ -118,6 +122,7 @@ impl DenyCode {
             DenyCode::ApiNotFound => "ApiNotFound",
             DenyCode::NoGrant => "NoGrant",
             DenyCode::GrantExpired => "GrantExpired",
+            DenyCode::UserUnauthenticated => "UserUnauthenticated",
             DenyCode::Overloaded => "Overloaded",
             DenyCode::RequestTimeout => "RequestTimeout",
             DenyCode::Internal => "Internal",
@@ -141,7 +146,8 @@ impl DenyCode {
             | DenyCode::TimestampMissing
             | DenyCode::TimestampExpired
             | DenyCode::NonceMissing
-            | DenyCode::NonceReplayed => (401, Code::Unauthenticated),
+            | DenyCode::NonceReplayed
+            | DenyCode::UserUnauthenticated => (401, Code::Unauthenticated),
             DenyCode::AppDisabled
             | DenyCode::SchemeNotAllowed
             | DenyCode::ApiNotFound

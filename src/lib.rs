@@ -52,3 +52,4 @@ pub mod telemetry;
 pub mod testkit;
 pub mod tools;
 pub mod usage;
+pub mod userauth;

@@ -114,6 +114,10 @@ pub struct Api {
     pub sigv4_region: Option<String>,
     pub sigv4_service: Option<String>,
     pub replay_protection: bool,
+    /// The request must also carry a valid user token (`crate::userauth`).
+    pub user_auth_required: bool,
+    /// Apps that need no user token on this API (BlueKing's user-auth-free whitelist).
+    pub user_auth_exempt_apps: Vec<String>,
     pub create_ms: i64,
     pub update_ms: i64,
 }

@@ -506,3 +506,33 @@ async fn bad_requests_name_the_field() {
         .expect_err("needs a token");
     assert_eq!(e.code(), tonic::Code::Unauthenticated);
 }
+
+#[tokio::test]
+async fn a_missing_user_token_is_explained_at_the_user_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("hs.secret");
+    std::fs::write(&secret, "an-hs256-secret-of-at-least-32-bytes!!").unwrap();
+    let kg = Keygate::start_with_args(&["--user-jwt-hs256-secret-file", secret.to_str().unwrap()]);
+    let mut admin = kg.admin().await;
+    let created = app(&mut admin, "with-user").await;
+    let (a, k) = (created.app.unwrap(), created.key_pair.unwrap());
+    let id = api(&mut admin, "users", |x| x.user_auth_required = true).await;
+    grant(&mut admin, &a.id, &id, |_| {}).await;
+    let w = World {
+        kg,
+        admin,
+        app_id: a.id,
+        key: k.app_key,
+        secret: k.app_secret,
+        app_code: a.app_code,
+        disabled_app_key: Default::default(),
+        disabled_key: Default::default(),
+        expiring_key: Default::default(),
+        lapse_ms: 0,
+    };
+    let req = Req::new(&w, "/users/x").explain_request(|_| {});
+    let mut w = w;
+    let e = explain(&mut w, req).await;
+    assert_eq!(e.code, "UserUnauthenticated", "{e:#?}");
+    assert_eq!(failed_step(&e), "user");
+}

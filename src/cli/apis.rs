@@ -117,6 +117,12 @@ pub struct ApiCreate {
     /// Alibaba: X-Ca-Timestamp and X-Ca-Nonce are mandatory.
     #[arg(long)]
     replay_protection: bool,
+    /// The request must also carry a valid user token (JWT).
+    #[arg(long)]
+    user_auth_required: bool,
+    /// An app that needs no user token on this API (repeatable).
+    #[arg(long = "user-auth-exempt-app", value_name = "APP_ID")]
+    user_auth_exempt_apps: Vec<String>,
 }
 
 /// The fields `api update` may change: the update mask is exactly the flags given.
@@ -161,6 +167,14 @@ pub struct ApiFields {
     sigv4_service: Option<String>,
     #[arg(long, value_name = "true|false")]
     replay_protection: Option<bool>,
+    #[arg(long, value_name = "true|false")]
+    user_auth_required: Option<bool>,
+    /// Replace the apps that need no user token (repeatable).
+    #[arg(long = "user-auth-exempt-app", value_name = "APP_ID")]
+    user_auth_exempt_apps: Vec<String>,
+    /// No app is exempt from the user token any more.
+    #[arg(long, conflicts_with = "user_auth_exempt_apps")]
+    clear_user_auth_exempt_apps: bool,
 }
 
 impl ApiFields {
@@ -213,6 +227,15 @@ impl ApiFields {
             replay_protection,
             "replay_protection"
         );
+        set!(
+            self.user_auth_required,
+            user_auth_required,
+            "user_auth_required"
+        );
+        if !self.user_auth_exempt_apps.is_empty() || self.clear_user_auth_exempt_apps {
+            api.user_auth_exempt_apps = self.user_auth_exempt_apps;
+            paths.push("user_auth_exempt_apps");
+        }
         pb::UpdateApiRequest {
             api: Some(api),
             update_mask: Some(FieldMask {
@@ -242,6 +265,8 @@ pub async fn run(mut ctx: Ctx, verb: ApiVerb) -> Result<(), CliError> {
                     sigv4_region: a.sigv4_region,
                     sigv4_service: a.sigv4_service,
                     replay_protection: a.replay_protection,
+                    user_auth_required: a.user_auth_required,
+                    user_auth_exempt_apps: a.user_auth_exempt_apps,
                     ..Default::default()
                 }),
             };

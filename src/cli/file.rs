@@ -133,6 +133,11 @@ pub struct ApiEntry {
     pub sigv4_service: String,
     #[serde(default, skip_serializing_if = "is_false")]
     pub replay_protection: bool,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub user_auth_required: bool,
+    /// Apps (ids) that need no user token on this API.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub user_auth_exempt_apps: Vec<String>,
 }
 
 #[derive(Serialize, Deserialize, Debug, Default, PartialEq)]
@@ -306,6 +311,8 @@ pub fn to_config(
             sigv4_region: a.sigv4_region.clone(),
             sigv4_service: a.sigv4_service.clone(),
             replay_protection: a.replay_protection,
+            user_auth_required: a.user_auth_required,
+            user_auth_exempt_apps: a.user_auth_exempt_apps.clone(),
             ..Default::default()
         });
     }
@@ -398,6 +405,8 @@ pub fn from_config(c: &pb::Config) -> File {
                 sigv4_region: a.sigv4_region.clone(),
                 sigv4_service: a.sigv4_service.clone(),
                 replay_protection: a.replay_protection,
+                user_auth_required: a.user_auth_required,
+                user_auth_exempt_apps: a.user_auth_exempt_apps.clone(),
             })
             .collect(),
         grants: c

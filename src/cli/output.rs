@@ -379,6 +379,8 @@ impl Printable for pb::Api {
             "sigv4_region": self.sigv4_region,
             "sigv4_service": self.sigv4_service,
             "replay_protection": self.replay_protection,
+            "user_auth_required": self.user_auth_required,
+            "user_auth_exempt_apps": self.user_auth_exempt_apps,
             "create_time": ts(self.create_time.as_ref()),
             "update_time": ts(self.update_time.as_ref()),
         })
@@ -409,6 +411,11 @@ impl Printable for pb::Api {
             ("sigv4_region", self.sigv4_region.clone()),
             ("sigv4_service", self.sigv4_service.clone()),
             ("replay_protection", self.replay_protection.to_string()),
+            ("user_auth_required", self.user_auth_required.to_string()),
+            (
+                "user_auth_exempt_apps",
+                list_text(&self.user_auth_exempt_apps, "none"),
+            ),
             ("create_time", ts_text(self.create_time.as_ref(), "")),
             ("update_time", ts_text(self.update_time.as_ref(), "")),
         ]

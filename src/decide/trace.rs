@@ -30,6 +30,8 @@ pub enum Step {
     /// Whether the matched API takes this request (exists, body rules, scheme).
     Api,
     Grant,
+    /// The user token, on an API that requires one.
+    User,
 }
 
 impl Step {
@@ -49,6 +51,7 @@ impl Step {
             Step::Body => "body",
             Step::Api => "api",
             Step::Grant => "grant",
+            Step::User => "user",
         }
     }
 }

@@ -456,8 +456,9 @@ pub(crate) fn vendor_error(code: DenyCode) -> Option<(&'static str, &'static str
         DenyCode::GrantExpired => ("A403EP", "App authorization expired"),
         DenyCode::ReplayCacheFull | DenyCode::Overloaded => ("T429SR", "Too Many Requests"),
         DenyCode::Internal | DenyCode::ReplayUnavailable => ("X500ER", "Internal Error"),
-        // The gateway has no client-side timeout code to copy: no vendor header.
-        DenyCode::RequestTimeout => return None,
+        // The gateway has no client-side timeout code to copy, and no user
+        // authentication: no vendor header.
+        DenyCode::RequestTimeout | DenyCode::UserUnauthenticated => return None,
     })
 }
 

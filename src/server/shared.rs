@@ -136,6 +136,14 @@ impl Shared {
             extend_info_header: config.extend_info_header.to_ascii_lowercase(),
             path_mode: config.path_mode,
             trust_client_stage: config.trust_client_stage,
+            user_auth: match &config.user_auth {
+                Some(c) => Some(Arc::new(
+                    crate::userauth::UserAuth::open(c.clone())
+                        .map_err(|e| ServeError::Config(crate::config::ConfigError::Invalid(e)))?,
+                )),
+                None => None,
+            },
+            user_id_header: config.user_id_header.clone(),
             ..DecideConfig::default()
         };
         decide_config.schemes.timestamp_window_ms = (config.timestamp_window_secs * 1000) as i64;

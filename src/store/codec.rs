@@ -165,6 +165,10 @@ pub struct ApiRecord {
     pub create_ms: i64,
     #[prost(int64, tag = "17")]
     pub update_ms: i64,
+    #[prost(bool, tag = "18")]
+    pub user_auth_required: bool,
+    #[prost(string, repeated, tag = "19")]
+    pub user_auth_exempt_apps: Vec<String>,
 }
 
 #[derive(Clone, PartialEq, Message)]

@@ -134,6 +134,8 @@ pub(super) fn api_to_record(a: &Api) -> ApiRecord {
         sigv4_region: a.sigv4_region.clone().unwrap_or_default(),
         sigv4_service: a.sigv4_service.clone().unwrap_or_default(),
         replay_protection: a.replay_protection,
+        user_auth_required: a.user_auth_required,
+        user_auth_exempt_apps: a.user_auth_exempt_apps.clone(),
         create_ms: a.create_ms,
         update_ms: a.update_ms,
     }
@@ -156,6 +158,8 @@ pub(super) fn api_from_record(r: ApiRecord) -> Api {
         body_digest_required: r.body_digest_required,
         tencent_strip_env_prefix: r.tencent_strip_env_prefix,
         replay_protection: r.replay_protection,
+        user_auth_required: r.user_auth_required,
+        user_auth_exempt_apps: r.user_auth_exempt_apps,
         create_ms: r.create_ms,
         update_ms: r.update_ms,
     }

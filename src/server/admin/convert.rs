@@ -429,6 +429,8 @@ api_mask_fields!(
     sigv4_region,
     sigv4_service,
     replay_protection,
+    user_auth_required,
+    user_auth_exempt_apps,
 );
 
 /// Validates an API message into the model (id and times are the store's to set).
@@ -488,6 +490,17 @@ pub fn api_in(a: &pb::Api) -> R<model::Api> {
         sigv4_region: short("Api.sigv4_region", &a.sigv4_region)?,
         sigv4_service: short("Api.sigv4_service", &a.sigv4_service)?,
         replay_protection: a.replay_protection,
+        user_auth_required: a.user_auth_required,
+        user_auth_exempt_apps: {
+            let mut apps: Vec<String> = Vec::new();
+            for (i, id) in a.user_auth_exempt_apps.iter().enumerate() {
+                app_id(&format!("Api.user_auth_exempt_apps[{i}]"), id)?;
+                if !apps.contains(id) {
+                    apps.push(id.clone());
+                }
+            }
+            apps
+        },
         create_ms: 0,
         update_ms: 0,
     })
@@ -505,6 +518,7 @@ pub fn api_mask(a: &pb::Api, mask: Option<&FieldMask>) -> R<Vec<String>> {
         ("auth_schemes", !a.auth_schemes.is_empty()),
         ("sigv4_region", !a.sigv4_region.is_empty()),
         ("sigv4_service", !a.sigv4_service.is_empty()),
+        ("user_auth_exempt_apps", !a.user_auth_exempt_apps.is_empty()),
     ]
     .into_iter()
     .filter_map(|(f, set)| set.then_some(f))
@@ -529,6 +543,8 @@ pub fn api_out(a: &model::Api) -> pb::Api {
         sigv4_region: a.sigv4_region.clone().unwrap_or_default(),
         sigv4_service: a.sigv4_service.clone().unwrap_or_default(),
         replay_protection: a.replay_protection,
+        user_auth_required: a.user_auth_required,
+        user_auth_exempt_apps: a.user_auth_exempt_apps.clone(),
         create_time: ts(a.create_ms),
         update_time: ts(a.update_ms),
     }
@@ -911,6 +927,8 @@ mod tests {
             sigv4_region: "eu-west-1".into(),
             sigv4_service: "s3".into(),
             replay_protection: true,
+            user_auth_required: true,
+            user_auth_exempt_apps: vec!["trusted-app".into()],
             ..Default::default()
         };
         let base = pb::Api {

@@ -1,0 +1,216 @@
+//! User authentication on top of the app's: a login token (JWT) the request must also
+//! carry on APIs with `user_auth_required` (BlueKing's user authentication).
+//!
+//! Owns: finding the token (a header, else a cookie), verifying it (HS256 with a
+//! configured secret; RS256 or ES256 with a key of a JWKS file, chosen by `kid`,
+//! re-read when the file changes so a rotated key is used without a restart),
+//! `exp` (required) and `nbf` with a leeway, the issuer and audience when
+//! configured, and the user id claim. Only those three algorithms, each with its own
+//! kind of key: `alg: none`, an HMAC signed with a public key and the like are
+//! refused. The check path calls `verify`; it never waits on I/O but a `stat` of the
+//! JWKS file at most once a second.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{PoisonError, RwLock};
+use std::time::SystemTime;
+
+use jsonwebtoken::jwk::{AlgorithmParameters, JwkSet};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+
+use crate::request::RequestView;
+
+/// How user tokens are found and checked (`--user-*` flags).
+#[derive(Clone, Debug, Default)]
+pub struct UserAuthConfig {
+    /// Lower-case header holding the token (`Bearer ` prefix optional).
+    pub header: String,
+    /// Cookie holding the token when the header is absent.
+    pub cookie: Option<String>,
+    /// HS256 secret; `None`: HS256 tokens are refused.
+    pub hs256_secret: Option<Vec<u8>>,
+    /// JWKS file with the RS256 / ES256 public keys.
+    pub jwks_file: Option<PathBuf>,
+    pub issuer: Option<String>,
+    pub audience: Option<String>,
+    pub leeway_secs: u64,
+    /// The claim holding the user id.
+    pub user_claim: String,
+}
+
+pub struct UserAuth {
+    cfg: UserAuthConfig,
+    jwks: RwLock<(Option<SystemTime>, JwkSet)>,
+    checked_ms: AtomicI64,
+}
+
+impl std::fmt::Debug for UserAuth {
+    /// Never the secret.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserAuth")
+            .field("header", &self.cfg.header)
+            .field("jwks_file", &self.cfg.jwks_file)
+            .field("hs256", &self.cfg.hs256_secret.is_some())
+            .finish()
+    }
+}
+
+fn read_jwks(path: &PathBuf) -> Result<(Option<SystemTime>, JwkSet), String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let set: JwkSet =
+        serde_json::from_str(&text).map_err(|e| format!("{}: not a JWKS: {e}", path.display()))?;
+    let mtime = std::fs::metadata(path).and_then(|m| m.modified()).ok();
+    Ok((mtime, set))
+}
+
+impl UserAuth {
+    /// Reads the JWKS file (an error names it).
+    pub fn open(cfg: UserAuthConfig) -> Result<Self, String> {
+        let jwks = match &cfg.jwks_file {
+            Some(p) => read_jwks(p)?,
+            None => (None, JwkSet { keys: Vec::new() }),
+        };
+        Ok(Self {
+            cfg,
+            jwks: RwLock::new(jwks),
+            checked_ms: AtomicI64::new(0),
+        })
+    }
+
+    /// The token the request carries, if any.
+    pub fn token<'v>(&self, view: &'v RequestView) -> Option<&'v str> {
+        if let Some(v) = view.headers.get(&self.cfg.header) {
+            let v = v.trim();
+            let v = v
+                .get(..7)
+                .filter(|p| p.eq_ignore_ascii_case("bearer "))
+                .map_or(v, |_| v[7..].trim());
+            return (!v.is_empty()).then_some(v);
+        }
+        let name = self.cfg.cookie.as_deref()?;
+        view.headers
+            .get_all("cookie")
+            .flat_map(|c| c.split(';'))
+            .filter_map(|kv| kv.trim().split_once('='))
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.trim())
+            .filter(|v| !v.is_empty())
+    }
+
+    /// Re-reads the JWKS file when it changed, at most once a second; a file that
+    /// no longer parses keeps the last good keys (and is logged).
+    fn refresh(&self, now_ms: i64) {
+        let Some(path) = &self.cfg.jwks_file else {
+            return;
+        };
+        let last = self.checked_ms.load(Ordering::Relaxed);
+        if now_ms - last < 1000
+            || self
+                .checked_ms
+                .compare_exchange(last, now_ms, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+        {
+            return;
+        }
+        let mtime = std::fs::metadata(path).and_then(|m| m.modified()).ok();
+        let known = self.jwks.read().unwrap_or_else(PoisonError::into_inner).0;
+        if mtime == known {
+            return;
+        }
+        match read_jwks(path) {
+            Ok(fresh) => {
+                *self.jwks.write().unwrap_or_else(PoisonError::into_inner) = fresh;
+                tracing::info!(jwks_file = %path.display(), "user token keys re-read");
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot re-read the user token keys; keeping the last ones")
+            }
+        }
+    }
+
+    /// The user id of a valid token, or why it is not.
+    pub fn verify(&self, token: &str, now_ms: i64) -> Result<String, String> {
+        self.refresh(now_ms);
+        let header = jsonwebtoken::decode_header(token)
+            .map_err(|e| format!("not a signed JWT ({e}); alg none is never accepted"))?;
+        let key = match header.alg {
+            Algorithm::HS256 => DecodingKey::from_secret(
+                self.cfg
+                    .hs256_secret
+                    .as_deref()
+                    .ok_or("HS256 tokens are not accepted here (no secret configured)")?,
+            ),
+            Algorithm::RS256 | Algorithm::ES256 => {
+                self.jwk_key(header.alg, header.kid.as_deref())?
+            }
+            other => {
+                return Err(format!(
+                    "alg {other:?} is not accepted (HS256, RS256, ES256)"
+                ));
+            }
+        };
+        let mut v = Validation::new(header.alg);
+        v.leeway = self.cfg.leeway_secs;
+        v.validate_nbf = true;
+        v.set_required_spec_claims(&["exp"]);
+        if let Some(i) = &self.cfg.issuer {
+            v.set_issuer(&[i]);
+        }
+        match &self.cfg.audience {
+            Some(a) => v.set_audience(&[a]),
+            None => v.validate_aud = false,
+        }
+        let data = jsonwebtoken::decode::<serde_json::Value>(token, &key, &v)
+            .map_err(|e| format!("invalid user token: {e}"))?;
+        match data.claims.get(&self.cfg.user_claim) {
+            Some(serde_json::Value::String(s)) if !s.is_empty() && s.len() <= 256 => {
+                if s.chars().any(char::is_control) {
+                    return Err(format!(
+                        "claim {} holds control characters",
+                        self.cfg.user_claim
+                    ));
+                }
+                Ok(s.clone())
+            }
+            _ => Err(format!(
+                "the token has no {} claim naming the user",
+                self.cfg.user_claim
+            )),
+        }
+    }
+
+    /// The JWKS key for `alg`: the one named by `kid`, else the only key of that kind.
+    fn jwk_key(&self, alg: Algorithm, kid: Option<&str>) -> Result<DecodingKey, String> {
+        let jwks = self.jwks.read().unwrap_or_else(PoisonError::into_inner);
+        let fits = |k: &&jsonwebtoken::jwk::Jwk| {
+            matches!(
+                (&k.algorithm, alg),
+                (AlgorithmParameters::RSA(_), Algorithm::RS256)
+                    | (AlgorithmParameters::EllipticCurve(_), Algorithm::ES256)
+            )
+        };
+        let jwk = match kid {
+            Some(kid) => jwks
+                .1
+                .find(kid)
+                .ok_or_else(|| format!("no key '{kid}' in the JWKS"))?,
+            None => {
+                let mut of_kind = jwks.1.keys.iter().filter(fits);
+                match (of_kind.next(), of_kind.next()) {
+                    (Some(k), None) => k,
+                    _ => return Err(
+                        "the token names no key (kid) and the JWKS has not exactly one of its kind"
+                            .into(),
+                    ),
+                }
+            }
+        };
+        if !fits(&jwk) {
+            return Err(format!(
+                "key '{}' is not a {alg:?} key",
+                kid.unwrap_or_default()
+            ));
+        }
+        DecodingKey::from_jwk(jwk).map_err(|e| format!("unusable JWKS key: {e}"))
+    }
+}
