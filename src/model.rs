@@ -73,6 +73,9 @@ pub struct PreviousSecret {
 pub struct KeyPair {
     pub app_key: String,
     pub app_id: String,
+    /// Which pair this is, for people ("ci", "laptop"); not unique.
+    pub name: String,
+    pub description: String,
     pub secret: Secret,
     pub is_default: bool,
     pub enabled: bool,

@@ -673,3 +673,49 @@ fn token_file_connection_failure_and_completions() {
         assert!(out.stdout.contains("keygate"));
     }
 }
+
+#[test]
+fn key_pairs_have_a_name_and_description() {
+    let kg = Keygate::start();
+    let app = json(
+        &kg,
+        &["app", "create", "--name", "named-keys", "--owner", "acme"],
+    );
+    let app_id = s(&app["app"]["id"]).to_owned();
+    assert_eq!(app["key_pair"]["name"], "default", "{app}");
+    let key = json(
+        &kg,
+        &[
+            "key",
+            "create",
+            "--app",
+            &app_id,
+            "--name",
+            "ci",
+            "--description",
+            "the CI runner's",
+        ],
+    );
+    assert_eq!(
+        (key["name"].as_str(), key["description"].as_str()),
+        (Some("ci"), Some("the CI runner's"))
+    );
+    let app_key = s(&key["app_key"]).to_owned();
+    let updated = json(&kg, &["key", "update", &app_key, "--name", "ci-old"]);
+    assert_eq!(updated["name"], "ci-old");
+    assert_eq!(
+        updated["description"], "the CI runner's",
+        "only the name changed"
+    );
+    let listed = json(&kg, &["key", "list", "--app", &app_id]);
+    let names: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        names.contains(&"ci-old") && names.contains(&"default"),
+        "{listed}"
+    );
+}

@@ -76,6 +76,10 @@ pub struct KeyEntry {
     /// The pair created with the app (one per app; cannot change).
     #[serde(default, skip_serializing_if = "is_false")]
     pub default: bool,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub name: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
     #[serde(default = "yes", skip_serializing_if = "is_true")]
     pub enabled: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -267,6 +271,8 @@ pub fn to_config(
             is_default: k.default,
             enabled: k.enabled,
             expires_at: time_in(path, text, "key_pairs", i, &k.expires_at)?,
+            name: k.name.clone(),
+            description: k.description.clone(),
             ..Default::default()
         });
     }
@@ -365,6 +371,8 @@ pub fn from_config(c: &pb::Config) -> File {
                 app_key: k.app_key.clone(),
                 app: k.app_id.clone(),
                 default: k.is_default,
+                name: k.name.clone(),
+                description: k.description.clone(),
                 enabled: k.enabled,
                 expires_at: time(&k.expires_at),
                 secret_file: None,

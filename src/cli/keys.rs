@@ -30,6 +30,11 @@ pub enum KeyVerb {
         /// When the pair stops verifying (RFC 3339; default: never).
         #[arg(long, value_name = "RFC3339", value_parser = parse_ts)]
         expires_at: Option<Timestamp>,
+        /// Which pair this is, for people ("ci", "laptop").
+        #[arg(long, default_value = "")]
+        name: String,
+        #[arg(long, default_value = "")]
+        description: String,
     },
     /// Show one key pair (never its secret).
     Get { app_key: String },
@@ -77,6 +82,10 @@ pub struct KeyFields {
     no_expiry: bool,
     #[arg(long, value_name = "true|false")]
     enabled: Option<bool>,
+    #[arg(long)]
+    name: Option<String>,
+    #[arg(long)]
+    description: Option<String>,
 }
 
 impl KeyFields {
@@ -88,11 +97,19 @@ impl KeyFields {
         if self.enabled.is_some() {
             paths.push("enabled".to_owned());
         }
+        if self.name.is_some() {
+            paths.push("name".to_owned());
+        }
+        if self.description.is_some() {
+            paths.push("description".to_owned());
+        }
         pb::UpdateKeyPairRequest {
             key_pair: Some(pb::KeyPair {
                 app_key,
                 expires_at: self.expires_at,
                 enabled: self.enabled.unwrap_or_default(),
+                name: self.name.unwrap_or_default(),
+                description: self.description.unwrap_or_default(),
                 ..Default::default()
             }),
             update_mask: Some(FieldMask { paths }),
@@ -107,12 +124,16 @@ pub async fn run(mut ctx: Ctx, verb: KeyVerb) -> Result<(), CliError> {
             app_key,
             secret,
             expires_at,
+            name,
+            description,
         } => {
             let req = pb::CreateKeyPairRequest {
                 app_id: app,
                 app_key: app_key.unwrap_or_default(),
                 app_secret: secret.read()?.to_string(),
                 expires_at,
+                name,
+                description,
             };
             let key = ctx.client().await?.create_key_pair(req).await?.into_inner();
             ctx.one(&key)?;

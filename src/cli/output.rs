@@ -142,12 +142,16 @@ impl Printable for pb::KeyPair {
             "create_time": ts(self.create_time.as_ref()),
             "update_time": ts(self.update_time.as_ref()),
             "last_used_at": ts(self.last_used_at.as_ref()),
+            "name": self.name,
+            "description": self.description,
         })
     }
     fn fields(&self) -> Vec<(&'static str, String)> {
         let mut f = vec![
             ("app_key", self.app_key.clone()),
             ("app_id", self.app_id.clone()),
+            ("name", self.name.clone()),
+            ("description", self.description.clone()),
         ];
         if !self.app_secret.is_empty() {
             f.push(("app_secret", self.app_secret.clone()));

@@ -48,6 +48,8 @@ pub struct DesiredKey {
     /// For a key pair the plan creates: its secret (else one is generated). Never
     /// changes an existing key pair's secret.
     pub secret: Option<String>,
+    pub name: String,
+    pub description: String,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -524,6 +526,8 @@ fn make_plan(cur: &Current, want: &Desired, prune: bool, now_ms: i64) -> Result<
                 let after = KeyPair {
                     enabled: d.enabled,
                     expires_ms: d.expires_ms,
+                    name: d.name.clone(),
+                    description: d.description.clone(),
                     ..(*old).clone()
                 };
                 if after.expires_ms != old.expires_ms {
@@ -541,6 +545,9 @@ fn make_plan(cur: &Current, want: &Desired, prune: bool, now_ms: i64) -> Result<
                         KeyPatch {
                             expires_ms: (old.expires_ms != d.expires_ms).then_some(d.expires_ms),
                             enabled: (old.enabled != d.enabled).then_some(d.enabled),
+                            name: (old.name != d.name).then(|| d.name.clone()),
+                            description: (old.description != d.description)
+                                .then(|| d.description.clone()),
                         },
                     ));
                 }
@@ -550,6 +557,8 @@ fn make_plan(cur: &Current, want: &Desired, prune: bool, now_ms: i64) -> Result<
                 let key = KeyPair {
                     app_key: d.app_key.clone(),
                     app_id: app_id.clone(),
+                    name: d.name.clone(),
+                    description: d.description.clone(),
                     secret: Secret::new(match &d.secret {
                         Some(s) => s.clone(),
                         None => generate_secret()?,
@@ -598,6 +607,8 @@ fn make_plan(cur: &Current, want: &Desired, prune: bool, now_ms: i64) -> Result<
                         k
                     },
                     app_id: id.clone(),
+                    name: "default".into(),
+                    description: String::new(),
                     secret: Secret::new(generate_secret()?),
                     is_default: true,
                     enabled: true,

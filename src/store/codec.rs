@@ -111,6 +111,10 @@ pub struct KeyRecord {
     pub create_ms: i64,
     #[prost(int64, tag = "10")]
     pub update_ms: i64,
+    #[prost(string, tag = "11")]
+    pub name: String,
+    #[prost(string, tag = "12")]
+    pub description: String,
 }
 
 #[derive(Clone, PartialEq, Message)]

@@ -69,6 +69,8 @@ pub(super) fn key_to_record(sealer: &Sealer, k: &KeyPair) -> Result<KeyRecord, S
         previous_until_ms,
         create_ms: k.create_ms,
         update_ms: k.update_ms,
+        name: k.name.clone(),
+        description: k.description.clone(),
     })
 }
 
@@ -86,6 +88,8 @@ pub(super) fn key_from_record(sealer: &Sealer, r: KeyRecord) -> Result<KeyPair, 
         secret: sealer.open_secret(&r.sealed_secret, &aad)?,
         app_key: r.app_key,
         app_id: r.app_id,
+        name: r.name,
+        description: r.description,
         is_default: r.is_default,
         enabled: r.enabled,
         expires_ms: opt_ms(r.expires_ms),

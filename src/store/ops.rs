@@ -49,6 +49,8 @@ pub struct AppPatch {
 #[derive(Clone, Debug, Default)]
 pub struct NewKey {
     pub app_id: String,
+    pub name: String,
+    pub description: String,
     pub app_key: Option<String>,
     pub app_secret: Option<String>,
     pub expires_ms: Option<i64>,
@@ -59,6 +61,8 @@ pub struct KeyPatch {
     /// `Some(None)` clears the expiry.
     pub expires_ms: Option<Option<i64>>,
     pub enabled: Option<bool>,
+    pub name: Option<String>,
+    pub description: Option<String>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -522,6 +526,12 @@ impl Store {
         if let Some(e) = patch.enabled {
             r.enabled = e;
         }
+        if let Some(n) = &patch.name {
+            r.name = n.clone();
+        }
+        if let Some(d) = &patch.description {
+            r.description = d.clone();
+        }
         r.update_ms = tx.stamp.now_ms;
         tx.put(Tree::Keys, app_key.as_bytes(), &r)?;
         let after = key_from_record(&self.sealer, r.clone()).map_err(ConflictAbort::from)?;
@@ -639,6 +649,8 @@ impl Store {
         let key = KeyPair {
             app_key: generate_app_key()?,
             app_id: id.clone(),
+            name: "default".into(),
+            description: String::new(),
             secret: Secret::new(generate_secret()?),
             is_default: true,
             enabled: true,
@@ -833,6 +845,8 @@ impl Store {
                 None => generate_app_key()?,
             },
             app_id: new.app_id.clone(),
+            name: new.name.clone(),
+            description: new.description.clone(),
             secret: Secret::new(match &new.app_secret {
                 Some(s) => s.clone(),
                 None => generate_secret()?,

@@ -322,8 +322,12 @@ pub fn new_key(r: &pb::CreateKeyPairRequest) -> R<crate::store::NewKey> {
     if !r.app_secret.is_empty() {
         app_secret("KeyPair.app_secret", &r.app_secret)?;
     }
+    text("KeyPair.name", &r.name, 128)?;
+    text("KeyPair.description", &r.description, 1024)?;
     Ok(crate::store::NewKey {
         app_id: r.app_id.clone(),
+        name: r.name.clone(),
+        description: r.description.clone(),
         app_key: (!r.app_key.is_empty()).then(|| r.app_key.clone()),
         app_secret: (!r.app_secret.is_empty()).then(|| r.app_secret.clone()),
         expires_ms: opt_ms_of("expires_at", r.expires_at.as_ref())?,
@@ -331,18 +335,36 @@ pub fn new_key(r: &pb::CreateKeyPairRequest) -> R<crate::store::NewKey> {
 }
 
 pub fn key_patch(k: &pb::KeyPair, mask: Option<&FieldMask>) -> R<crate::store::KeyPatch> {
-    let populated: &[&str] = if k.expires_at.is_some() {
-        &["expires_at"]
-    } else {
-        &[]
-    };
-    let paths = mask_paths(mask, &["expires_at", "enabled"], populated)?;
+    let mut populated = Vec::new();
+    for (f, set) in [
+        ("expires_at", k.expires_at.is_some()),
+        ("name", !k.name.is_empty()),
+        ("description", !k.description.is_empty()),
+    ] {
+        if set {
+            populated.push(f);
+        }
+    }
+    let paths = mask_paths(
+        mask,
+        &["expires_at", "enabled", "name", "description"],
+        &populated,
+    )?;
     let mut p = crate::store::KeyPatch::default();
     for path in &paths {
-        if path == "expires_at" {
-            p.expires_ms = Some(opt_ms_of("KeyPair.expires_at", k.expires_at.as_ref())?);
-        } else {
-            p.enabled = Some(k.enabled);
+        match path.as_str() {
+            "expires_at" => {
+                p.expires_ms = Some(opt_ms_of("KeyPair.expires_at", k.expires_at.as_ref())?)
+            }
+            "name" => {
+                text("KeyPair.name", &k.name, 128)?;
+                p.name = Some(k.name.clone());
+            }
+            "description" => {
+                text("KeyPair.description", &k.description, 1024)?;
+                p.description = Some(k.description.clone());
+            }
+            _ => p.enabled = Some(k.enabled),
         }
     }
     Ok(p)
@@ -366,6 +388,8 @@ pub fn key_out(k: &model::KeyPair, with_secret: bool) -> pb::KeyPair {
         update_time: ts(k.update_ms),
         // Not the key's record: the admin service adds it (`with_last_use`).
         last_used_at: None,
+        name: k.name.clone(),
+        description: k.description.clone(),
     }
 }
 

@@ -62,6 +62,8 @@ pub fn desired(c: &pb::Config) -> R<Desired> {
             app_key: k.app_key.clone(),
             app_secret: k.app_secret.clone(),
             expires_at: k.expires_at,
+            name: k.name.clone(),
+            description: k.description.clone(),
         })
         .map_err(|e| at("key_pairs", i, e))?;
         let Some(app_key) = new.app_key else {
@@ -77,6 +79,8 @@ pub fn desired(c: &pb::Config) -> R<Desired> {
             enabled: k.enabled,
             expires_ms: new.expires_ms,
             secret: new.app_secret,
+            name: new.name,
+            description: new.description,
         });
     }
     for (i, g) in c.groups.iter().enumerate() {
