@@ -186,6 +186,8 @@ mod tests {
         let s = Secret::new(text);
         assert_eq!(format!("{s:?}"), "Secret(<redacted>)");
         let key = KeyPair {
+            name: Default::default(),
+            description: Default::default(),
             app_key: "AK".into(),
             app_id: "app".into(),
             secret: s.clone(),

@@ -104,6 +104,8 @@ pub fn snapshot(n: usize) -> Snapshot {
             update_ms: 0,
         });
         s.put_key(KeyPair {
+            name: Default::default(),
+            description: Default::default(),
             app_key: app_key(i),
             app_id: app_id(i),
             secret: Secret::new(secret(i)),

@@ -180,6 +180,8 @@ async fn create_app_shows_the_default_secret_once() {
     // A second pair with a custom AppKey and secret.
     let custom = c
         .create_key_pair(pb::CreateKeyPairRequest {
+            name: Default::default(),
+            description: Default::default(),
             app_id: created.id.clone(),
             app_key: "billing-key.2".into(),
             app_secret: "a-custom-secret-0123456789".into(),
@@ -1052,6 +1054,8 @@ async fn audit_log_lists_writes_in_order_without_secrets() {
     secrets.push(k.app_secret.clone());
     secrets.push(a.app_code.clone());
     let mut req = Request::new(pb::CreateKeyPairRequest {
+        name: Default::default(),
+        description: Default::default(),
         app_id: a.id.clone(),
         app_key: "audited-key".into(),
         app_secret: "custom-secret-for-audit-0001".into(),
@@ -1342,6 +1346,8 @@ async fn acknowledged_writes_survive_kill_9() {
         let custom_secret = format!("durable-custom-secret-{round}-0123456789");
         let k2 = c
             .create_key_pair(pb::CreateKeyPairRequest {
+                name: Default::default(),
+                description: Default::default(),
                 app_id: a.id.clone(),
                 app_key: format!("durable-key-{round}"),
                 app_secret: custom_secret.clone(),

@@ -408,6 +408,8 @@ impl World {
             }
             Op::CreateKey { app, key, secret } => {
                 c.create_key_pair(pb::CreateKeyPairRequest {
+                    name: Default::default(),
+                    description: Default::default(),
                     app_id: app.clone(),
                     app_key: key.clone(),
                     app_secret: secret.clone(),

@@ -142,6 +142,8 @@ async fn secrets_never_appear_in_logs_responses_or_files() {
     let custom_secret = "custom-Secret-0123456789-!#$%&()*+";
     let custom = c
         .create_key_pair(pb::CreateKeyPairRequest {
+            name: Default::default(),
+            description: Default::default(),
             app_id: APP_ID.into(),
             app_key: "custom-key-1".into(),
             app_secret: custom_secret.into(),
@@ -184,6 +186,8 @@ async fn secrets_never_appear_in_logs_responses_or_files() {
     let refused_secret = "refused-secret-0123456789-abcdef";
     let e = c
         .create_key_pair(pb::CreateKeyPairRequest {
+            name: Default::default(),
+            description: Default::default(),
             app_id: APP_ID.into(),
             app_key: "custom-key-1".into(), // taken
             app_secret: refused_secret.into(),
@@ -196,6 +200,8 @@ async fn secrets_never_appear_in_logs_responses_or_files() {
     let short = "short-secret-15"; // one below the minimum
     let e = c
         .create_key_pair(pb::CreateKeyPairRequest {
+            name: Default::default(),
+            description: Default::default(),
             app_id: APP_ID.into(),
             app_key: String::new(),
             app_secret: short.into(),

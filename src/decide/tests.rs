@@ -32,6 +32,8 @@ fn app(id: &str) -> App {
 
 fn key(app_key: &str, app_id: &str, secret: &str) -> KeyPair {
     KeyPair {
+        name: Default::default(),
+        description: Default::default(),
         app_key: app_key.into(),
         app_id: app_id.into(),
         secret: Secret::new(secret),

@@ -60,6 +60,8 @@ fn world() -> Snapshot {
         update_ms: 0,
     });
     s.put_key(KeyPair {
+        name: Default::default(),
+        description: Default::default(),
         app_key: KEY.into(),
         app_id: APP.into(),
         secret: Secret::new(SECRET),

@@ -304,7 +304,8 @@ mod tests {
         #[test]
         fn key_record_round_trips(k in "[A-Za-z0-9]{4,30}", s in proptest::collection::vec(any::<u8>(), 0..80), e: i64, d: bool) {
             let r = KeyRecord { app_key: k, app_id: "app".into(), sealed_secret: s.clone(), is_default: d, enabled: !d,
-                                expires_ms: e, sealed_previous_secret: s, previous_until_ms: e, create_ms: 1, update_ms: 2 };
+                                expires_ms: e, sealed_previous_secret: s, previous_until_ms: e, create_ms: 1, update_ms: 2,
+                                name: "ci".into(), description: String::new() };
             prop_assert_eq!(decode::<KeyRecord>(&encode(&r)).unwrap(), r);
         }
 
