@@ -22,6 +22,7 @@ mod grants;
 mod ops;
 pub mod principals;
 pub mod requests;
+pub mod stages;
 mod summary;
 
 use std::path::{Path, PathBuf};

@@ -393,3 +393,47 @@ async fn secrets_from_apply_sign_allowed_requests_and_explain_says_why() {
     );
     assert!(table.stdout.contains("no API matches"), "{}", table.stdout);
 }
+
+#[tokio::test]
+async fn declared_stages_travel_with_the_file() {
+    let a = populated().await;
+    let mut admin = a.admin().await;
+    admin
+        .set_owner_stages(pb::SetOwnerStagesRequest {
+            owner: "acme".into(),
+            stages: vec!["RELEASE".into(), "TEST".into(), "CANARY".into()],
+        })
+        .await
+        .unwrap();
+    let grant = admin
+        .list_grants(pb::ListGrantsRequest {
+            app_id: "billing".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .grants
+        .remove(0);
+    admin
+        .update_grant(pb::UpdateGrantRequest {
+            grant: Some(pb::Grant {
+                id: grant.id,
+                stages: vec!["CANARY".into()],
+                ..Default::default()
+            }),
+            update_mask: None,
+        })
+        .await
+        .unwrap();
+    let text = export(&a);
+    assert!(
+        text.contains("owner_stages:") && text.contains("CANARY"),
+        "{text}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(dir.path(), "staged.yaml", &text);
+    let b = Keygate::start();
+    ok(cli(&b, &["apply", "-f", &file]));
+    assert_eq!(export(&b), text);
+}

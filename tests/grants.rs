@@ -476,3 +476,93 @@ async fn the_cli_updates_batches_and_resolves() {
     );
     assert_eq!(deleted.as_array().unwrap().len(), 1, "{deleted}");
 }
+
+#[tokio::test]
+async fn grants_name_only_the_stages_their_owner_declared() {
+    let kg = Keygate::start();
+    let mut admin = kg.admin().await;
+    let g = grant_app(&mut admin, "staged").await;
+    let grant = only_grant(&mut admin, &g.app_id).await;
+    let with_stage = |s: &str| pb::UpdateGrantRequest {
+        grant: Some(pb::Grant {
+            id: grant.id.clone(),
+            stages: vec![s.into()],
+            ..Default::default()
+        }),
+        update_mask: None,
+    };
+    // The default set, where the owner declared none: a typo is an error.
+    let e = admin.update_grant(with_stage("RELASE")).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    assert!(
+        e.message().starts_with("Grant.stages:")
+            && e.message().contains("RELEASE, PRE, PREPUB, TEST"),
+        "{e:?}"
+    );
+    admin.update_grant(with_stage("TEST")).await.unwrap();
+    let got = admin
+        .get_owner_stages(pb::GetOwnerStagesRequest {
+            owner: "sec".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!got.declared);
+
+    let set = admin
+        .set_owner_stages(pb::SetOwnerStagesRequest {
+            owner: "sec".into(),
+            stages: vec!["release".into(), "canary".into()],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(set.stages, ["RELEASE", "CANARY"]);
+    admin.update_grant(with_stage("CANARY")).await.unwrap();
+    let e = admin.update_grant(with_stage("TEST")).await.unwrap_err();
+    assert!(e.message().contains("RELEASE, CANARY"), "{e:?}");
+    let e = admin
+        .batch_create_grants(pb::BatchCreateGrantsRequest {
+            app_ids: vec![g.app_id.clone()],
+            group_ids: vec![],
+            api_ids: vec![match &grant.target {
+                Some(pb::grant::Target::ApiId(id)) => id.clone(),
+                other => panic!("{other:?}"),
+            }],
+            stages: vec!["PREPUB".into()],
+            ..Default::default()
+        })
+        .await;
+    // The pair is granted already: nothing new, so no stage is checked...
+    assert!(e.is_ok(), "{e:?}");
+    // ...but a new app on the same API is.
+    let other = admin
+        .create_app(pb::CreateAppRequest {
+            app: Some(pb::App {
+                name: "newcomer".into(),
+                owner: "sec".into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .app
+        .unwrap();
+    let api_id = match grant.target {
+        Some(pb::grant::Target::ApiId(id)) => id,
+        other => panic!("{other:?}"),
+    };
+    let e = admin
+        .create_grant(pb::CreateGrantRequest {
+            grant: Some(pb::Grant {
+                app_id: other.id,
+                target: Some(pb::grant::Target::ApiId(api_id)),
+                stages: vec!["PREPUB".into()],
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+}

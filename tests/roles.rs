@@ -444,6 +444,19 @@ async fn call(
                 id: id(&f.request)
             })
         ),
+        "SetOwnerStages" => go!(
+            resource_side(),
+            c.set_owner_stages(pb::SetOwnerStagesRequest {
+                owner: "acme".into(),
+                stages: vec!["RELEASE".into(), "TEST".into()]
+            })
+        ),
+        "GetOwnerStages" => go!(
+            both(),
+            c.get_owner_stages(pb::GetOwnerStagesRequest {
+                owner: "acme".into()
+            })
+        ),
         "ListAuditEvents" => go!(
             Owners::default(),
             c.list_audit_events(pb::ListAuditEventsRequest::default())

@@ -48,6 +48,16 @@ pub struct File {
     pub apis: Vec<ApiEntry>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub grants: Vec<GrantEntry>,
+    /// Owners' declared stages; an owner not listed keeps its own.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub owner_stages: Vec<OwnerStagesEntry>,
+}
+
+#[derive(Serialize, Deserialize, Debug, Default, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct OwnerStagesEntry {
+    pub owner: String,
+    pub stages: Vec<String>,
 }
 
 #[derive(Serialize, Deserialize, Debug, Default, PartialEq)]
@@ -322,6 +332,13 @@ pub fn to_config(
             ..Default::default()
         });
     }
+    for o in &f.owner_stages {
+        c.owner_stages.push(pb::OwnerStages {
+            owner: o.owner.clone(),
+            stages: o.stages.clone(),
+            declared: true,
+        });
+    }
     for (i, g) in f.grants.iter().enumerate() {
         let target = match (&g.api, &g.group) {
             (Some(api), None) => pb::grant::Target::ApiId(api.clone()),
@@ -433,6 +450,14 @@ pub fn from_config(c: &pb::Config) -> File {
                 },
                 stages: g.stages.clone(),
                 expires_at: time(&g.expires_at),
+            })
+            .collect(),
+        owner_stages: c
+            .owner_stages
+            .iter()
+            .map(|o| OwnerStagesEntry {
+                owner: o.owner.clone(),
+                stages: o.stages.clone(),
             })
             .collect(),
     }

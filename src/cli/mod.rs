@@ -27,6 +27,7 @@ pub mod keys;
 pub mod output;
 pub mod principals;
 pub mod requests;
+pub mod stages;
 pub mod time;
 
 /// The `--help` text every family ends with.
@@ -81,6 +82,9 @@ pub enum AdminCommand {
     /// Permission requests: a developer applies, a provider approves or rejects.
     #[command(after_long_help = EXIT_CODES)]
     Request(requests::RequestCmd),
+    /// The stages an owner's grants may name.
+    #[command(after_long_help = EXIT_CODES)]
+    Stages(stages::StagesCmd),
     /// Admin principals: named identities with a role and their own token.
     #[command(after_long_help = EXIT_CODES)]
     Principal(principals::PrincipalCmd),
@@ -312,6 +316,7 @@ pub fn run(cmd: AdminCommand) -> ExitCode {
             AdminCommand::Diff(d) => declarative::diff(Ctx::new(d.common.clone()), d).await,
             AdminCommand::Explain(e) => explain::run(Ctx::new(e.common.clone()), e).await,
             AdminCommand::Request(r) => requests::run(Ctx::new(r.common), r.verb).await,
+            AdminCommand::Stages(s) => stages::run(Ctx::new(s.common), s.verb).await,
             AdminCommand::Principal(p) => principals::run(Ctx::new(p.common), p.verb).await,
             AdminCommand::WhoAmI(w) => principals::whoami(Ctx::new(w.common)).await,
         }

@@ -297,6 +297,36 @@ impl Printable for pb::PermissionRequest {
     }
 }
 
+impl Printable for pb::OwnerStages {
+    fn json(&self) -> Value {
+        json!({"owner": self.owner, "stages": self.stages, "declared": self.declared})
+    }
+    fn fields(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("owner", self.owner.clone()),
+            ("stages", self.stages.join(",")),
+            (
+                "declared",
+                if self.declared {
+                    "yes".to_owned()
+                } else {
+                    "no (the default set)".to_owned()
+                },
+            ),
+        ]
+    }
+    fn columns() -> &'static [&'static str] {
+        &["OWNER", "STAGES", "DECLARED"]
+    }
+    fn row(&self) -> Vec<String> {
+        vec![
+            self.owner.clone(),
+            self.stages.join(","),
+            self.declared.to_string(),
+        ]
+    }
+}
+
 impl Printable for pb::Principal {
     fn json(&self) -> Value {
         json!({

@@ -953,6 +953,53 @@ impl Admin for AdminService {
         }))
     }
 
+    // === owner stages ===
+
+    async fn set_owner_stages(
+        &self,
+        req: Request<pb::SetOwnerStagesRequest>,
+    ) -> Res<pb::OwnerStages> {
+        let c = caller(&req)?;
+        let r = req.into_inner();
+        name("owner", &r.owner)?;
+        self.allow_resource(&c, "SetOwnerStages", Some(r.owner.clone()))?;
+        let stages = stage_list("stages", &r.stages)?;
+        let stages = self.commit(
+            self.store
+                .set_owner_stages(&c.actor, &r.owner, stages)
+                .await
+                .map_err(AdminError::from)?,
+        );
+        Ok(Response::new(pb::OwnerStages {
+            owner: r.owner,
+            stages,
+            declared: true,
+        }))
+    }
+
+    async fn get_owner_stages(
+        &self,
+        req: Request<pb::GetOwnerStagesRequest>,
+    ) -> Res<pb::OwnerStages> {
+        let c = caller(&req)?;
+        let owner = req.into_inner().owner;
+        need("owner", &owner)?;
+        self.allow(
+            &c,
+            "GetOwnerStages",
+            Owners {
+                app: Some(&owner),
+                resource: Some(&owner),
+            },
+        )?;
+        let (stages, declared) = self.store.owner_stages(&owner).map_err(AdminError::from)?;
+        Ok(Response::new(pb::OwnerStages {
+            owner,
+            stages,
+            declared,
+        }))
+    }
+
     // === permission requests ===
 
     async fn create_permission_request(

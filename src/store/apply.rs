@@ -84,6 +84,8 @@ pub struct Desired {
     pub groups: Vec<DesiredGroup>,
     pub apis: Vec<DesiredApi>,
     pub grants: Vec<DesiredGrant>,
+    /// Owners' declared stages (`stages`); an owner the file leaves out keeps its own.
+    pub owner_stages: Vec<(String, Vec<String>)>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -134,6 +136,7 @@ struct Current {
     groups: Vec<Group>,
     apis: Vec<Api>,
     grants: Vec<Grant>,
+    owner_stages: HashMap<String, Vec<String>>,
 }
 
 /// One step of a plan, in the order `Op::phase` gives.
@@ -164,6 +167,8 @@ enum Op {
     /// With the ids of every grant its app has or gets in this plan (the one grant
     /// per app and target rule).
     CreateGrant(Grant, Vec<String>),
+    /// Before any grant is written: grants are checked against these.
+    SetStages(String, Vec<String>),
 }
 
 impl Op {
@@ -183,6 +188,7 @@ impl Op {
             Op::UpdateApp(..) | Op::CreateApp { .. } => 8,
             Op::UpdateKey(..) | Op::CreateKey(_) => 9,
             Op::CreateGrant(..) => 10,
+            Op::SetStages(..) => 0,
         }
     }
 }
@@ -316,6 +322,32 @@ fn make_plan(cur: &Current, want: &Desired, prune: bool, now_ms: i64) -> Result<
     };
     // Ids this plan makes up, to mark their changes.
     let mut made: HashSet<String> = HashSet::new();
+
+    // --- owners' stages ---
+    let mut seen_owners = HashSet::new();
+    for (i, (owner, stages)) in want.owner_stages.iter().enumerate() {
+        if !seen_owners.insert(owner.clone()) {
+            return Err(invalid(
+                format!("owner_stages[{i}]"),
+                format!("owner '{owner}' is declared twice"),
+            ));
+        }
+        if cur.owner_stages.get(owner) != Some(stages) {
+            note(
+                Action::Update,
+                "owner_stages",
+                owner,
+                format!(
+                    "stages: [{}] → [{}]",
+                    cur.owner_stages
+                        .get(owner)
+                        .map_or(String::new(), |s| s.join(", ")),
+                    stages.join(", ")
+                ),
+            );
+            ops.push(Op::SetStages(owner.clone(), stages.clone()));
+        }
+    }
 
     // --- groups ---
     let stored = Owned::new(&cur.groups, |g| (&g.id, &g.owner, &g.name));
@@ -820,6 +852,7 @@ impl Store {
             groups: self.all_groups().collect::<Result<_, _>>()?,
             apis: self.all_apis().collect::<Result<_, _>>()?,
             grants: self.all_grants().collect::<Result<_, _>>()?,
+            owner_stages: self.all_owner_stages()?.into_iter().collect(),
         })
     }
 
@@ -866,6 +899,7 @@ impl Store {
             match op {
                 Op::DeleteGrant(id) => changes.push(Change::Grant(id)),
                 Op::CreateGrant(g, _) => changes.push(Change::Grant(g.id)),
+                Op::SetStages(..) => {}
                 Op::DeleteKey(k) | Op::UpdateKey(k, _) => changes.push(Change::Key(k)),
                 Op::CreateKey(k) => {
                     changes.push(Change::Key(k.app_key.clone()));
@@ -947,6 +981,16 @@ impl Store {
             Op::CreateKey(k) => {
                 let rec = key_to_record(&self.sealer, k).map_err(abort)?;
                 insert_key_tx(tx, k, &rec)?;
+            }
+            Op::SetStages(owner, stages) => {
+                tx.put(
+                    Tree::OwnerStages,
+                    owner.as_bytes(),
+                    &super::codec::OwnerStagesRecord {
+                        owner: owner.clone(),
+                        stages: stages.clone(),
+                    },
+                )?;
             }
             Op::CreateGrant(g, siblings) => {
                 let g = Grant {

@@ -287,6 +287,15 @@ pub struct PermissionRequestRecord {
     pub update_ms: i64,
 }
 
+/// The stages an owner declared for its grants.
+#[derive(Clone, PartialEq, Message)]
+pub struct OwnerStagesRecord {
+    #[prost(string, tag = "1")]
+    pub owner: String,
+    #[prost(string, repeated, tag = "2")]
+    pub stages: Vec<String>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -121,6 +121,7 @@ impl Store {
                     let before = grant_from_record(r).map_err(tx_abort)?;
                     let mut after = before.clone();
                     if let Some(s) = &patch.stages {
+                        super::stages::check_stages_tx(tx, &after.target, s, "Grant.stages")?;
                         after.stages = s.clone();
                     }
                     if let Some(e) = patch.expires_ms {

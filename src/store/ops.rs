@@ -415,6 +415,7 @@ pub(super) fn insert_grant_tx(
     rec: &GrantRecord,
     siblings: &[String],
 ) -> TxResult<()> {
+    super::stages::check_stages_tx(tx, &grant.target, &grant.stages, "Grant.stages")?;
     for id in siblings {
         if let Some(other) = tx.get::<GrantRecord>(Tree::Grants, id.as_bytes())?
             && other.id != grant.id

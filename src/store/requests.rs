@@ -148,6 +148,7 @@ impl Store {
                     if !tx.exists(tree, target_id(i).as_bytes())? {
                         return abort(StoreError::not_found(kind, target_id(i)));
                     }
+                    super::stages::check_stages_tx(tx, &item_target(i), &rec.stages, "stages")?;
                     tx.set(Tree::RequestsByTarget, &join(&[target_id(i), &rec.id]), b"")?;
                 }
                 tx.put(Tree::PermissionRequests, rec.id.as_bytes(), &rec)?;
@@ -307,6 +308,7 @@ impl Store {
                         let grant_id = match existing {
                             // A renewal: the app's one grant on the target, extended.
                             Some(mut g) => {
+                                super::stages::check_stages_tx(tx, &target, &stages, "stages")?;
                                 g.stages = stages.clone();
                                 g.expires_ms = expires.unwrap_or(0);
                                 tx.put(Tree::Grants, g.id.as_bytes(), &g)?;

@@ -53,10 +53,12 @@ pub enum Tree {
     RequestsByApp,
     /// api-or-group id \0 request id -> ()
     RequestsByTarget,
+    /// owner -> the stages it declared
+    OwnerStages,
 }
 
 impl Tree {
-    pub const ALL: [Tree; 20] = [
+    pub const ALL: [Tree; 21] = [
         Tree::Apps,
         Tree::AppNames,
         Tree::AppCodes,
@@ -77,6 +79,7 @@ impl Tree {
         Tree::PermissionRequests,
         Tree::RequestsByApp,
         Tree::RequestsByTarget,
+        Tree::OwnerStages,
     ];
 
     pub fn name(self) -> &'static str {
@@ -101,6 +104,7 @@ impl Tree {
             Tree::PermissionRequests => "permission_requests",
             Tree::RequestsByApp => "requests_by_app",
             Tree::RequestsByTarget => "requests_by_target",
+            Tree::OwnerStages => "owner_stages",
         }
     }
 

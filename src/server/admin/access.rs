@@ -92,6 +92,8 @@ pub const TABLE: &[Rule] = &[
     r("ApprovePermissionRequest", false, Own, No),
     r("RejectPermissionRequest", false, Own, No),
     r("WithdrawPermissionRequest", false, No, Own),
+    r("SetOwnerStages", false, Own, No),
+    r("GetOwnerStages", true, Own, Own),
     r("ListAuditEvents", true, No, No),
     r("Backup", false, No, No),
     r("Export", true, No, No),

@@ -596,6 +596,11 @@ pub fn grant_in(g: &pb::Grant) -> R<model::Grant> {
     })
 }
 
+/// Stage names, upper-cased and de-duplicated.
+pub fn stage_list(field: &str, v: &[String]) -> R<Vec<String>> {
+    stages(field, v)
+}
+
 fn stages(field: &str, v: &[String]) -> R<Vec<String>> {
     let mut out = Vec::new();
     for (i, s) in v.iter().enumerate() {

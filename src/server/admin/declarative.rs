@@ -100,6 +100,17 @@ pub fn desired(c: &pb::Config) -> R<Desired> {
         api.id = id_of(&format!("apis[{i}].id"), &a.id)?.unwrap_or_default();
         d.apis.push(DesiredApi { api });
     }
+    for (i, o) in c.owner_stages.iter().enumerate() {
+        name(&format!("owner_stages[{i}].owner"), &o.owner)?;
+        let stages = stage_list(&format!("owner_stages[{i}].stages"), &o.stages)?;
+        if stages.is_empty() {
+            return Err(invalid(
+                format!("owner_stages[{i}].stages"),
+                "declare at least one stage",
+            ));
+        }
+        d.owner_stages.push((o.owner.clone(), stages));
+    }
     for (i, g) in c.grants.iter().enumerate() {
         let grant = grant_in(g).map_err(|e| at("grants", i, e))?;
         d.grants.push(DesiredGrant {
@@ -129,6 +140,16 @@ pub fn export(store: &Store) -> R<pb::Config> {
         groups: all(store.all_groups(), group_out)?,
         apis: all(store.all_apis(), api_out)?,
         grants: all(store.all_grants(), grant_out)?,
+        owner_stages: store
+            .all_owner_stages()
+            .map_err(AdminError::from)?
+            .into_iter()
+            .map(|(owner, stages)| pb::OwnerStages {
+                owner,
+                stages,
+                declared: true,
+            })
+            .collect(),
     })
 }
 
