@@ -830,16 +830,22 @@ fn describe_grant(g: &Grant) -> String {
     )
 }
 
-/// Every grant of the app on the API or its group, and why none applies.
-fn describe_grants(snap: &Snapshot, app_id: &str, api: &Api, stage: &str, now_ms: i64) -> String {
+/// The app's grants on the API and on its group: the ones that may let it in.
+fn candidate_grants<'s>(
+    snap: &'s Snapshot,
+    app_id: &str,
+    api: &Api,
+) -> impl Iterator<Item = &'s Arc<Grant>> {
     let on_group = api
         .group_id
         .as_deref()
         .map_or(&[][..], |g| snap.grants(app_id, g));
-    let seen: Vec<String> = snap
-        .grants(app_id, &api.id)
-        .iter()
-        .chain(on_group)
+    snap.grants(app_id, &api.id).iter().chain(on_group)
+}
+
+/// Every grant of the app on the API or its group, and why none applies.
+fn describe_grants(snap: &Snapshot, app_id: &str, api: &Api, stage: &str, now_ms: i64) -> String {
+    let seen: Vec<String> = candidate_grants(snap, app_id, api)
         .map(|g| {
             let why = if !g.covers_stage(stage) {
                 format!("its stages {} do not include {stage}", g.stages.join(","))
@@ -871,13 +877,8 @@ fn check_grant<'s>(
     stage: &str,
     now_ms: i64,
 ) -> Result<&'s Arc<Grant>, Deny> {
-    let on_api = snap.grants(app_id, &api.id);
-    let on_group = api
-        .group_id
-        .as_deref()
-        .map_or(&[][..], |g| snap.grants(app_id, g));
     let mut expired = false;
-    for g in on_api.iter().chain(on_group) {
+    for g in candidate_grants(snap, app_id, api) {
         if !g.covers_stage(stage) {
             continue;
         }

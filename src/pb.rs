@@ -21,3 +21,28 @@ pub const ADMIN_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("adm
 /// from the protos the envoy-types crate ships, for reflection on the check listener.
 pub const ENVOY_AUTHZ_DESCRIPTOR_SET: &[u8] =
     tonic::include_file_descriptor_set!("envoy_authz_descriptor");
+
+/// A gRPC code as the proto spells it (`INVALID_ARGUMENT`), for one-line errors that
+/// match the API's documentation rather than tonic's Rust names.
+pub fn code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code;
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "CANCELLED",
+        Code::Unknown => "UNKNOWN",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Aborted => "ABORTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::Internal => "INTERNAL",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DataLoss => "DATA_LOSS",
+        Code::Unauthenticated => "UNAUTHENTICATED",
+    }
+}

@@ -145,31 +145,6 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     out
 }
 
-/// A gRPC code as the proto spells it (`INVALID_ARGUMENT`), for one-line errors that
-/// match the API's documentation rather than tonic's Rust names.
-pub fn code_name(code: tonic::Code) -> &'static str {
-    use tonic::Code;
-    match code {
-        Code::Ok => "OK",
-        Code::Cancelled => "CANCELLED",
-        Code::Unknown => "UNKNOWN",
-        Code::InvalidArgument => "INVALID_ARGUMENT",
-        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
-        Code::NotFound => "NOT_FOUND",
-        Code::AlreadyExists => "ALREADY_EXISTS",
-        Code::PermissionDenied => "PERMISSION_DENIED",
-        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
-        Code::FailedPrecondition => "FAILED_PRECONDITION",
-        Code::Aborted => "ABORTED",
-        Code::OutOfRange => "OUT_OF_RANGE",
-        Code::Unimplemented => "UNIMPLEMENTED",
-        Code::Internal => "INTERNAL",
-        Code::Unavailable => "UNAVAILABLE",
-        Code::DataLoss => "DATA_LOSS",
-        Code::Unauthenticated => "UNAUTHENTICATED",
-    }
-}
-
 /// `CODE: message` on one line (a multi-line message would break `2>&1 | grep`).
 pub fn status_line(s: &tonic::Status) -> String {
     let msg: String = s
@@ -177,5 +152,5 @@ pub fn status_line(s: &tonic::Status) -> String {
         .chars()
         .map(|c| if c.is_control() { ' ' } else { c })
         .collect();
-    format!("{}: {}", code_name(s.code()), msg.trim())
+    format!("{}: {}", crate::pb::code_name(s.code()), msg.trim())
 }

@@ -114,11 +114,7 @@ impl AdminService {
     ) -> Result<Option<String>, Status> {
         let mut first = None;
         for i in &r.items {
-            let owner = if i.api_id.is_empty() {
-                self.group_owner(&i.group_id)?
-            } else {
-                self.api_owner(&i.api_id)?
-            };
+            let owner = self.target_owner(&crate::store::requests::item_target(i))?;
             if owner.as_deref() == Some(c.principal.owner.as_str()) {
                 return Ok(owner);
             }

@@ -931,9 +931,7 @@ impl Store {
         let abort = super::ops::ConflictAbort::from;
         match op {
             Op::DeleteGrant(id) => {
-                if let Some(r) = tx.get::<super::codec::GrantRecord>(Tree::Grants, id.as_bytes())? {
-                    super::ops::delete_grant_tx(tx, &r)?;
-                }
+                super::ops::delete_grants_by_id_tx(tx, std::slice::from_ref(id))?
             }
             Op::DeleteKey(k) => {
                 delete_key_tx(tx, k)?;

@@ -239,7 +239,7 @@ fn route_text(key: &[u8]) -> String {
 
 /// Removes the grants with these ids (those still there) and their index entries:
 /// the cascade of deleting an app, a group or an API.
-fn delete_grants_by_id_tx(tx: &Tx<'_>, ids: &[String]) -> TxResult<()> {
+pub(super) fn delete_grants_by_id_tx(tx: &Tx<'_>, ids: &[String]) -> TxResult<()> {
     for id in ids {
         if let Some(rec) = tx.get::<GrantRecord>(Tree::Grants, id.as_bytes())? {
             delete_grant_tx(tx, &rec)?;

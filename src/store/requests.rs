@@ -61,7 +61,8 @@ pub struct RequestFilter {
     pub status: Option<String>,
 }
 
-fn item_target(i: &PermissionItemRecord) -> GrantTarget {
+/// The API or group a request item is for.
+pub fn item_target(i: &PermissionItemRecord) -> GrantTarget {
     if i.api_id.is_empty() {
         GrantTarget::Group(i.group_id.clone())
     } else {
