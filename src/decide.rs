@@ -190,10 +190,14 @@ fn forged_identity_headers(
     set: &[(String, String)],
     remove: &mut Vec<String>,
 ) {
+    // The configured identity headers too, whatever their names: they need not
+    // start with x-keygate-.
+    let configured = [cfg.extend_info_header.as_str(), cfg.user_id_header.as_str()];
     for (name, _) in view.headers.iter() {
         let identity = spelled_like(name, "x-keygate-")
-            || (name.len() == cfg.extend_info_header.len()
-                && spelled_like(name, &cfg.extend_info_header));
+            || configured
+                .iter()
+                .any(|h| name.len() == h.len() && spelled_like(name, h));
         if identity && !set.iter().any(|(n, _)| n == name) && !remove.iter().any(|n| n == name) {
             remove.push(name.to_owned());
         }

@@ -634,6 +634,27 @@ fn forged_identity_headers_are_removed_in_every_spelling() {
     assert!(!a.headers_to_remove.iter().any(|r| r == "x-keygate-app-id"));
 }
 
+/// A configured user-id header outside the x-keygate- prefix is an identity header too:
+/// a client's copy goes in every spelling.
+#[test]
+fn a_configured_user_header_is_removed_in_every_spelling() {
+    let s = world();
+    let mut v = signed("GET", "/v1/items/7", "K1", SECRET, "n", NOW, None);
+    v.headers.push("X_User_Id", "mallory");
+    let cfg = DecideConfig {
+        user_id_header: "x-user-id".into(),
+        ..DecideConfig::default()
+    };
+    let Decision::Allow(a) = decide(&v, &s, &ReplayGuard::new(1000, 1000), NOW, &cfg) else {
+        panic!("not allowed")
+    };
+    assert!(
+        a.headers_to_remove.iter().any(|r| r == "x_user_id"),
+        "{a:?}"
+    );
+    assert!(a.headers_to_remove.iter().any(|r| r == "x-user-id"));
+}
+
 #[test]
 fn a_key_at_its_replay_share_does_not_refuse_another_key() {
     let mut s = world();
