@@ -637,16 +637,20 @@ fn check_user(
     if !api.user_auth_required || api.user_auth_exempt_apps.iter().any(|a| a == app_id) {
         return Ok(None);
     }
-    let deny = |why: String| Deny::new(DenyCode::UserUnauthenticated, why);
     let Some(ua) = &cfg.user_auth else {
-        return Err(deny(
-            "the API requires a user token, and keygate has no user token keys configured".into(),
+        // Fail closed on a configuration gap: nothing could verify a token.
+        return Err(Deny::new(
+            DenyCode::UserInvalid,
+            "the API requires a user token, and keygate has no user token keys configured",
         ));
     };
-    let token = ua
-        .token(view)
-        .ok_or_else(|| deny("the API requires a user token; the request carries none".into()))?;
-    ua.verify(token, now_ms).map(Some).map_err(deny)
+    let token = ua.token(view).ok_or_else(|| {
+        Deny::new(
+            DenyCode::UserMissing,
+            "the API requires a user token; the request carries none",
+        )
+    })?;
+    ua.verify(token, now_ms).map(Some)
 }
 
 /// The matched API, if it takes this request: exists, body rules met, scheme accepted.

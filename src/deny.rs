@@ -45,9 +45,14 @@ pub enum DenyCode {
     ApiNotFound,
     NoGrant,
     GrantExpired,
-    /// The API requires user authentication and the request's user token is missing
-    /// or not valid (signature, expiry, issuer, audience).
-    UserUnauthenticated,
+    /// The API requires user authentication and the request carries no user token.
+    UserMissing,
+    /// The request's user token is not valid: not a JWT, an algorithm or key not
+    /// accepted, a wrong signature, issuer or audience, no user claim.
+    UserInvalid,
+    /// The request's user token is outside its validity (`exp` passed or `nbf` not
+    /// reached, beyond the leeway).
+    UserExpired,
     /// The service is shedding load.
     Overloaded,
     /// The request was not received (a slow body) and decided within the call's
@@ -65,7 +70,7 @@ pub struct DenyStatus {
 }
 
 impl DenyCode {
-    pub const ALL: [DenyCode; 28] = [
+    pub const ALL: [DenyCode; 30] = [
         DenyCode::MissingCredential,
         DenyCode::Malformed,
         DenyCode::SchemeNotAllowed,
@@ -90,7 +95,9 @@ impl DenyCode {
         DenyCode::ApiNotFound,
         DenyCode::NoGrant,
         DenyCode::GrantExpired,
-        DenyCode::UserUnauthenticated,
+        DenyCode::UserMissing,
+        DenyCode::UserInvalid,
+        DenyCode::UserExpired,
         DenyCode::Overloaded,
         DenyCode::RequestTimeout,
         DenyCode::Internal,
@@ -122,7 +129,9 @@ impl DenyCode {
             DenyCode::ApiNotFound => "ApiNotFound",
             DenyCode::NoGrant => "NoGrant",
             DenyCode::GrantExpired => "GrantExpired",
-            DenyCode::UserUnauthenticated => "UserUnauthenticated",
+            DenyCode::UserMissing => "UserMissing",
+            DenyCode::UserInvalid => "UserInvalid",
+            DenyCode::UserExpired => "UserExpired",
             DenyCode::Overloaded => "Overloaded",
             DenyCode::RequestTimeout => "RequestTimeout",
             DenyCode::Internal => "Internal",
@@ -147,7 +156,9 @@ impl DenyCode {
             | DenyCode::TimestampExpired
             | DenyCode::NonceMissing
             | DenyCode::NonceReplayed
-            | DenyCode::UserUnauthenticated => (401, Code::Unauthenticated),
+            | DenyCode::UserMissing
+            | DenyCode::UserInvalid
+            | DenyCode::UserExpired => (401, Code::Unauthenticated),
             DenyCode::AppDisabled
             | DenyCode::SchemeNotAllowed
             | DenyCode::ApiNotFound

@@ -18,7 +18,12 @@ use std::time::SystemTime;
 use jsonwebtoken::jwk::{AlgorithmParameters, JwkSet};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 
+use crate::deny::{Deny, DenyCode};
 use crate::request::RequestView;
+
+fn invalid(why: impl Into<String>) -> Deny {
+    Deny::new(DenyCode::UserInvalid, why.into())
+}
 
 /// How user tokens are found and checked (`--user-*` flags).
 #[derive(Clone, Debug, Default)]
@@ -128,25 +133,28 @@ impl UserAuth {
         }
     }
 
-    /// The user id of a valid token, or why it is not.
-    pub fn verify(&self, token: &str, now_ms: i64) -> Result<String, String> {
+    /// The user id of a valid token, or why it is not: `UserExpired` for a token
+    /// outside its validity, `UserInvalid` for anything else.
+    pub fn verify(&self, token: &str, now_ms: i64) -> Result<String, Deny> {
         self.refresh(now_ms);
-        let header = jsonwebtoken::decode_header(token)
-            .map_err(|e| format!("not a signed JWT ({e}); alg none is never accepted"))?;
+        let header = jsonwebtoken::decode_header(token).map_err(|e| {
+            invalid(format!(
+                "not a signed JWT ({e}); alg none is never accepted"
+            ))
+        })?;
         let key = match header.alg {
-            Algorithm::HS256 => DecodingKey::from_secret(
-                self.cfg
-                    .hs256_secret
-                    .as_deref()
-                    .ok_or("HS256 tokens are not accepted here (no secret configured)")?,
-            ),
-            Algorithm::RS256 | Algorithm::ES256 => {
-                self.jwk_key(header.alg, header.kid.as_deref())?
+            Algorithm::HS256 => {
+                DecodingKey::from_secret(self.cfg.hs256_secret.as_deref().ok_or_else(|| {
+                    invalid("HS256 tokens are not accepted here (no secret configured)")
+                })?)
             }
+            Algorithm::RS256 | Algorithm::ES256 => self
+                .jwk_key(header.alg, header.kid.as_deref())
+                .map_err(invalid)?,
             other => {
-                return Err(format!(
+                return Err(invalid(format!(
                     "alg {other:?} is not accepted (HS256, RS256, ES256)"
-                ));
+                )));
             }
         };
         let mut v = Validation::new(header.alg);
@@ -160,22 +168,33 @@ impl UserAuth {
             Some(a) => v.set_audience(&[a]),
             None => v.validate_aud = false,
         }
-        let data = jsonwebtoken::decode::<serde_json::Value>(token, &key, &v)
-            .map_err(|e| format!("invalid user token: {e}"))?;
+        let data = jsonwebtoken::decode::<serde_json::Value>(token, &key, &v).map_err(|e| {
+            use jsonwebtoken::errors::ErrorKind;
+            match e.kind() {
+                ErrorKind::ExpiredSignature => {
+                    Deny::new(DenyCode::UserExpired, "the user token has expired")
+                }
+                ErrorKind::ImmatureSignature => Deny::new(
+                    DenyCode::UserExpired,
+                    "the user token is not valid yet (nbf)",
+                ),
+                _ => invalid(format!("invalid user token: {e}")),
+            }
+        })?;
         match data.claims.get(&self.cfg.user_claim) {
             Some(serde_json::Value::String(s)) if !s.is_empty() && s.len() <= 256 => {
                 if s.chars().any(char::is_control) {
-                    return Err(format!(
+                    return Err(invalid(format!(
                         "claim {} holds control characters",
                         self.cfg.user_claim
-                    ));
+                    )));
                 }
                 Ok(s.clone())
             }
-            _ => Err(format!(
+            _ => Err(invalid(format!(
                 "the token has no {} claim naming the user",
                 self.cfg.user_claim
-            )),
+            ))),
         }
     }
 

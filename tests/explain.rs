@@ -533,6 +533,6 @@ async fn a_missing_user_token_is_explained_at_the_user_step() {
     let req = Req::new(&w, "/users/x").explain_request(|_| {});
     let mut w = w;
     let e = explain(&mut w, req).await;
-    assert_eq!(e.code, "UserUnauthenticated", "{e:#?}");
+    assert_eq!(e.code, "UserMissing", "{e:#?}");
     assert_eq!(failed_step(&e), "user");
 }

@@ -458,7 +458,10 @@ pub(crate) fn vendor_error(code: DenyCode) -> Option<(&'static str, &'static str
         DenyCode::Internal | DenyCode::ReplayUnavailable => ("X500ER", "Internal Error"),
         // The gateway has no client-side timeout code to copy, and no user
         // authentication: no vendor header.
-        DenyCode::RequestTimeout | DenyCode::UserUnauthenticated => return None,
+        DenyCode::RequestTimeout
+        | DenyCode::UserMissing
+        | DenyCode::UserInvalid
+        | DenyCode::UserExpired => return None,
     })
 }
 

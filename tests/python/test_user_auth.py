@@ -1,7 +1,8 @@
 """User authentication on APIs with user_auth_required, with JWTs made by an
 independent library (PyJWT, keys from `cryptography`): HS256, RS256 and ES256 are
 accepted; expired, not yet valid, wrong audience, wrong issuer, wrong key and
-`alg: none` tokens are denied UserUnauthenticated; a key rotated into the JWKS file
+`alg: none` tokens are denied (UserMissing, UserExpired or UserInvalid, as each
+case is); a key rotated into the JWKS file
 works without a restart; the user id goes upstream and a client-sent copy does not;
 an app on the API's whitelist needs no token; the token may come in a cookie."""
 
@@ -131,8 +132,8 @@ def ask(setup, who=None, user_token=None, cookie=None, extra=None):
     return check("GET", target, {**headers, **sig})
 
 
-def denied(resp):
-    return assert_denied(resp, "UserUnauthenticated", 401, GRPC_UNAUTHENTICATED)
+def denied(resp, code="UserInvalid"):
+    return assert_denied(resp, code, 401, GRPC_UNAUTHENTICATED)
 
 
 def test_each_algorithm_is_accepted_and_names_the_user(setup, keys):
@@ -156,6 +157,7 @@ def test_a_missing_or_bad_token_is_denied(setup, keys):
         "missing": None,
         "expired": token(keys["rsa1"], "RS256", kid="rsa1", exp=now - 60),
         "not yet valid": token(keys["rsa1"], "RS256", kid="rsa1", nbf=now + 120),
+        "expired HS256": token(HS_SECRET, "HS256", exp=now - 60),
         "wrong audience": token(keys["rsa1"], "RS256", kid="rsa1", aud="someone-else"),
         "wrong issuer": token(keys["rsa1"], "RS256", kid="rsa1", iss="https://evil.example"),
         "no expiry": token(keys["rsa1"], "RS256", kid="rsa1", exp=None),
@@ -165,10 +167,11 @@ def test_a_missing_or_bad_token_is_denied(setup, keys):
         "alg none": jwt.encode({"sub": "alice", "iss": ISS, "aud": AUD, "exp": now + 300}, None, algorithm="none"),
         "garbage": "not.a.jwt",
     }
+    codes = {"missing": "UserMissing", "expired": "UserExpired", "not yet valid": "UserExpired", "expired HS256": "UserExpired"}
     for what, tok in bad.items():
         resp = ask(setup, user_token=tok)
         assert resp.ok_response is None, f"{what}: allowed"
-        denied(resp)
+        denied(resp, codes.get(what, "UserInvalid"))
 
 
 def test_the_whitelist_the_cookie_and_a_forged_user_header(setup, keys):
