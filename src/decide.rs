@@ -19,7 +19,10 @@
 //! 6. the API (resolved early from the route hint or host + method + path, but only
 //!    reported after authentication so unauthenticated callers learn nothing of it),
 //!    and whether it accepts the scheme;
-//! 7. a live grant on the API or its group for the stage.
+//! 7. a live grant on the API or its group for the stage, except on an API that allows
+//!    anonymous calls: there a caller with a credential is checked in full (steps 2-6)
+//!    but needs no grant, since it could otherwise drop its signature and pass;
+//! 8. the user token, on APIs that require one (unless the app is exempt).
 
 pub mod decision;
 pub mod trace;
@@ -542,6 +545,18 @@ fn decide_signed<T: Trace>(
         let grant = check_grant(snap, &who.app.id, api, stage, now_ms);
         match &grant {
             Ok(g) => t.step(Step::Grant, Outcome::Pass, || describe_grant(g)),
+            // The one rule for anonymous APIs: a grant only adds rights, so an app that
+            // proves who it is never has fewer than a caller that proves nothing (it
+            // could drop its signature). A credential it presents is still checked in
+            // full above: a bad or replayed one is a deny, never a fall-through.
+            Err(d) if api.anonymous_allowed => t.step(Step::Grant, Outcome::Pass, || {
+                format!(
+                    "{}: {}; the API allows anonymous calls, so app {} needs no grant",
+                    d.code.as_str(),
+                    d.message,
+                    who.app.id
+                )
+            }),
             Err(d) => t.step(Step::Grant, Outcome::Fail, || {
                 format!(
                     "{}: {}; {}",
@@ -551,7 +566,9 @@ fn decide_signed<T: Trace>(
                 )
             }),
         }
-        grant?;
+        if !api.anonymous_allowed {
+            grant?;
+        }
         let user = check_user(view, cfg, api, &who.app.id, now_ms);
         match &user {
             Ok(Some(u)) => t.step(Step::User, Outcome::Pass, || format!("user {u:?}")),

@@ -566,3 +566,100 @@ async fn grants_name_only_the_stages_their_owner_declared() {
         .unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
 }
+
+/// One rule on an anonymous API: an unsigned request passes, and so does a validly
+/// signed one from an app without a grant (named upstream), while a credential that
+/// does not verify is denied, never treated as no credential.
+#[tokio::test]
+async fn on_an_anonymous_api_a_verified_app_needs_no_grant() {
+    use common::granted::check_request;
+    let kg = Keygate::start();
+    let mut admin = kg.admin().await;
+    let g = grant_app(&mut admin, "open").await;
+    let grant = only_grant(&mut admin, &g.app_id).await;
+    let Some(pb::grant::Target::ApiId(api_id)) = grant.target.clone() else {
+        panic!("{grant:?}")
+    };
+    admin
+        .update_api(pb::UpdateApiRequest {
+            api: Some(pb::Api {
+                id: api_id,
+                anonymous_allowed: true,
+                ..Default::default()
+            }),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["anonymous_allowed".into()],
+            }),
+        })
+        .await
+        .unwrap();
+    admin
+        .delete_grant(pb::DeleteGrantRequest {
+            id: grant.id.clone(),
+        })
+        .await
+        .unwrap();
+
+    let mut c = check_client(kg.check_addr()).await;
+    let unsigned = check_request("GET", "http://api.example.com/open/x", &[]);
+    let r = c.check(unsigned).await.unwrap().into_inner();
+    assert_eq!(deny_code(&r), None, "{r:?}");
+
+    let r = c
+        .check(signed_check(&g, &g.app_secret, "x"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(deny_code(&r), None, "{r:?}");
+    let Some(authz_ok) = ok_headers(&r) else {
+        panic!("{r:?}")
+    };
+    assert_eq!(
+        authz_ok.get("x-keygate-app-id"),
+        Some(&g.app_id),
+        "{authz_ok:?}"
+    );
+    assert_eq!(
+        allowed(&kg, &g, "x").await,
+        None,
+        "the same app again, fresh nonce"
+    );
+    let r = c
+        .check(signed_check(&g, "not-the-secret", "x"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(deny_code(&r).as_deref(), Some("SignatureMismatch"));
+    let e = admin
+        .explain(explain_of(&signed_check(&g, &g.app_secret, "x")))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(e.allowed, "{e:#?}");
+    let grant_step = e
+        .steps
+        .iter()
+        .find(|s| s.step == "grant")
+        .expect("a grant step");
+    assert!(
+        grant_step.detail.contains("needs no grant"),
+        "{grant_step:?}"
+    );
+}
+
+/// The headers an allow sets upstream.
+fn ok_headers(
+    r: &envoy_types::pb::envoy::service::auth::v3::CheckResponse,
+) -> Option<std::collections::HashMap<String, String>> {
+    use envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse;
+    match &r.http_response {
+        Some(HttpResponse::OkResponse(ok)) => Some(
+            ok.headers
+                .iter()
+                .filter_map(|h| h.header.as_ref())
+                .map(|h| (h.key.clone(), h.value.clone()))
+                .collect(),
+        ),
+        _ => None,
+    }
+}

@@ -464,6 +464,54 @@ fn anonymous_only_where_allowed() {
     assert!(a.headers_to_remove.iter().any(|h| h == "x-keygate-app-id"));
 }
 
+/// One rule on an anonymous API: a caller that proves who it is needs no grant (it
+/// could drop its signature and pass), but what it presents is checked in full.
+#[test]
+fn a_signed_caller_on_an_anonymous_api_needs_no_grant_but_a_valid_credential() {
+    let mut s = world();
+    let mut open = api("api6", "/public");
+    open.anonymous_allowed = true;
+    s.put_api(open);
+    s.put_app(app("app2"));
+    s.put_key(key("K2", "app2", "secret-of-app2"));
+    let mut expired = grant(
+        "gr9",
+        "app2",
+        GrantTarget::Api("api6".into()),
+        &[],
+        Some(NOW - 1),
+    );
+    expired.create_ms = NOW - 10;
+    s.put_grant(expired);
+    // app1 has no grant at all; app2's has expired.
+    for (k, secret) in [("K1", SECRET), ("K2", "secret-of-app2")] {
+        let d = run(&s, &signed("GET", "/public", k, secret, "n1", NOW, None));
+        let Decision::Allow(a) = d else {
+            panic!("{k}: {d:?}")
+        };
+        assert!(
+            !a.app_id.is_empty(),
+            "{k}: the verified app is named upstream"
+        );
+        assert_eq!(a.scheme, "aliyun");
+    }
+    let bad = run(
+        &s,
+        &signed("GET", "/public", "K1", "wrong", "n1", NOW, None),
+    );
+    assert_eq!(code(&bad), Some(DenyCode::SignatureMismatch));
+    let stale = run(
+        &s,
+        &signed("GET", "/public", "K1", SECRET, "n1", NOW - 3_600_000, None),
+    );
+    assert_eq!(code(&stale), Some(DenyCode::TimestampExpired));
+    let mut off = app("app1");
+    off.enabled = false;
+    s.put_app(off);
+    let disabled = run(&s, &signed("GET", "/public", "K1", SECRET, "n1", NOW, None));
+    assert_eq!(code(&disabled), Some(DenyCode::AppDisabled));
+}
+
 // === request integrity (see crate::path and SECURITY.md §8) ===
 
 /// api1 `/v1/items/{id}` granted; `admin` `/v1/items/admin` (literal, not granted) and a
