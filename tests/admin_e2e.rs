@@ -44,7 +44,10 @@ fn app(name: &str, owner: &str) -> pb::App {
 
 async fn create_app(c: &mut Admin, a: pb::App) -> (pb::App, pb::KeyPair) {
     let r = c
-        .create_app(pb::CreateAppRequest { app: Some(a) })
+        .create_app(pb::CreateAppRequest {
+            app: Some(a),
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();
@@ -284,6 +287,7 @@ async fn key_pair_reset_enable_disable_and_expiry() {
                 nanos: 0,
             }),
             app_secret: String::new(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -308,6 +312,7 @@ async fn key_pair_reset_enable_disable_and_expiry() {
             app_key: key.app_key.clone(),
             grace_period: None,
             app_secret: "rotated-secret-ABCDEFGHIJ".into(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -529,6 +534,7 @@ async fn update_app_by_field_mask_and_not_found() {
     err(
         c.create_app(pb::CreateAppRequest {
             app: Some(app("orders", "acme")),
+            ..Default::default()
         })
         .await,
         Code::AlreadyExists,
@@ -540,13 +546,17 @@ async fn update_app_by_field_mask_and_not_found() {
     assert_eq!(mine.id, "my-app-1");
     custom.name = "custom-id-2".into();
     err(
-        c.create_app(pb::CreateAppRequest { app: Some(custom) })
-            .await,
+        c.create_app(pb::CreateAppRequest {
+            app: Some(custom),
+            ..Default::default()
+        })
+        .await,
         Code::AlreadyExists,
     );
     let s = err(
         c.create_app(pb::CreateAppRequest {
             app: Some(app("", "acme")),
+            ..Default::default()
         })
         .await,
         Code::InvalidArgument,
@@ -1073,6 +1083,7 @@ async fn audit_log_lists_writes_in_order_without_secrets() {
                 nanos: 0,
             }),
             app_secret: String::new(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -1267,6 +1278,7 @@ async fn admin_calls_need_the_bearer_token_but_health_does_not() {
         wrong
             .create_app(pb::CreateAppRequest {
                 app: Some(app("sneaky", "x")),
+                ..Default::default()
             })
             .await,
         Code::Unauthenticated,
@@ -1378,6 +1390,7 @@ async fn acknowledged_writes_survive_kill_9() {
                     nanos: 0,
                 }),
                 app_secret: String::new(),
+                ..Default::default()
             })
             .await
             .unwrap()

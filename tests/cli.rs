@@ -404,6 +404,56 @@ async fn key_verbs_and_a_printed_secret_signs_an_allowed_request() {
         ],
         "{events}"
     );
+
+    // The default pair takes a new AppKey (and secret) at once; an app may start
+    // with a custom default pair.
+    let renamed = json(
+        &kg,
+        &[
+            "key",
+            "reset-secret",
+            &default_key,
+            "--new-app-key",
+            "cli-renamed",
+        ],
+    );
+    assert_eq!(renamed["app_key"], "cli-renamed");
+    assert_eq!(renamed["is_default"], true);
+    let both = cli(
+        &kg,
+        &[
+            "key",
+            "reset-secret",
+            "cli-renamed",
+            "--new-app-key",
+            "x-1",
+            "--grace",
+            "1h",
+        ],
+    );
+    assert_eq!(both.code, 2, "{}", both.stderr);
+    let out = run_env(
+        &[
+            "app",
+            "create",
+            "--name",
+            "custom-default",
+            "--owner",
+            "sec",
+            "--app-key",
+            "cli-custom-default",
+            "--secret-env",
+            "CLI_TEST_SECRET",
+            "--admin-addr",
+            &addr,
+            "--output",
+            "json",
+        ],
+        &[("KEYGATE_ADMIN_TOKEN", TOKEN), ("CLI_TEST_SECRET", secret)],
+    );
+    let custom = out.json();
+    assert_eq!(custom["key_pair"]["app_key"], "cli-custom-default");
+    assert_eq!(custom["key_pair"]["app_secret"], secret);
 }
 
 #[test]

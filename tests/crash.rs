@@ -399,6 +399,7 @@ impl World {
                             owner: format!("w{w}"),
                             ..Default::default()
                         }),
+                        ..Default::default()
                     })
                     .await?
                     .into_inner();
@@ -423,6 +424,7 @@ impl World {
                     app_key: self.app_keys[key].clone(),
                     grace_period: None,
                     app_secret: secret.clone(),
+                    ..Default::default()
                 })
                 .await?;
             }

@@ -31,6 +31,7 @@ async fn populated() -> Keygate {
                 extend_info: "tier=gold".into(),
                 ..Default::default()
             }),
+            ..Default::default()
         })
         .await
         .unwrap()

@@ -161,6 +161,7 @@ async fn disk_full_fails_admin_writes_and_check_keeps_serving() {
                     description: "d".repeat(1000),
                     ..Default::default()
                 }),
+                ..Default::default()
             })
             .await;
         match r {

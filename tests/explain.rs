@@ -67,6 +67,7 @@ async fn app(admin: &mut Admin, name: &str) -> pb::CreateAppResponse {
                 owner: "ex".into(),
                 ..Default::default()
             }),
+            ..Default::default()
         })
         .await
         .expect("CreateApp")

@@ -380,6 +380,7 @@ async fn blueking_app_codes_as_long_as_keygate_issues_verify() {
                 owner: "bk".into(),
                 ..Default::default()
             }),
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -543,6 +544,7 @@ async fn grants_name_only_the_stages_their_owner_declared() {
                 owner: "sec".into(),
                 ..Default::default()
             }),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -662,4 +664,168 @@ fn ok_headers(
         ),
         _ => None,
     }
+}
+
+/// Alibaba's custom AccessKey: an app created with its default pair's own AppKey and
+/// secret signs with them; ResetKeyPairSecret with a new AppKey switches at once (the
+/// old AppKey is unknown with the same write), and the pair stays the default one.
+#[tokio::test]
+async fn a_default_pair_takes_a_custom_app_key_and_changes_it_at_once() {
+    let kg = Keygate::start();
+    let mut admin = kg.admin().await;
+    let g = grant_app(&mut admin, "custom").await;
+    let grant = only_grant(&mut admin, &g.app_id).await;
+    let secret = "a-custom-secret-of-32-characters";
+    let created = admin
+        .create_app(pb::CreateAppRequest {
+            app: Some(pb::App {
+                name: "partner".into(),
+                owner: "sec".into(),
+                ..Default::default()
+            }),
+            app_key: "partner-key-1".into(),
+            app_secret: secret.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let (app, key) = (created.app.unwrap(), created.key_pair.unwrap());
+    assert_eq!(
+        (
+            key.app_key.as_str(),
+            key.app_secret.as_str(),
+            key.is_default
+        ),
+        ("partner-key-1", secret, true)
+    );
+    admin
+        .create_grant(pb::CreateGrantRequest {
+            grant: Some(pb::Grant {
+                app_id: app.id.clone(),
+                target: grant.target.clone(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap();
+    let partner = Granted {
+        app_id: app.id.clone(),
+        app_key: key.app_key.clone(),
+        app_secret: secret.into(),
+        app_code: String::new(),
+        prefix: g.prefix.clone(),
+    };
+    assert_eq!(allowed(&kg, &partner, "x").await, None);
+
+    // Bad values name their field; a taken AppKey is refused.
+    for (req, field) in [
+        (
+            pb::CreateAppRequest {
+                app: Some(pb::App {
+                    name: "p2".into(),
+                    owner: "sec".into(),
+                    ..Default::default()
+                }),
+                app_key: "no spaces".into(),
+                ..Default::default()
+            },
+            "app_key:",
+        ),
+        (
+            pb::CreateAppRequest {
+                app: Some(pb::App {
+                    name: "p3".into(),
+                    owner: "sec".into(),
+                    ..Default::default()
+                }),
+                app_secret: "short".into(),
+                ..Default::default()
+            },
+            "app_secret:",
+        ),
+    ] {
+        let e = admin.create_app(req).await.unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+        assert!(e.message().starts_with(field), "{e:?}");
+    }
+    let taken = pb::CreateAppRequest {
+        app: Some(pb::App {
+            name: "p4".into(),
+            owner: "sec".into(),
+            ..Default::default()
+        }),
+        app_key: g.app_key.clone(),
+        ..Default::default()
+    };
+    let e = admin.create_app(taken).await.unwrap_err();
+    assert_eq!(e.code(), Code::AlreadyExists, "{e:?}");
+
+    let rename = |new: &str, grace: i64| pb::ResetKeyPairSecretRequest {
+        app_key: "partner-key-1".into(),
+        new_app_key: new.into(),
+        grace_period: (grace > 0).then_some(prost_types::Duration {
+            seconds: grace,
+            nanos: 0,
+        }),
+        ..Default::default()
+    };
+    let e = admin
+        .reset_key_pair_secret(rename("partner-key-2", 60))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().starts_with("grace_period:"), "{e:?}");
+    let e = admin
+        .reset_key_pair_secret(rename(&g.app_key, 0))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::AlreadyExists, "{e:?}");
+    assert_eq!(
+        allowed(&kg, &partner, "x").await,
+        None,
+        "a refused rename changes nothing"
+    );
+
+    let renamed = admin
+        .reset_key_pair_secret(rename("partner-key-2", 0))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(renamed.app_key, "partner-key-2");
+    assert!(
+        renamed.is_default && renamed.name == "default",
+        "{renamed:?}"
+    );
+    assert_ne!(renamed.app_secret, secret);
+    // At once, on the write's return: the old AppKey is unknown, the new one signs.
+    assert_eq!(
+        allowed(&kg, &partner, "x").await.as_deref(),
+        Some("UnknownAppKey")
+    );
+    let now = Granted {
+        app_key: renamed.app_key.clone(),
+        app_secret: renamed.app_secret.clone(),
+        ..partner.clone()
+    };
+    assert_eq!(allowed(&kg, &now, "x").await, None);
+    let e = admin
+        .get_key_pair(pb::GetKeyPairRequest {
+            app_key: "partner-key-1".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+    let keys = admin
+        .list_key_pairs(pb::ListKeyPairsRequest {
+            app_id: app.id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .key_pairs;
+    assert_eq!(
+        keys.iter().map(|k| k.app_key.as_str()).collect::<Vec<_>>(),
+        ["partner-key-2"]
+    );
 }

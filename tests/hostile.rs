@@ -127,6 +127,7 @@ impl Fixture {
                     owner: "acme".into(),
                     ..Default::default()
                 }),
+                ..Default::default()
             })
             .await
             .unwrap()

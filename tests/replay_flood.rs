@@ -137,6 +137,7 @@ async fn provision(kg: &Keygate) -> Creds {
                 owner: "acme".into(),
                 ..Default::default()
             }),
+            ..Default::default()
         })
         .await
         .unwrap()

@@ -114,6 +114,7 @@ fn new_app(name: impl Into<String>, owner: &str) -> pb::CreateAppRequest {
             owner: owner.into(),
             ..Default::default()
         }),
+        ..Default::default()
     }
 }
 

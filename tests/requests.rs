@@ -80,6 +80,7 @@ async fn apply_approve_reject_expire_renew_withdraw() {
                 owner: "partner".into(),
                 ..Default::default()
             }),
+            ..Default::default()
         })
         .await
         .unwrap()

@@ -41,6 +41,7 @@ async fn fixture(admin: &mut Admin) -> Fixture {
                 owner: "acme".into(),
                 ..Default::default()
             }),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -170,6 +171,7 @@ async fn call(
                     owner: "acme".into(),
                     ..Default::default()
                 }),
+                ..Default::default()
             })
         ),
         "GetApp" => go!(app_side(), c.get_app(pb::GetAppRequest { id: id(&f.app) })),
@@ -615,6 +617,7 @@ async fn partner_authorization_across_two_tenants() {
                 description: "private to the partner".into(),
                 ..Default::default()
             }),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -628,6 +631,7 @@ async fn partner_authorization_across_two_tenants() {
                 owner: "shop".into(),
                 ..Default::default()
             }),
+            ..Default::default()
         })
         .await
         .unwrap_err();

@@ -90,6 +90,7 @@ async fn rotation_keeps_every_secret_and_retires_the_old_key() {
                 nanos: 0,
             }),
             app_secret: String::new(),
+            ..Default::default()
         })
         .await
         .unwrap()

@@ -131,6 +131,7 @@ async fn secrets_never_appear_in_logs_responses_or_files() {
                 owner: "acme".into(),
                 ..Default::default()
             }),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -165,6 +166,7 @@ async fn secrets_never_appear_in_logs_responses_or_files() {
                 nanos: 0,
             }),
             app_secret: String::new(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -217,6 +219,7 @@ async fn secrets_never_appear_in_logs_responses_or_files() {
             app_key: "custom-key-1".into(),
             grace_period: None,
             app_secret: spaced.into(),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -230,6 +233,7 @@ async fn secrets_never_appear_in_logs_responses_or_files() {
                 app_code: custom_code.into(), // used by secret-app
                 ..Default::default()
             }),
+            ..Default::default()
         })
         .await
         .unwrap_err();

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use prost_types::FieldMask;
 
-use super::{CliError, Common, Ctx, Paging, parse_tag, warn_shown_once};
+use super::{CliError, Common, Ctx, Paging, SecretSource, parse_tag, warn_shown_once};
 use crate::pb::admin as pb;
 
 #[derive(clap::Args, Debug)]
@@ -41,6 +41,12 @@ pub enum AppVerb {
         /// Custom AppCode (default: generated).
         #[arg(long)]
         app_code: Option<String>,
+        /// Custom AppKey of the default key pair (default: generated).
+        #[arg(long)]
+        app_key: Option<String>,
+        /// The default key pair's custom AppSecret.
+        #[command(flatten)]
+        secret: SecretSource,
     },
     /// Show one app (its AppCode is never shown again, only whether it is set).
     Get { id: String },
@@ -138,8 +144,12 @@ pub async fn run(mut ctx: Ctx, verb: AppVerb) -> Result<(), CliError> {
             tags,
             extend_info,
             app_code,
+            app_key,
+            secret,
         } => {
             let req = pb::CreateAppRequest {
+                app_key: app_key.unwrap_or_default(),
+                app_secret: secret.read()?.to_string(),
                 app: Some(pb::App {
                     id: id.unwrap_or_default(),
                     name,

@@ -61,6 +61,9 @@ pub enum KeyVerb {
         /// not at all).
         #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
         grace: Option<prost_types::Duration>,
+        /// Also give the pair this new AppKey; the old one stops verifying at once.
+        #[arg(long, conflicts_with = "grace")]
+        new_app_key: Option<String>,
         #[command(flatten)]
         secret: SecretSource,
     },
@@ -184,12 +187,14 @@ pub async fn run(mut ctx: Ctx, verb: KeyVerb) -> Result<(), CliError> {
         KeyVerb::ResetSecret {
             app_key,
             grace,
+            new_app_key,
             secret,
         } => {
             let req = pb::ResetKeyPairSecretRequest {
                 app_key,
                 grace_period: grace,
                 app_secret: secret.read()?.to_string(),
+                new_app_key: new_app_key.unwrap_or_default(),
             };
             let key = ctx
                 .client()

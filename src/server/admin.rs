@@ -253,11 +253,7 @@ impl Admin for AdminService {
     async fn create_app(&self, req: Request<pb::CreateAppRequest>) -> Res<pb::CreateAppResponse> {
         let c = caller(&req)?;
         let who = c.actor.clone();
-        let app = req
-            .into_inner()
-            .app
-            .ok_or_else(|| Status::from(invalid("app", "required")))?;
-        let new = new_app(&app)?;
+        let new = convert::create_app(&req.into_inner())?;
         self.allow(
             &c,
             "CreateApp",
@@ -502,12 +498,27 @@ impl Admin for AdminService {
             app_secret("app_secret", &r.app_secret)?;
         }
         let secret = filter(&r.app_secret).map(str::to_owned);
-        let key = self.commit(
+        let reset = if r.new_app_key.is_empty() {
             self.store
                 .reset_secret(&who, &r.app_key, grace, secret)
                 .await
-                .map_err(AdminError::from)?,
-        );
+        } else {
+            app_key("new_app_key", &r.new_app_key)?;
+            if grace > 0 {
+                return Err(invalid(
+                    "grace_period",
+                    "cannot be combined with new_app_key: the old AppKey stops verifying at once",
+                )
+                .into());
+            }
+            if r.new_app_key == r.app_key {
+                return Err(invalid("new_app_key", "is the pair's current AppKey").into());
+            }
+            self.store
+                .rename_key(&who, &r.app_key, &r.new_app_key, secret)
+                .await
+        };
+        let key = self.commit(reset.map_err(AdminError::from)?);
         Ok(Response::new(key_out(&key, true)))
     }
 

@@ -35,6 +35,9 @@ pub struct NewApp {
     pub tags: BTreeMap<String, String>,
     pub extend_info: String,
     pub app_code: Option<String>,
+    /// The default key pair's custom AppKey and secret; generated when `None`.
+    pub app_key: Option<String>,
+    pub app_secret: Option<String>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -648,11 +651,17 @@ impl Store {
             update_ms: now,
         };
         let key = KeyPair {
-            app_key: generate_app_key()?,
+            app_key: match new.app_key {
+                Some(k) => k,
+                None => generate_app_key()?,
+            },
             app_id: id.clone(),
             name: "default".into(),
             description: String::new(),
-            secret: Secret::new(generate_secret()?),
+            secret: Secret::new(match new.app_secret {
+                Some(s) => s,
+                None => generate_secret()?,
+            }),
             is_default: true,
             enabled: true,
             expires_ms: None,
@@ -963,6 +972,62 @@ impl Store {
             )
             .await?;
         Ok((key, vec![Change::Key(app_key.to_owned())]))
+    }
+
+    /// Gives a key pair a new AppKey and a new secret in one write (Alibaba's
+    /// ResetAppSecret with NewAppKey): the old AppKey stops verifying at once, and no
+    /// previous secret is kept, since a client still on the old AppKey holds the old
+    /// secret too. Name, expiry, state and default-ness move with it.
+    pub async fn rename_key(
+        &self,
+        actor: &str,
+        app_key: &str,
+        new_app_key: &str,
+        new_secret: Option<String>,
+    ) -> Result<(KeyPair, Vec<Change>), StoreError> {
+        let secret = Secret::new(match new_secret {
+            Some(s) => s,
+            None => generate_secret()?,
+        });
+        let key = self
+            .write(
+                || Ok(()),
+                |tx, ()| {
+                    let r: KeyRecord = require(tx, Tree::Keys, "key pair", app_key)?;
+                    if tx.exists(Tree::Keys, new_app_key.as_bytes())? {
+                        return abort(StoreError::AlreadyExists(format!(
+                            "new_app_key '{new_app_key}' is already used by a key pair"
+                        )));
+                    }
+                    let mut k = key_from_record(&self.sealer, r).map_err(ConflictAbort::from)?;
+                    k.app_key = new_app_key.to_owned();
+                    k.secret = secret.clone();
+                    k.previous = None;
+                    k.update_ms = tx.stamp.now_ms;
+                    let rec = key_to_record(&self.sealer, &k).map_err(ConflictAbort::from)?;
+                    tx.del(Tree::Keys, app_key.as_bytes())?;
+                    tx.del(Tree::KeysByApp, &join(&[&k.app_id, app_key]))?;
+                    tx.put(Tree::Keys, new_app_key.as_bytes(), &rec)?;
+                    tx.set(Tree::KeysByApp, &join(&[&k.app_id, new_app_key]), b"")?;
+                    audit(
+                        tx,
+                        actor,
+                        "ResetKeyPairSecret",
+                        "key_pair",
+                        app_key,
+                        format!("app_key: {app_key} → {new_app_key}; new secret"),
+                    )?;
+                    Ok(k)
+                },
+            )
+            .await?;
+        Ok((
+            key,
+            vec![
+                Change::Key(app_key.to_owned()),
+                Change::Key(new_app_key.to_owned()),
+            ],
+        ))
     }
 
     /// Key pairs whose previous secret's grace period has ended by `now_ms`, at most

@@ -38,6 +38,7 @@ where
                 owner: "sec".into(),
                 ..Default::default()
             }),
+            ..Default::default()
         })
         .await
         .expect("CreateApp")

@@ -262,6 +262,7 @@ impl DataSet {
                     extend_info: "tier=gold".into(),
                     ..Default::default()
                 }),
+                ..Default::default()
             })
             .await
             .unwrap()

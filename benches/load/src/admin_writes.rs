@@ -62,6 +62,7 @@ pub async fn run(args: AdminWritesArgs) -> Result<()> {
                 owner: "keygate-bench".into(),
                 ..Default::default()
             }),
+            ..Default::default()
         })
         .await
         .ctx("CreateApp")?

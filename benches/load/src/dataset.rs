@@ -294,6 +294,7 @@ async fn create_caller(
                 extend_info: "tier=bench".into(),
                 ..Default::default()
             }),
+            ..Default::default()
         })
         .await
         .ctx("CreateApp")?

@@ -231,6 +231,22 @@ pub fn mask_paths(
 
 // === apps ===
 
+/// A CreateApp request: the app, and the default key pair's custom AppKey and secret.
+pub fn create_app(r: &pb::CreateAppRequest) -> R<crate::store::NewApp> {
+    let a = r.app.as_ref().ok_or_else(|| invalid("app", "required"))?;
+    if !r.app_key.is_empty() {
+        app_key("app_key", &r.app_key)?;
+    }
+    if !r.app_secret.is_empty() {
+        app_secret("app_secret", &r.app_secret)?;
+    }
+    Ok(crate::store::NewApp {
+        app_key: (!r.app_key.is_empty()).then(|| r.app_key.clone()),
+        app_secret: (!r.app_secret.is_empty()).then(|| r.app_secret.clone()),
+        ..new_app(a)?
+    })
+}
+
 pub fn new_app(a: &pb::App) -> R<crate::store::NewApp> {
     name("App.name", &a.name)?;
     name("App.owner", &a.owner)?;
@@ -250,6 +266,8 @@ pub fn new_app(a: &pb::App) -> R<crate::store::NewApp> {
         tags: tags("App.tags", &a.tags)?,
         extend_info: a.extend_info.clone(),
         app_code: (!a.app_code.is_empty()).then(|| a.app_code.clone()),
+        app_key: None,
+        app_secret: None,
     })
 }
 
