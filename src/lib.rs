@@ -23,6 +23,8 @@
 //!   admin-listener client (`cli::connect`) and `keygate completions`.
 //! - [`config`]: flags, environment and file, resolved once; [`keyfile`]: the files
 //!   that hold secrets (admin token, master key) and the data dir.
+//! - [`userauth`]: user tokens (JWT) on APIs that require them; [`subject`]: the
+//!   canonical client-certificate subject that names an admin principal.
 //! - [`clock`], [`model`], [`telemetry`], [`pb`] (generated code).
 //! - `testkit` (feature `test-util`): fixtures for tests, benches and fuzz targets.
 
@@ -47,6 +49,7 @@ pub mod scheme;
 pub mod server;
 pub mod sign;
 pub mod store;
+pub mod subject;
 pub mod telemetry;
 #[cfg(any(test, feature = "test-util"))]
 pub mod testkit;

@@ -41,7 +41,7 @@ enum Command {
     /// Print a shell completion script (bash, zsh, fish).
     Completions(keygate::cli::CompletionsArgs),
     #[command(flatten)]
-    Admin(keygate::cli::AdminCommand),
+    Admin(Box<keygate::cli::AdminCommand>),
 }
 
 fn init_logging(format: LogFormat) {
@@ -67,7 +67,7 @@ fn init_logging(format: LogFormat) {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Admin(cmd) => keygate::cli::run(cmd),
+        Command::Admin(cmd) => keygate::cli::run(*cmd),
         Command::Completions(args) => keygate::cli::completions(&args, Cli::command()),
         Command::Sign(args) => match keygate::sign::cli::run(&args) {
             Ok(out) => {

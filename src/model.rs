@@ -266,6 +266,9 @@ pub struct Principal {
     /// The owner a provider or developer acts for; empty otherwise.
     pub owner: String,
     pub description: String,
+    /// The canonical client-certificate subject (`crate::subject`) that authenticates
+    /// as this principal on an mTLS admin listener; empty: its token only.
+    pub cert_subject: String,
     pub create_ms: i64,
     pub update_ms: i64,
 }

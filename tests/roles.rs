@@ -543,6 +543,7 @@ async fn principal(kg: &Keygate, admin: &mut Admin, name: &str, role: Role, owne
             role,
             owner: owner.into(),
             description: String::new(),
+            cert_subject: String::new(),
             create_ms: 0,
             update_ms: 0,
         },

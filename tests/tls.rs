@@ -7,7 +7,8 @@
 //! refused without a client certificate or with an untrusted one (and counted as an
 //! auth failure), refused with a trusted certificate but no token, served with both;
 //! start-up failures with a clear message for a missing file and a key that does not
-//! match the certificate.
+//! match the certificate; a principal named by its client certificate's subject,
+//! served without a token.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -69,6 +70,19 @@ impl Ca {
         let cert = params.signed_by(&key, &self.issuer).unwrap();
         (cert.pem(), key.serialize_pem())
     }
+
+    /// (certificate PEM, key PEM) of a client whose subject is exactly `dn`, in order.
+    fn client_with_subject(&self, dn: &[(DnType, &str)]) -> (String, String) {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        for (t, v) in dn {
+            params.distinguished_name.push(t.clone(), *v);
+        }
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
 }
 
 /// Everything a TLS test needs, written to a temp dir.
@@ -81,6 +95,9 @@ struct Pki {
     ca_file: PathBuf,
     client: Identity,
     untrusted_client: Identity,
+    /// Subject O=acme, CN=ci-deployer (in that order), and its PEM files.
+    deployer: Identity,
+    deployer_files: (PathBuf, PathBuf),
 }
 
 fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
@@ -94,6 +111,10 @@ fn pki() -> Pki {
     let ca = Ca::new("keygate test CA");
     let (scert, skey) = ca.issue(&["localhost", "127.0.0.1"], true);
     let (ccert, ckey) = ca.issue(&["operator"], false);
+    let (dcert, dkey) = ca.client_with_subject(&[
+        (DnType::OrganizationName, "acme"),
+        (DnType::CommonName, "ci-deployer"),
+    ]);
     let rogue = Ca::new("someone else's CA");
     let (rcert, rkey) = rogue.issue(&["intruder"], false);
     Pki {
@@ -101,9 +122,14 @@ fn pki() -> Pki {
         server_key: write(dir.path(), "server.key", &skey),
         ca_file: write(dir.path(), "ca.pem", &ca.pem),
         ca_der: ca.der.clone(),
-        ca: ca.pem,
+        ca: ca.pem.clone(),
         client: Identity::from_pem(ccert, ckey),
         untrusted_client: Identity::from_pem(rcert, rkey),
+        deployer_files: (
+            write(dir.path(), "deployer.pem", &dcert),
+            write(dir.path(), "deployer.key", &dkey),
+        ),
+        deployer: Identity::from_pem(dcert, dkey),
         _dir: dir,
     }
 }
@@ -406,4 +432,119 @@ fn bad_certificate_files_fail_start_with_a_clear_message() {
             );
         }
     }
+}
+
+/// A principal named by a client-certificate subject is served on that certificate
+/// alone; a token, when sent, still decides; an unmapped certificate needs a token.
+#[tokio::test]
+async fn a_principal_is_named_by_its_client_certificate_subject() {
+    let p = pki();
+    let kg = start_tls(&p);
+    let addr = kg.admin_addr();
+    let admin_channel = tls_channel(addr, &p, Some(p.client.clone())).await.unwrap();
+    let mut admin = AdminClient::with_interceptor(admin_channel, Bearer::new(TOKEN));
+    let principal = |name: &str, subject: &str| pb::CreatePrincipalRequest {
+        principal: Some(pb::Principal {
+            name: name.into(),
+            role: "developer".into(),
+            owner: "acme".into(),
+            cert_subject: subject.into(),
+            ..Default::default()
+        }),
+    };
+    let created = admin
+        .create_principal(principal("ci", "cn=ci-deployer, o=acme"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        created.principal.unwrap().cert_subject,
+        "CN=ci-deployer,O=acme"
+    );
+    let e = admin
+        .create_principal(principal("ci2", "O=acme,CN=ci-deployer"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::AlreadyExists, "{e:?}");
+    let e = admin
+        .create_principal(principal("ci3", "XX=1"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    assert!(e.message().starts_with("Principal.cert_subject:"), "{e:?}");
+
+    // The certificate alone: the principal, within its role.
+    let mut ci = AdminClient::new(
+        tls_channel(addr, &p, Some(p.deployer.clone()))
+            .await
+            .unwrap(),
+    );
+    let me = ci
+        .who_am_i(pb::WhoAmIRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((me.name.as_str(), me.role.as_str()), ("ci", "developer"));
+    let app = |owner: &str| pb::CreateAppRequest {
+        app: Some(pb::App {
+            name: "deployed".into(),
+            owner: owner.into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let made = ci.create_app(app("acme")).await.unwrap().into_inner();
+    let e = ci.create_app(app("zeta")).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
+    let events = admin
+        .list_audit_events(pb::ListAuditEventsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .events;
+    let ev = events
+        .iter()
+        .find(|e| e.resource_id == made.app.as_ref().unwrap().id)
+        .expect("the CreateApp event");
+    assert_eq!(ev.actor, "ci");
+
+    // The CLI, with the certificate and no token at all.
+    let addr_s = addr.to_string();
+    let out = common::cli::run_env(
+        &[
+            "whoami",
+            "--admin-addr",
+            &addr_s,
+            "--tls-ca",
+            p.ca_file.to_str().unwrap(),
+            "--client-cert",
+            p.deployer_files.0.to_str().unwrap(),
+            "--client-key",
+            p.deployer_files.1.to_str().unwrap(),
+            "--output",
+            "json",
+        ],
+        &[],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(out.json()["name"], "ci", "{}", out.stdout);
+
+    // A token, when sent, decides: a wrong one is refused over that certificate.
+    let r = admin_call(
+        tls_channel(addr, &p, Some(p.deployer.clone())).await,
+        Some("not-the-token-0123456789"),
+    )
+    .await;
+    assert!(r.expect_err("wrong token").starts_with("Unauthenticated"));
+    // A certificate no principal names still needs a token.
+    let r = admin_call(tls_channel(addr, &p, Some(p.client.clone())).await, None).await;
+    assert!(r.expect_err("unmapped").starts_with("Unauthenticated"));
+
+    // Deleting the principal ends the certificate's access at once.
+    admin
+        .delete_principal(pb::DeletePrincipalRequest { name: "ci".into() })
+        .await
+        .unwrap();
+    let e = ci.who_am_i(pb::WhoAmIRequest {}).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unauthenticated, "{e:?}");
 }

@@ -34,6 +34,13 @@ pub struct AdminConn {
     /// PEM CA bundle to verify the admin listener's TLS certificate (TLS when set).
     #[arg(long, global = true)]
     pub tls_ca: Option<PathBuf>,
+    /// PEM client certificate for an admin listener with `--admin-client-ca`. A
+    /// principal created with this certificate's subject needs no token.
+    #[arg(long, global = true, requires_all = ["client_key", "tls_ca"])]
+    pub client_cert: Option<PathBuf>,
+    /// The client certificate's PEM private key.
+    #[arg(long, global = true, requires = "client_cert")]
+    pub client_key: Option<PathBuf>,
 }
 
 /// Why no authenticated client could be had.
@@ -53,16 +60,19 @@ pub enum ConnError {
     Connect { addr: String, message: String },
 }
 
-/// An admin client that sends `authorization: Bearer <token>` on every call.
+/// An admin client that sends `authorization: Bearer <token>` on every call (or
+/// nothing, when its client certificate names the principal).
 pub type Admin = AdminClient<InterceptedService<Channel, BearerAuth>>;
 
-/// Adds the bearer token to every request.
+/// Adds the bearer token, if any, to every request.
 #[derive(Clone)]
-pub struct BearerAuth(MetadataValue<Ascii>);
+pub struct BearerAuth(Option<MetadataValue<Ascii>>);
 
 impl Interceptor for BearerAuth {
     fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        req.metadata_mut().insert("authorization", self.0.clone());
+        if let Some(v) = &self.0 {
+            req.metadata_mut().insert("authorization", v.clone());
+        }
         Ok(req)
     }
 }
@@ -93,11 +103,21 @@ impl AdminConn {
     }
 
     /// Reads the token, then connects (the token first: a missing token is the
-    /// caller's mistake whether or not the listener is up).
+    /// caller's mistake whether or not the listener is up). With a client certificate
+    /// and no token configured, calls carry none: the certificate names the principal.
     pub async fn connect(&self) -> Result<Admin, ConnError> {
-        let token = self.token()?;
-        let bearer: MetadataValue<Ascii> = format!("Bearer {}", token.as_str())
-            .parse()
+        let token = match self.token() {
+            Ok(t) => Some(t),
+            Err(ConnError::Usage(_))
+                if self.client_cert.is_some() && self.admin_token_file.is_none() =>
+            {
+                None
+            }
+            Err(e) => return Err(e),
+        };
+        let bearer = token
+            .map(|t| format!("Bearer {}", t.as_str()).parse::<MetadataValue<Ascii>>())
+            .transpose()
             .map_err(|_| ConnError::Usage("the admin token is not valid header text".into()))?;
         let connect = |message: String| ConnError::Connect {
             addr: self.admin_addr.clone(),
@@ -118,11 +138,23 @@ impl AdminConn {
                 path: ca.clone(),
                 source,
             })?;
+            let mut tls = tonic::transport::ClientTlsConfig::new()
+                .ca_certificate(tonic::transport::Certificate::from_pem(pem));
+            if let (Some(cert), Some(key)) = (&self.client_cert, &self.client_key) {
+                let read = |what: &'static str, path: &PathBuf| {
+                    std::fs::read(path).map_err(|source| ConnError::Io {
+                        what,
+                        path: path.clone(),
+                        source,
+                    })
+                };
+                tls = tls.identity(tonic::transport::Identity::from_pem(
+                    read("cannot read client certificate", cert)?,
+                    read("cannot read client key", key)?,
+                ));
+            }
             endpoint = endpoint
-                .tls_config(
-                    tonic::transport::ClientTlsConfig::new()
-                        .ca_certificate(tonic::transport::Certificate::from_pem(pem)),
-                )
+                .tls_config(tls)
                 .map_err(|e| connect(e.to_string()))?;
         }
         let channel = endpoint

@@ -334,6 +334,7 @@ impl Printable for pb::Principal {
             "role": self.role,
             "owner": self.owner,
             "description": self.description,
+            "cert_subject": self.cert_subject,
             "create_time": ts(self.create_time.as_ref()),
             "update_time": ts(self.update_time.as_ref()),
         })
@@ -344,6 +345,7 @@ impl Printable for pb::Principal {
             ("role", self.role.clone()),
             ("owner", self.owner.clone()),
             ("description", self.description.clone()),
+            ("cert_subject", self.cert_subject.clone()),
             ("create_time", ts_text(self.create_time.as_ref(), "")),
             ("update_time", ts_text(self.update_time.as_ref(), "")),
         ]

@@ -30,6 +30,10 @@ pub enum PrincipalVerb {
         owner: String,
         #[arg(long, default_value = "")]
         description: String,
+        /// A client-certificate subject that authenticates as this principal on an
+        /// mTLS admin listener, without a token (e.g. "CN=ci-deployer,O=acme").
+        #[arg(long, default_value = "")]
+        cert_subject: String,
     },
     /// Show one principal.
     Get { name: String },
@@ -76,6 +80,7 @@ pub async fn run(mut ctx: Ctx, verb: PrincipalVerb) -> Result<(), CliError> {
             role,
             owner,
             description,
+            cert_subject,
         } => {
             let req = pb::CreatePrincipalRequest {
                 principal: Some(pb::Principal {
@@ -83,6 +88,7 @@ pub async fn run(mut ctx: Ctx, verb: PrincipalVerb) -> Result<(), CliError> {
                     role,
                     owner,
                     description,
+                    cert_subject,
                     ..Default::default()
                 }),
             };

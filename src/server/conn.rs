@@ -198,8 +198,18 @@ impl Acceptor {
                             .await
                         {
                             Ok(Ok(stream)) => {
-                                let conn =
+                                // Only an mTLS listener has peer certificates, and
+                                // rustls verified them before the handshake ended.
+                                let subject = stream
+                                    .get_ref()
+                                    .1
+                                    .peer_certificates()
+                                    .and_then(|c| c.first())
+                                    .and_then(|c| crate::subject::of_certificate(c.as_ref()))
+                                    .map(Arc::<str>::from);
+                                let mut conn =
                                     Conn::new(Io::Tls(Box::new(stream)), local, peer, policy, slot);
+                                conn.client_subject = subject;
                                 // Err: the server is shutting down; the connection closes.
                                 let _ = tx.send(conn).await;
                             }
@@ -349,8 +359,19 @@ pub struct Conn {
     io: Io,
     local: Option<SocketAddr>,
     remote: SocketAddr,
+    /// The canonical subject of the client's verified certificate (mTLS only).
+    client_subject: Option<Arc<str>>,
     progress: Progress,
     slot: Slot,
+}
+
+/// What a request knows of its connection (tonic puts it in the request extensions).
+#[derive(Clone, Debug)]
+pub struct PeerInfo {
+    pub remote_addr: SocketAddr,
+    pub local_addr: Option<SocketAddr>,
+    /// The canonical subject of the client's verified certificate, on an mTLS listener.
+    pub client_subject: Option<Arc<str>>,
 }
 
 impl Conn {
@@ -365,6 +386,7 @@ impl Conn {
             io,
             local,
             remote,
+            client_subject: None,
             progress: Progress::new(policy),
             slot,
         }
@@ -388,12 +410,13 @@ impl Conn {
 }
 
 impl tonic::transport::server::Connected for Conn {
-    type ConnectInfo = tonic::transport::server::TcpConnectInfo;
+    type ConnectInfo = PeerInfo;
 
     fn connect_info(&self) -> Self::ConnectInfo {
-        tonic::transport::server::TcpConnectInfo {
+        PeerInfo {
+            remote_addr: self.remote,
             local_addr: self.local,
-            remote_addr: Some(self.remote),
+            client_subject: self.client_subject.clone(),
         }
     }
 }

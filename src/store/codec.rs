@@ -233,6 +233,9 @@ pub struct PrincipalRecord {
     pub create_ms: i64,
     #[prost(int64, tag = "7")]
     pub update_ms: i64,
+    /// Canonical client-certificate subject; empty: none.
+    #[prost(string, tag = "8")]
+    pub cert_subject: String,
 }
 
 /// One target of a permission request and what became of it.

@@ -1,9 +1,11 @@
 //! Admin principals: named identities of the admin API, each with a role (and an
 //! owner for the scoped roles) and a bearer token.
 //!
-//! Owns: their records and the token index. A token is generated here, returned once
-//! and kept only as its SHA-256 digest, so neither the store nor a backup holds it;
-//! rotating replaces the digest, so the old token stops working at once.
+//! Owns: their records and the credential index (`Tree::PrincipalTokens`). A token is
+//! generated here, returned once and kept only as its SHA-256 digest, so neither the
+//! store nor a backup holds it; rotating replaces the digest, so the old token stops
+//! working at once. A principal's client-certificate subject is indexed in the same
+//! tree under a domain-separated digest, so no token can collide with a subject.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -35,6 +37,14 @@ pub fn token_digest(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
 }
 
+/// The index key of a canonical certificate subject (see `crate::subject`).
+pub fn subject_digest(subject: &str) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(b"keygate x509 subject\0");
+    h.update(subject.as_bytes());
+    h.finalize().into()
+}
+
 fn from_record(r: PrincipalRecord) -> Result<Principal, StoreError> {
     let role = Role::parse(&r.role)
         .ok_or_else(|| StoreError::corrupt("principals", format!("unknown role {}", r.role)))?;
@@ -43,6 +53,7 @@ fn from_record(r: PrincipalRecord) -> Result<Principal, StoreError> {
         role,
         owner: r.owner,
         description: r.description,
+        cert_subject: r.cert_subject,
         create_ms: r.create_ms,
         update_ms: r.update_ms,
     })
@@ -69,9 +80,11 @@ impl Store {
             owner: p.owner.clone(),
             token_sha256: digest.to_vec(),
             description: p.description.clone(),
+            cert_subject: p.cert_subject.clone(),
             create_ms: now,
             update_ms: now,
         };
+        let by_subject = (!p.cert_subject.is_empty()).then(|| subject_digest(&p.cert_subject));
         self.write(
             || Ok(()),
             |tx, ()| {
@@ -80,6 +93,15 @@ impl Store {
                         "Principal.name '{}' already exists",
                         p.name
                     )));
+                }
+                if let Some(key) = &by_subject {
+                    if let Some(other) = tx.get_str(Tree::PrincipalTokens, key)? {
+                        return abort(StoreError::AlreadyExists(format!(
+                            "Principal.cert_subject '{}' already names principal '{other}'",
+                            p.cert_subject
+                        )));
+                    }
+                    tx.set(Tree::PrincipalTokens, key, p.name.as_bytes())?;
                 }
                 tx.put(Tree::Principals, p.name.as_bytes(), &rec)?;
                 tx.set(Tree::PrincipalTokens, &digest, p.name.as_bytes())?;
@@ -147,6 +169,9 @@ impl Store {
                 };
                 tx.del(Tree::Principals, name.as_bytes())?;
                 tx.del(Tree::PrincipalTokens, &r.token_sha256)?;
+                if !r.cert_subject.is_empty() {
+                    tx.del(Tree::PrincipalTokens, &subject_digest(&r.cert_subject))?;
+                }
                 audit(
                     tx,
                     actor,
@@ -171,7 +196,8 @@ impl Store {
         }
     }
 
-    /// The principal whose token has this digest.
+    /// The principal whose token (`token_digest`) or certificate subject
+    /// (`subject_digest`) has this digest.
     pub fn principal_by_token(&self, digest: &[u8; 32]) -> Result<Option<Principal>, StoreError> {
         match self.tree(Tree::PrincipalTokens)?.get(digest)? {
             None => Ok(None),

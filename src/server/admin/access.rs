@@ -214,6 +214,7 @@ mod tests {
             role,
             owner: owner.into(),
             description: String::new(),
+            cert_subject: String::new(),
             create_ms: 0,
             update_ms: 0,
         }

@@ -1,9 +1,14 @@
-//! Admin authentication: `authorization: Bearer <token>` on every admin RPC.
+//! Admin authentication: `authorization: Bearer <token>` on every admin RPC, or, on an
+//! mTLS admin listener, the subject of the client's verified certificate.
 //!
 //! Owns: finding who a token belongs to (the bootstrap token, compared in constant
 //! time over SHA-256 digests so the comparison does not even depend on the presented
-//! token's length; or a principal's, found by its digest), the `Caller` handed to
-//! the handlers, and the failure counter. `calls::Logged` runs it on every call.
+//! token's length; or a principal's, found by its digest), else which principal the
+//! certificate subject names; the `Caller` handed to the handlers, and the failure
+//! counter. A token, when sent, decides: a wrong one is refused even over a
+//! certificate a principal names, so a bad token never silently falls back. The
+//! bootstrap admin has no subject: it is only ever a token. `calls::Logged` runs it
+//! on every call.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,7 +18,7 @@ use subtle::ConstantTimeEq;
 
 use crate::model::{Principal, Role};
 use crate::store::Store;
-use crate::store::principals::token_digest;
+use crate::store::principals::{subject_digest, token_digest};
 
 /// Who made an admin call: the principal, and the actor the audit log records.
 #[derive(Clone, Debug)]
@@ -38,13 +43,21 @@ impl AdminAuth {
         }
     }
 
-    /// The caller a request's token names, or `None` (counted).
-    pub fn authenticate(&self, headers: &http::HeaderMap) -> Option<Caller> {
-        let caller = headers
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(bearer)
-            .and_then(|token| self.lookup(token, headers));
+    /// The caller a request's token names, else the one its connection's verified
+    /// client-certificate subject names, or `None` (counted).
+    pub fn authenticate(
+        &self,
+        headers: &http::HeaderMap,
+        cert_subject: Option<&str>,
+    ) -> Option<Caller> {
+        let caller = match headers.get("authorization") {
+            Some(v) => v
+                .to_str()
+                .ok()
+                .and_then(bearer)
+                .and_then(|token| self.lookup(token, headers)),
+            None => cert_subject.and_then(|s| self.principal(&subject_digest(s))),
+        };
         if caller.is_none() {
             self.failures.fetch_add(1, Ordering::Relaxed);
         }
@@ -60,7 +73,11 @@ impl AdminAuth {
             });
         }
         // A digest the attacker cannot choose: the lookup learns nothing from timing.
-        match self.store.principal_by_token(&digest) {
+        self.principal(&digest)
+    }
+
+    fn principal(&self, digest: &[u8; 32]) -> Option<Caller> {
+        match self.store.principal_by_token(digest) {
             Ok(Some(p)) => Some(Caller {
                 actor: p.name.clone(),
                 principal: p,
@@ -81,6 +98,7 @@ pub fn bootstrap() -> Principal {
         role: Role::Admin,
         owner: String::new(),
         description: "the bootstrap token (--admin-token-file)".into(),
+        cert_subject: String::new(),
         create_ms: 0,
         update_ms: 0,
     }

@@ -66,14 +66,11 @@ where
             .next()
             .unwrap_or_default()
             .to_owned();
-        let peer = req
-            .extensions()
-            .get::<tonic::transport::server::TcpConnectInfo>()
-            .and_then(|i| i.remote_addr())
-            .map(|a| a.to_string())
-            .unwrap_or_default();
+        let info = req.extensions().get::<crate::server::conn::PeerInfo>();
+        let peer = info.map(|i| i.remote_addr.to_string()).unwrap_or_default();
+        let subject = info.and_then(|i| i.client_subject.clone());
         let started = std::time::Instant::now();
-        let Some(caller) = self.auth.authenticate(req.headers()) else {
+        let Some(caller) = self.auth.authenticate(req.headers(), subject.as_deref()) else {
             tracing::warn!(
                 target: "keygate::admin",
                 principal = "-",
@@ -81,10 +78,10 @@ where
                 code = "UNAUTHENTICATED",
                 latency_us = 0u64,
                 peer = %peer,
-                "admin call refused: missing or invalid bearer token"
+                "admin call refused: missing or invalid bearer token, and no principal's client certificate"
             );
             let refused = tonic::Status::unauthenticated(
-                "missing or invalid admin token (authorization: Bearer <token>)",
+                "missing or invalid admin token (authorization: Bearer <token>), and no principal has this client certificate's subject",
             )
             .into_http::<R>();
             return Box::pin(async move { Ok(refused) });

@@ -821,11 +821,17 @@ pub fn principal_in(p: &pb::Principal) -> R<model::Principal> {
         ));
     }
     text("Principal.description", &p.description, 1024)?;
+    let cert_subject = if p.cert_subject.is_empty() {
+        String::new()
+    } else {
+        crate::subject::parse(&p.cert_subject).map_err(|e| invalid("Principal.cert_subject", e))?
+    };
     Ok(model::Principal {
         name: p.name.clone(),
         role,
         owner: p.owner.clone(),
         description: p.description.clone(),
+        cert_subject,
         create_ms: 0,
         update_ms: 0,
     })
@@ -837,6 +843,7 @@ pub fn principal_out(p: &model::Principal) -> pb::Principal {
         role: p.role.as_str().to_owned(),
         owner: p.owner.clone(),
         description: p.description.clone(),
+        cert_subject: p.cert_subject.clone(),
         create_time: (p.create_ms > 0).then(|| ts(p.create_ms)).flatten(),
         update_time: (p.update_ms > 0).then(|| ts(p.update_ms)).flatten(),
     }
