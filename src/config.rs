@@ -157,8 +157,19 @@ pub struct ServeArgs {
     pub user_jwt_hs256_secret_file: Option<PathBuf>,
     /// JWKS file with the RS256 / ES256 public keys of user tokens (re-read when it
     /// changes).
-    #[arg(long, env = "KEYGATE_USER_JWKS_FILE")]
+    #[arg(long, env = "KEYGATE_USER_JWKS_FILE", conflicts_with = "user_jwks_url")]
     pub user_jwks_file: Option<PathBuf>,
+    /// ... or the URL serving that JWKS (an identity provider's `jwks_uri`; https, or
+    /// http to this machine only), fetched at start, every
+    /// `--user-jwks-refresh-secs`, and sooner when a token names a key it lacks.
+    #[arg(long, env = "KEYGATE_USER_JWKS_URL")]
+    pub user_jwks_url: Option<String>,
+    /// CA bundle (PEM) that verifies the JWKS URL's server (default: the system's).
+    #[arg(long, env = "KEYGATE_USER_JWKS_CA_FILE")]
+    pub user_jwks_ca_file: Option<PathBuf>,
+    /// How often the JWKS URL is fetched again, seconds (default 300).
+    #[arg(long, env = "KEYGATE_USER_JWKS_REFRESH_SECS")]
+    pub user_jwks_refresh_secs: Option<u64>,
     /// Required `iss` of user tokens.
     #[arg(long, env = "KEYGATE_USER_JWT_ISSUER")]
     pub user_jwt_issuer: Option<String>,
@@ -286,8 +297,22 @@ impl ServeArgs {
 
 /// User token settings, when a secret or a JWKS file is given.
 fn user_auth_config(o: &ServeArgs) -> Result<Option<crate::userauth::UserAuthConfig>, ConfigError> {
-    if o.user_jwt_hs256_secret_file.is_none() && o.user_jwks_file.is_none() {
+    if o.user_jwt_hs256_secret_file.is_none()
+        && o.user_jwks_file.is_none()
+        && o.user_jwks_url.is_none()
+    {
         return Ok(None);
+    }
+    if o.user_jwks_file.is_some() && o.user_jwks_url.is_some() {
+        return Err(ConfigError::Invalid(
+            "user_jwks_file and user_jwks_url: give one".into(),
+        ));
+    }
+    let refresh = o.user_jwks_refresh_secs.unwrap_or(300);
+    if refresh == 0 {
+        return Err(ConfigError::Invalid(
+            "user_jwks_refresh_secs: at least 1".into(),
+        ));
     }
     let hs256_secret = match &o.user_jwt_hs256_secret_file {
         Some(path) => {
@@ -322,6 +347,9 @@ fn user_auth_config(o: &ServeArgs) -> Result<Option<crate::userauth::UserAuthCon
         cookie: o.user_token_cookie.clone(),
         hs256_secret,
         jwks_file: o.user_jwks_file.clone(),
+        jwks_url: o.user_jwks_url.clone(),
+        jwks_ca_file: o.user_jwks_ca_file.clone(),
+        jwks_refresh: std::time::Duration::from_secs(refresh),
         issuer: o.user_jwt_issuer.clone(),
         audience: o.user_jwt_audience.clone(),
         leeway_secs: o.user_jwt_leeway_secs.unwrap_or(30),

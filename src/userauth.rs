@@ -2,16 +2,19 @@
 //! carry on APIs with `user_auth_required` (BlueKing's user authentication).
 //!
 //! Owns: finding the token (a header, else a cookie), verifying it (HS256 with a
-//! configured secret; RS256 or ES256 with a key of a JWKS file, chosen by `kid`,
-//! re-read when the file changes so a rotated key is used without a restart),
+//! configured secret; RS256 or ES256 with a key of a JWKS, chosen by `kid`: a file
+//! re-read when it changes, or a URL kept fresh by `remote`, so a rotated key is used
+//! without a restart),
 //! `exp` (required) and `nbf` with a leeway, the issuer and audience when
 //! configured, and the user id claim. Only those three algorithms, each with its own
 //! kind of key: `alg: none`, an HMAC signed with a public key and the like are
 //! refused. The check path calls `verify`; it never waits on I/O but a `stat` of the
-//! JWKS file at most once a second.
+//! JWKS file at most once a second (a URL is fetched by a background task).
+
+pub mod remote;
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{PoisonError, RwLock};
 use std::time::SystemTime;
 
@@ -36,6 +39,12 @@ pub struct UserAuthConfig {
     pub hs256_secret: Option<Vec<u8>>,
     /// JWKS file with the RS256 / ES256 public keys.
     pub jwks_file: Option<PathBuf>,
+    /// ... or the URL serving them (an identity provider's `jwks_uri`).
+    pub jwks_url: Option<String>,
+    /// CA bundle to verify the JWKS URL's server with (default: the system's roots).
+    pub jwks_ca_file: Option<PathBuf>,
+    /// How often the URL is fetched again.
+    pub jwks_refresh: std::time::Duration,
     pub issuer: Option<String>,
     pub audience: Option<String>,
     pub leeway_secs: u64,
@@ -47,6 +56,9 @@ pub struct UserAuth {
     cfg: UserAuthConfig,
     jwks: RwLock<(Option<SystemTime>, JwkSet)>,
     checked_ms: AtomicI64,
+    remote: Option<remote::Remote>,
+    /// Whether the URL's key set was fetched once (a file is read at start).
+    loaded: AtomicBool,
 }
 
 impl std::fmt::Debug for UserAuth {
@@ -55,6 +67,7 @@ impl std::fmt::Debug for UserAuth {
         f.debug_struct("UserAuth")
             .field("header", &self.cfg.header)
             .field("jwks_file", &self.cfg.jwks_file)
+            .field("jwks_url", &self.cfg.jwks_url)
             .field("hs256", &self.cfg.hs256_secret.is_some())
             .finish()
     }
@@ -69,17 +82,57 @@ fn read_jwks(path: &PathBuf) -> Result<(Option<SystemTime>, JwkSet), String> {
 }
 
 impl UserAuth {
-    /// Reads the JWKS file (an error names it).
+    /// Reads the JWKS file (an error names it), or checks the JWKS URL; its keys come
+    /// with `remote::start`.
     pub fn open(cfg: UserAuthConfig) -> Result<Self, String> {
         let jwks = match &cfg.jwks_file {
             Some(p) => read_jwks(p)?,
             None => (None, JwkSet { keys: Vec::new() }),
         };
+        let remote = cfg
+            .jwks_url
+            .as_deref()
+            .map(|url| remote::Remote::new(url, cfg.jwks_ca_file.as_deref()))
+            .transpose()?;
         Ok(Self {
+            loaded: AtomicBool::new(remote.is_none()),
             cfg,
             jwks: RwLock::new(jwks),
             checked_ms: AtomicI64::new(0),
+            remote,
         })
+    }
+
+    fn remote(&self) -> Option<&remote::Remote> {
+        self.remote.as_ref()
+    }
+
+    /// Fetches the URL's key set once; a failure keeps the last good keys.
+    async fn fetch_remote(&self, remote: &remote::Remote) -> bool {
+        let url = self.cfg.jwks_url.as_deref().unwrap_or_default();
+        match remote.fetch().await {
+            Ok(set) => {
+                let mut jwks = self.jwks.write().unwrap_or_else(PoisonError::into_inner);
+                if jwks.1 != set || !self.loaded.load(Ordering::Relaxed) {
+                    tracing::info!(
+                        jwks_url = url,
+                        keys = set.keys.len(),
+                        "user token keys fetched"
+                    );
+                    jwks.1 = set;
+                }
+                self.loaded.store(true, Ordering::Relaxed);
+                true
+            }
+            Err(error) => {
+                tracing::warn!(
+                    jwks_url = url,
+                    %error,
+                    "cannot fetch the user token keys; keeping the last ones"
+                );
+                false
+            }
+        }
     }
 
     /// The token the request carries, if any.
@@ -208,11 +261,17 @@ impl UserAuth {
                     | (AlgorithmParameters::EllipticCurve(_), Algorithm::ES256)
             )
         };
+        if !self.loaded.load(Ordering::Relaxed) {
+            return Err("the user token keys have not been fetched from the JWKS URL yet".into());
+        }
         let jwk = match kid {
-            Some(kid) => jwks
-                .1
-                .find(kid)
-                .ok_or_else(|| format!("no key '{kid}' in the JWKS"))?,
+            Some(kid) => jwks.1.find(kid).ok_or_else(|| {
+                // Perhaps a rotation the provider published since the last fetch.
+                if let Some(r) = &self.remote {
+                    r.nudge.notify_one();
+                }
+                format!("no key '{kid}' in the JWKS")
+            })?,
             None => {
                 let mut of_kind = jwks.1.keys.iter().filter(fits);
                 match (of_kind.next(), of_kind.next()) {

@@ -137,10 +137,14 @@ impl Shared {
             path_mode: config.path_mode,
             trust_client_stage: config.trust_client_stage,
             user_auth: match &config.user_auth {
-                Some(c) => Some(Arc::new(
-                    crate::userauth::UserAuth::open(c.clone())
-                        .map_err(|e| ServeError::Config(crate::config::ConfigError::Invalid(e)))?,
-                )),
+                Some(c) => {
+                    let auth =
+                        Arc::new(crate::userauth::UserAuth::open(c.clone()).map_err(|e| {
+                            ServeError::Config(crate::config::ConfigError::Invalid(e))
+                        })?);
+                    crate::userauth::remote::start(&auth, c.jwks_refresh).await;
+                    Some(auth)
+                }
                 None => None,
             },
             user_id_header: config.user_id_header.clone(),
