@@ -225,8 +225,23 @@ mod tests {
 
     #[test]
     fn urls_are_checked() {
+        // A CA file of its own, so the test does not depend on the machine's roots.
+        let ca = rcgen::generate_simple_self_signed(vec!["ca".into()]).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let ca_file = dir.path().join("ca.pem");
+        std::fs::write(&ca_file, ca.cert.pem()).unwrap();
+        assert!(
+            Remote::new(
+                "https://login.example.com/.well-known/jwks.json",
+                Some(&ca_file)
+            )
+            .is_ok()
+        );
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "").unwrap();
+        let e = Remote::new("https://login.example.com/jwks", Some(&empty)).unwrap_err();
+        assert!(e.contains("no CA certificate"), "{e}");
         for ok in [
-            "https://login.example.com/.well-known/jwks.json",
             "http://127.0.0.1:8080/jwks",
             "http://localhost/jwks",
             "http://[::1]:9000/jwks",
