@@ -244,6 +244,10 @@ pub struct ServeArgs {
     /// Seconds between comparisons of the local view with a fresh list of etcd (0: off).
     #[arg(long, env = "KEYGATE_ETCD_ANTI_ENTROPY_SECS")]
     pub etcd_anti_entropy_secs: Option<u64>,
+    /// The `--max-txn-ops` the etcd cluster runs with (default 128, etcd's own): a
+    /// cascade or batch larger than one transaction is written in parts within it.
+    #[arg(long, env = "KEYGATE_ETCD_MAX_TXN_OPS")]
+    pub etcd_max_txn_ops: Option<usize>,
     /// With etcd: deny every check once etcd has not answered for this many seconds
     /// (default: keep answering from the last view however old).
     #[arg(long, env = "KEYGATE_MAX_STALENESS_SECS")]
@@ -268,6 +272,7 @@ pub struct EtcdConfig {
     pub ca: Option<PathBuf>,
     pub client_cert: Option<(PathBuf, PathBuf)>,
     pub timeout_ms: u64,
+    pub max_txn_ops: usize,
     pub anti_entropy_secs: u64,
     pub max_staleness_secs: Option<u64>,
 }
@@ -392,6 +397,10 @@ fn etcd_config(o: &ServeArgs) -> Result<Option<EtcdConfig>, ConfigError> {
     if timeout_ms == 0 {
         return bad("etcd_timeout_ms must be at least 1");
     }
+    let max_txn_ops = o.etcd_max_txn_ops.unwrap_or(128);
+    if max_txn_ops < 32 {
+        return bad("etcd_max_txn_ops must be at least 32 (etcd's default is 128)");
+    }
     Ok(Some(EtcdConfig {
         endpoints,
         prefix,
@@ -399,6 +408,7 @@ fn etcd_config(o: &ServeArgs) -> Result<Option<EtcdConfig>, ConfigError> {
         ca: o.etcd_ca.clone(),
         client_cert,
         timeout_ms,
+        max_txn_ops,
         anti_entropy_secs: o.etcd_anti_entropy_secs.unwrap_or(60),
         max_staleness_secs: o.max_staleness_secs,
     }))

@@ -16,6 +16,7 @@ pub mod schema;
 pub mod seal;
 
 pub mod apply;
+mod cascade;
 mod commit;
 mod convert;
 mod grants;

@@ -200,6 +200,7 @@ pub async fn copy_store(args: &CopyStoreArgs) -> Result<u64, ToolError> {
         ca: args.etcd_ca.clone(),
         client_cert: args.etcd_cert.clone().zip(args.etcd_key.clone()),
         timeout: std::time::Duration::from_secs(10),
+        max_txn_ops: 128,
         anti_entropy: std::time::Duration::ZERO,
     };
     let db_dir = args.data_dir.join("db");

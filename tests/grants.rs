@@ -8,7 +8,7 @@
 mod common;
 
 use common::granted::{Granted, check_client, deny_code, explain_of, grant_app, signed_check};
-use common::{Admin, Keygate, now_ms};
+use common::{Admin, Keygate, audit_len, now_ms};
 use keygate::pb::admin as pb;
 use tonic::Code;
 
@@ -309,19 +309,6 @@ async fn batches_are_one_write_and_views_resolve_groups() {
         .into_inner()
         .permissions;
     assert_eq!(left.len(), 1, "only its own API stays: {left:?}");
-}
-
-async fn audit_len(admin: &mut Admin) -> usize {
-    admin
-        .list_audit_events(pb::ListAuditEventsRequest {
-            page_size: 1000,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .events
-        .len()
 }
 
 #[tokio::test]

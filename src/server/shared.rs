@@ -212,6 +212,7 @@ fn etcd_settings(c: &crate::config::EtcdConfig) -> crate::store::etcd::EtcdSetti
         ca: c.ca.clone(),
         client_cert: c.client_cert.clone(),
         timeout: std::time::Duration::from_millis(c.timeout_ms),
+        max_txn_ops: c.max_txn_ops,
         anti_entropy: std::time::Duration::from_secs(c.anti_entropy_secs),
     }
 }

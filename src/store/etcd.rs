@@ -55,6 +55,8 @@ pub struct EtcdSettings {
     pub client_cert: Option<(PathBuf, PathBuf)>,
     /// Time limit of one request to etcd (a write, a page of a list).
     pub timeout: Duration,
+    /// The cluster's `--max-txn-ops`: what one write may hold (`Store::grants_per_write`).
+    pub max_txn_ops: usize,
     /// How often the view is compared with a fresh list of etcd (0: never).
     pub anti_entropy: Duration,
 }
@@ -133,8 +135,10 @@ fn too_big(e: etcd_client::Error, ops: usize) -> StoreError {
     {
         return StoreError::FailedPrecondition(format!(
             "this write is one etcd transaction of {ops} operations, over what etcd accepts \
-             ({text}); start etcd with a larger --max-txn-ops (or --max-request-bytes). \
-             A cascade takes about three operations per grant"
+             ({text}): keygate's --etcd-max-txn-ops must not exceed the cluster's \
+             --max-txn-ops (cascades and batches are split to fit it, about three \
+             operations per grant), and a write this large may need a larger \
+             --max-request-bytes"
         ));
     }
     unavailable(e)
@@ -805,6 +809,11 @@ impl Remote {
     /// The time limit of one request, and of a write's retries.
     pub(crate) fn timeout(&self) -> Duration {
         self.settings.timeout
+    }
+
+    /// How many operations one write may stage (the `rev` update takes one more).
+    pub(crate) fn max_staged_ops(&self) -> usize {
+        self.settings.max_txn_ops.saturating_sub(1)
     }
 
     /// A random pause after the `attempt`-th lost race: up to 1 ms × 2^attempt, at

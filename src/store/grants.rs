@@ -146,14 +146,31 @@ impl Store {
     /// Grants every app on every target in one write with one audit record. Pairs
     /// already granted stay as they are and are returned second; any other failure
     /// (an app or target missing) grants nothing.
+    /// Grants these apps these targets: one write, or on etcd as many as its
+    /// transaction limit needs (`cascade`). Returns (created, already granted).
     pub async fn batch_create_grants(
         &self,
         actor: &str,
         b: &BatchGrants,
     ) -> Result<((Vec<Grant>, Vec<Grant>), Vec<Change>), StoreError> {
-        let now = self.now_ms();
-        not_past("expires_at", b.expires_ms, now)?;
+        not_past("expires_at", b.expires_ms, self.now_ms())?;
         check_size(b)?;
+        let (mut created, mut kept, mut changes) = (Vec::new(), Vec::new(), Vec::new());
+        for part in self.batch_parts(b) {
+            let ((c, k), ch) = self.batch_create_part(actor, &part).await?;
+            created.extend(c);
+            kept.extend(k);
+            changes.extend(ch);
+        }
+        Ok(((created, kept), changes))
+    }
+
+    async fn batch_create_part(
+        &self,
+        actor: &str,
+        b: &BatchGrants,
+    ) -> Result<((Vec<Grant>, Vec<Grant>), Vec<Change>), StoreError> {
+        let now = self.now_ms();
         let (created, kept) = self
             .write(
                 || {
@@ -225,13 +242,28 @@ impl Store {
         Ok(((created, kept), changes))
     }
 
-    /// Deletes the grants of these apps on these targets, in one write.
+    /// Deletes the grants of these apps on these targets: one write, or on etcd as
+    /// many as its transaction limit needs (`cascade`).
     pub async fn batch_delete_grants(
         &self,
         actor: &str,
         b: &BatchGrants,
     ) -> Result<(Vec<Grant>, Vec<Change>), StoreError> {
         check_size(b)?;
+        let (mut deleted, mut changes) = (Vec::new(), Vec::new());
+        for part in self.batch_parts(b) {
+            let (d, ch) = self.batch_delete_part(actor, &part).await?;
+            deleted.extend(d);
+            changes.extend(ch);
+        }
+        Ok((deleted, changes))
+    }
+
+    async fn batch_delete_part(
+        &self,
+        actor: &str,
+        b: &BatchGrants,
+    ) -> Result<(Vec<Grant>, Vec<Change>), StoreError> {
         let deleted = self
             .write(
                 || {

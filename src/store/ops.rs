@@ -799,6 +799,11 @@ impl Store {
 
     /// Deletes an app with its key pairs and grants.
     pub async fn delete_app(&self, actor: &str, id: &str) -> Result<Vec<Change>, StoreError> {
+        let shed = self
+            .shed_grants(actor, "DeleteApp", "app", Tree::Apps, id, || {
+                self.scan_ids(Tree::GrantsByApp, id)
+            })
+            .await?;
         let (keys, grants) = self
             .write(
                 || {
@@ -828,7 +833,7 @@ impl Store {
             .await?;
         let mut changes = vec![Change::App(id.to_owned())];
         changes.extend(keys.into_iter().map(Change::Key));
-        changes.extend(grants.into_iter().map(Change::Grant));
+        changes.extend(shed.into_iter().chain(grants).map(Change::Grant));
         Ok(changes)
     }
 
@@ -1187,6 +1192,11 @@ impl Store {
 
     /// Deletes a group and the grants on it; refused while APIs still belong to it.
     pub async fn delete_group(&self, actor: &str, id: &str) -> Result<Vec<Change>, StoreError> {
+        let shed = self
+            .shed_grants(actor, "DeleteGroup", "group", Tree::Groups, id, || {
+                self.scan_ids(Tree::GrantsByTarget, id)
+            })
+            .await?;
         let grants = self
             .write(
                 || {
@@ -1210,7 +1220,7 @@ impl Store {
             )
             .await?;
         let mut changes = vec![Change::Group(id.to_owned())];
-        changes.extend(grants.into_iter().map(Change::Grant));
+        changes.extend(shed.into_iter().chain(grants).map(Change::Grant));
         Ok(changes)
     }
 
@@ -1369,6 +1379,11 @@ impl Store {
 
     /// Deletes an API and the grants on it.
     pub async fn delete_api(&self, actor: &str, id: &str) -> Result<Vec<Change>, StoreError> {
+        let shed = self
+            .shed_grants(actor, "DeleteApi", "api", Tree::Apis, id, || {
+                self.scan_ids(Tree::GrantsByTarget, id)
+            })
+            .await?;
         let grants = self
             .write(
                 || self.scan_ids(Tree::GrantsByTarget, id),
@@ -1387,7 +1402,7 @@ impl Store {
             )
             .await?;
         let mut changes = vec![Change::Api(id.to_owned())];
-        changes.extend(grants.into_iter().map(Change::Grant));
+        changes.extend(shed.into_iter().chain(grants).map(Change::Grant));
         Ok(changes)
     }
 

@@ -744,3 +744,21 @@ impl Keygate {
         kg
     }
 }
+
+/// Every audit event (up to 1000), oldest first.
+pub async fn audit_events(admin: &mut Admin) -> Vec<keygate::pb::admin::AuditEvent> {
+    admin
+        .list_audit_events(keygate::pb::admin::ListAuditEventsRequest {
+            page_size: 1000,
+            ..Default::default()
+        })
+        .await
+        .expect("ListAuditEvents")
+        .into_inner()
+        .events
+}
+
+/// How many audit events there are (up to 1000).
+pub async fn audit_len(admin: &mut Admin) -> usize {
+    audit_events(admin).await.len()
+}
