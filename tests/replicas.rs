@@ -968,6 +968,62 @@ async fn cascades_and_batches_over_one_txn_are_written_in_parts() {
         .expect("BatchDeleteGrants over one txn")
         .into_inner();
     assert_eq!(deleted.deleted.len(), 59);
+
+    // A group with an API in it cannot be deleted: refused before any part, so its
+    // 50 grants stay; once the API is gone it goes, grants first.
+    let group = admin
+        .create_group(pb::CreateGroupRequest {
+            group: Some(pb::Group {
+                name: "big-group".into(),
+                owner: "sec".into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut member = new_api("in-group".into(), "/in-group/{*rest}".into());
+    if let Some(api) = member.api.as_mut() {
+        api.group_id = group.id.clone();
+    }
+    let member = admin.create_api(member).await.unwrap().into_inner();
+    admin
+        .batch_create_grants(pb::BatchCreateGrantsRequest {
+            app_ids: callers.clone(),
+            group_ids: vec![group.id.clone()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let on_group = || pb::ListGrantsRequest {
+        group_id: group.id.clone(),
+        page_size: 1000,
+        ..Default::default()
+    };
+    let e = admin
+        .delete_group(pb::DeleteGroupRequest {
+            id: group.id.clone(),
+        })
+        .await
+        .expect_err("a group with an API");
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
+    let kept = admin.list_grants(on_group()).await.unwrap().into_inner();
+    assert_eq!(kept.grants.len(), 50, "a refused delete removes no grant");
+    admin
+        .delete_api(pb::DeleteApiRequest { id: member.id })
+        .await
+        .unwrap();
+    admin
+        .delete_group(pb::DeleteGroupRequest {
+            id: group.id.clone(),
+        })
+        .await
+        .expect("DeleteGroup with 50 grants");
+    let left = admin.list_grants(on_group()).await;
+    assert!(
+        left.map(|r| r.into_inner().grants.is_empty())
+            .unwrap_or(true)
+    );
 }
 
 async fn wait_until<F, Fut>(mut ok: F)

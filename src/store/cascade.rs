@@ -41,7 +41,10 @@ impl Store {
 
     /// Before deleting the `kind` `id` (record in `tree`) with its grants (`scan`):
     /// on etcd, deletes them in writes of their own, while the entity still exists,
-    /// until the rest fits in the entity's own write. Returns the grants deleted.
+    /// until the rest fits in the entity's own write. `allowed` is the delete's own
+    /// precondition, checked by every part, so a delete that would be refused removes
+    /// nothing. Returns the grants deleted.
+    #[allow(clippy::too_many_arguments)]
     pub(super) async fn shed_grants(
         &self,
         actor: &str,
@@ -50,6 +53,7 @@ impl Store {
         tree: Tree,
         id: &str,
         scan: impl Fn() -> Result<Vec<String>, StoreError>,
+        allowed: impl Fn() -> Result<(), StoreError>,
     ) -> Result<Vec<String>, StoreError> {
         let Some(per_write) = self.grants_per_write() else {
             return Ok(Vec::new());
@@ -64,7 +68,8 @@ impl Store {
             let total = shed.len() + part.len();
             let done = self
                 .write(
-                    || Ok(()),
+                    // In the write's reads: a lost race checks again on the newer view.
+                    &allowed,
                     |tx, ()| {
                         // Gone meanwhile: stop, and let the delete say NotFound.
                         if !tx.exists(tree, id.as_bytes())? {

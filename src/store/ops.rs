@@ -375,6 +375,12 @@ pub(super) fn update_group_tx(
 }
 
 /// Deletes a group and the grants on it; refused while `apis` still belong to it.
+fn group_not_empty(id: &str, apis: usize) -> StoreError {
+    StoreError::FailedPrecondition(format!(
+        "group '{id}' still has {apis} API(s); move or delete them first"
+    ))
+}
+
 pub(super) fn delete_group_tx(
     tx: &Tx<'_>,
     id: &str,
@@ -383,10 +389,7 @@ pub(super) fn delete_group_tx(
 ) -> TxResult<GroupRecord> {
     let r: GroupRecord = require(tx, Tree::Groups, "group", id)?;
     if !apis.is_empty() {
-        return abort(StoreError::FailedPrecondition(format!(
-            "group '{id}' still has {} API(s); move or delete them first",
-            apis.len()
-        )));
+        return abort(group_not_empty(id, apis.len()));
     }
     tx.del(Tree::Groups, id.as_bytes())?;
     tx.del(Tree::GroupNames, &join(&[&r.owner, &r.name]))?;
@@ -800,9 +803,15 @@ impl Store {
     /// Deletes an app with its key pairs and grants.
     pub async fn delete_app(&self, actor: &str, id: &str) -> Result<Vec<Change>, StoreError> {
         let shed = self
-            .shed_grants(actor, "DeleteApp", "app", Tree::Apps, id, || {
-                self.scan_ids(Tree::GrantsByApp, id)
-            })
+            .shed_grants(
+                actor,
+                "DeleteApp",
+                "app",
+                Tree::Apps,
+                id,
+                || self.scan_ids(Tree::GrantsByApp, id),
+                || Ok(()),
+            )
             .await?;
         let (keys, grants) = self
             .write(
@@ -1193,9 +1202,18 @@ impl Store {
     /// Deletes a group and the grants on it; refused while APIs still belong to it.
     pub async fn delete_group(&self, actor: &str, id: &str) -> Result<Vec<Change>, StoreError> {
         let shed = self
-            .shed_grants(actor, "DeleteGroup", "group", Tree::Groups, id, || {
-                self.scan_ids(Tree::GrantsByTarget, id)
-            })
+            .shed_grants(
+                actor,
+                "DeleteGroup",
+                "group",
+                Tree::Groups,
+                id,
+                || self.scan_ids(Tree::GrantsByTarget, id),
+                || match self.scan_ids(Tree::ApisByGroup, id)?.len() {
+                    0 => Ok(()),
+                    n => Err(group_not_empty(id, n)),
+                },
+            )
             .await?;
         let grants = self
             .write(
@@ -1380,9 +1398,15 @@ impl Store {
     /// Deletes an API and the grants on it.
     pub async fn delete_api(&self, actor: &str, id: &str) -> Result<Vec<Change>, StoreError> {
         let shed = self
-            .shed_grants(actor, "DeleteApi", "api", Tree::Apis, id, || {
-                self.scan_ids(Tree::GrantsByTarget, id)
-            })
+            .shed_grants(
+                actor,
+                "DeleteApi",
+                "api",
+                Tree::Apis,
+                id,
+                || self.scan_ids(Tree::GrantsByTarget, id),
+                || Ok(()),
+            )
             .await?;
         let grants = self
             .write(
