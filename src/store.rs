@@ -16,6 +16,8 @@ pub mod schema;
 pub mod seal;
 
 pub mod apply;
+#[cfg(feature = "etcd")]
+mod batch;
 mod cascade;
 mod commit;
 mod convert;
@@ -134,6 +136,19 @@ const KEY_USAGE: &str = "key_usage";
 pub(crate) struct Stamp {
     pub(crate) audit_id: u64,
     pub(crate) now_ms: i64,
+}
+
+/// What a write reads outside its transaction, for deciding whether it may join a
+/// round with writes pending (etcd: `batch`); sled runs one write at a time.
+#[derive(Clone, Copy)]
+#[cfg_attr(not(feature = "etcd"), allow(dead_code))]
+pub(crate) enum Reads<'a> {
+    /// Nothing: every read goes through the transaction, which sees the round.
+    Nothing,
+    /// Keys of these trees under these ids (`join(&[id, ""])` prefixes).
+    Under(&'a [(Tree, &'a str)]),
+    /// Unknown: it must run with no write pending.
+    Anything,
 }
 
 /// A write a transaction closure made, recorded to be sent to a shared engine (etcd).
@@ -287,6 +302,9 @@ pub struct Store {
     /// With `--store etcd`: the source of truth; the engine is then its local view.
     #[cfg(feature = "etcd")]
     remote: Option<Arc<etcd::Remote>>,
+    /// With etcd: the writes waiting for the next transaction.
+    #[cfg(feature = "etcd")]
+    batcher: batch::Batcher,
 }
 
 impl Store {
@@ -330,6 +348,8 @@ impl Store {
             durable_writes,
             #[cfg(feature = "etcd")]
             remote: None,
+            #[cfg(feature = "etcd")]
+            batcher: batch::Batcher::default(),
         })
     }
 
@@ -419,7 +439,32 @@ impl Store {
         prepare: impl Fn() -> Result<P, StoreError>,
         f: impl Fn(&Tx<'_>, &P) -> TxResult<T>,
     ) -> Result<T, StoreError> {
-        let result = self.write_and_flush(prepare, f).await;
+        self.write_with(Reads::Anything, prepare, f).await
+    }
+
+    /// A write whose every read goes through its transaction (see `write`).
+    async fn write_tx<T>(&self, f: impl Fn(&Tx<'_>, &()) -> TxResult<T>) -> Result<T, StoreError> {
+        self.write_with(Reads::Nothing, || Ok(()), f).await
+    }
+
+    /// A write whose `prepare` reads only the keys of these trees under these ids
+    /// (see `write`): on etcd it may share a transaction with writes that touch none.
+    async fn write_reading<P, T>(
+        &self,
+        reads: &[(Tree, &str)],
+        prepare: impl Fn() -> Result<P, StoreError>,
+        f: impl Fn(&Tx<'_>, &P) -> TxResult<T>,
+    ) -> Result<T, StoreError> {
+        self.write_with(Reads::Under(reads), prepare, f).await
+    }
+
+    async fn write_with<P, T>(
+        &self,
+        reads: Reads<'_>,
+        prepare: impl Fn() -> Result<P, StoreError>,
+        f: impl Fn(&Tx<'_>, &P) -> TxResult<T>,
+    ) -> Result<T, StoreError> {
+        let result = self.write_and_flush(reads, prepare, f).await;
         if let Err(StoreError::Db(e)) = &result {
             self.poison(e);
         }
@@ -483,12 +528,13 @@ impl Store {
 
     async fn write_and_flush<P, T>(
         &self,
+        #[cfg_attr(not(feature = "etcd"), allow(unused_variables))] reads: Reads<'_>,
         prepare: impl Fn() -> Result<P, StoreError>,
         f: impl Fn(&Tx<'_>, &P) -> TxResult<T>,
     ) -> Result<T, StoreError> {
         #[cfg(feature = "etcd")]
         if let Some(remote) = &self.remote {
-            return self.write_to_etcd(remote, prepare, f).await;
+            return self.write_to_etcd(remote, reads, prepare, f).await;
         }
         let (out, engine) = {
             let _writer = self.write_lock.lock().await;
@@ -524,86 +570,6 @@ impl Store {
             engine.flusher.flush().await?;
         }
         Ok(out)
-    }
-
-    /// A write on etcd: the closure runs against the view in a local transaction that
-    /// is rolled back, and what it wrote goes to etcd as one txn guarded by the view's
-    /// `rev` (see `etcd`). A lost race waits for the view to catch up and runs the
-    /// closure again, `prepare` included.
-    #[cfg(feature = "etcd")]
-    async fn write_to_etcd<P, T>(
-        &self,
-        remote: &etcd::Remote,
-        prepare: impl Fn() -> Result<P, StoreError>,
-        f: impl Fn(&Tx<'_>, &P) -> TxResult<T>,
-    ) -> Result<T, StoreError> {
-        let _writer = self.write_lock.lock().await;
-        let deadline = tokio::time::Instant::now() + remote.timeout();
-        let mut attempt = 0u32;
-        while tokio::time::Instant::now() < deadline {
-            attempt += 1;
-            let engine = self.engine()?;
-            // Read before anything the write reads: if the view moves on meanwhile, the
-            // txn's compare fails and the write runs again on the newer view.
-            let base = remote.view_rev_mod();
-            // Again on every attempt: a cascade's members may have changed.
-            let prepared = prepare()?;
-            let stamp = Stamp {
-                audit_id: engine.next_audit_id.load(Ordering::Relaxed),
-                now_ms: self.now_ms(),
-            };
-            let staged = std::cell::RefCell::new(Vec::new());
-            let out = std::cell::RefCell::new(None);
-            let run = engine.trees.as_slice().transaction(|trees| {
-                staged.borrow_mut().clear();
-                let value = f(
-                    &Tx {
-                        trees,
-                        stamp: &stamp,
-                        staged: Some(&staged),
-                    },
-                    &prepared,
-                )?;
-                *out.borrow_mut() = Some(value);
-                // Roll back: the view changes only through etcd's watch.
-                abort::<()>(StoreError::Unavailable(String::new()))
-            });
-            match run {
-                Err(TransactionError::Abort(StoreError::Unavailable(m))) if m.is_empty() => {}
-                Err(e) => return Err(e.into()),
-                Ok(_) => {
-                    return Err(StoreError::corrupt(
-                        "view",
-                        "a staged write committed locally",
-                    ));
-                }
-            }
-            let Some(value) = out.into_inner() else {
-                return Err(StoreError::corrupt("view", "a staged write left no result"));
-            };
-            let ops = staged.into_inner();
-            if ops.is_empty() {
-                return Ok(value);
-            }
-            let audited = ops
-                .iter()
-                .any(|op| matches!(op, StagedOp::Put(Tree::Audit, ..)));
-            let last_audit = if audited {
-                stamp.audit_id
-            } else {
-                stamp.audit_id.saturating_sub(1)
-            };
-            if remote.commit(base, last_audit, &ops).await? {
-                return Ok(value);
-            }
-            remote.wait_past(base).await;
-            // The replica that won has its view first and would win again at once:
-            // a random pause, growing with the losses, lets the others in.
-            remote.back_off(attempt).await;
-        }
-        Err(StoreError::Unavailable(format!(
-            "etcd: the write lost {attempt} races with other replicas within the time limit; retry"
-        )))
     }
 
     /// Records key pairs' last use (`usage`): a local tree outside the replicated

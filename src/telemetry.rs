@@ -374,6 +374,16 @@ pub fn render_etcd(o: &mut String, etcd: &crate::store::etcd::Remote) {
             "Admin writes that lost a race with another replica and ran again.",
             &m.write_retries,
         ),
+        (
+            "keygate_store_write_batches_total",
+            "etcd transactions that committed admin writes (writes arriving together share one).",
+            &m.write_batches,
+        ),
+        (
+            "keygate_store_batched_writes_total",
+            "Admin writes committed, counted per write (divide by the batches for the mean batch).",
+            &m.batched_writes,
+        ),
     ] {
         metric(o, name, "counter", help, v.load(Relaxed));
     }

@@ -96,6 +96,9 @@ pub struct EtcdMetrics {
     pub repairs: AtomicU64,
     /// Writes that lost a race with another replica and ran again.
     pub write_retries: AtomicU64,
+    /// Transactions that committed admin writes, and the writes they carried.
+    pub write_batches: AtomicU64,
+    pub batched_writes: AtomicU64,
 }
 
 /// The meta keys of the view that say where it stands.

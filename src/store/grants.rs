@@ -81,7 +81,8 @@ impl Store {
         grant.created_by = actor.to_owned();
         grant.create_ms = now;
         let rec = grant_to_record(&grant);
-        self.write(
+        self.write_reading(
+            &[(Tree::GrantsByApp, &grant.app_id)],
             || self.scan_ids(Tree::GrantsByApp, &grant.app_id),
             |tx, siblings| {
                 insert_grant_tx(tx, &grant, &rec, siblings)?;
@@ -111,34 +112,31 @@ impl Store {
             not_past("Grant.expires_at", e, self.now_ms())?;
         }
         let grant = self
-            .write(
-                || Ok(()),
-                |tx, ()| {
-                    let r: GrantRecord = match tx.get(Tree::Grants, id.as_bytes())? {
-                        Some(r) => r,
-                        None => return abort(StoreError::not_found("grant", id)),
-                    };
-                    let before = grant_from_record(r).map_err(tx_abort)?;
-                    let mut after = before.clone();
-                    if let Some(s) = &patch.stages {
-                        super::stages::check_stages_tx(tx, &after.target, s, "Grant.stages")?;
-                        after.stages = s.clone();
-                    }
-                    if let Some(e) = patch.expires_ms {
-                        after.expires_ms = e;
-                    }
-                    tx.put(Tree::Grants, id.as_bytes(), &grant_to_record(&after))?;
-                    audit(
-                        tx,
-                        actor,
-                        "UpdateGrant",
-                        "grant",
-                        id,
-                        summary::diff(&before, &after),
-                    )?;
-                    Ok(after)
-                },
-            )
+            .write_tx(|tx, ()| {
+                let r: GrantRecord = match tx.get(Tree::Grants, id.as_bytes())? {
+                    Some(r) => r,
+                    None => return abort(StoreError::not_found("grant", id)),
+                };
+                let before = grant_from_record(r).map_err(tx_abort)?;
+                let mut after = before.clone();
+                if let Some(s) = &patch.stages {
+                    super::stages::check_stages_tx(tx, &after.target, s, "Grant.stages")?;
+                    after.stages = s.clone();
+                }
+                if let Some(e) = patch.expires_ms {
+                    after.expires_ms = e;
+                }
+                tx.put(Tree::Grants, id.as_bytes(), &grant_to_record(&after))?;
+                audit(
+                    tx,
+                    actor,
+                    "UpdateGrant",
+                    "grant",
+                    id,
+                    summary::diff(&before, &after),
+                )?;
+                Ok(after)
+            })
             .await?;
         Ok((grant, vec![Change::Grant(id.to_owned())]))
     }
@@ -171,8 +169,14 @@ impl Store {
         b: &BatchGrants,
     ) -> Result<((Vec<Grant>, Vec<Grant>), Vec<Change>), StoreError> {
         let now = self.now_ms();
+        let reads: Vec<(Tree, &str)> = b
+            .app_ids
+            .iter()
+            .map(|a| (Tree::GrantsByApp, a.as_str()))
+            .collect();
         let (created, kept) = self
-            .write(
+            .write_reading(
+                &reads,
                 || {
                     let mut by_app = HashMap::new();
                     for app in &b.app_ids {
@@ -264,8 +268,14 @@ impl Store {
         actor: &str,
         b: &BatchGrants,
     ) -> Result<(Vec<Grant>, Vec<Change>), StoreError> {
+        let reads: Vec<(Tree, &str)> = b
+            .app_ids
+            .iter()
+            .map(|a| (Tree::GrantsByApp, a.as_str()))
+            .collect();
         let deleted = self
-            .write(
+            .write_reading(
+                &reads,
                 || {
                     let mut ids = Vec::new();
                     for app in &b.app_ids {

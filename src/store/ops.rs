@@ -675,23 +675,20 @@ impl Store {
         let app_rec = app_to_record(&self.sealer, &app)?;
         let key_rec = key_to_record(&self.sealer, &key)?;
         let fp = self.app_code_fingerprint(code.expose());
-        self.write(
-            || Ok(()),
-            |tx, ()| {
-                insert_app_tx(tx, &app, &app_rec, &fp, &key, &key_rec)?;
-                audit(
-                    tx,
-                    actor,
-                    "CreateApp",
-                    "app",
-                    &id,
-                    format!(
-                        "name={} owner={} default_key={}",
-                        app.name, app.owner, key.app_key
-                    ),
-                )
-            },
-        )
+        self.write_tx(|tx, ()| {
+            insert_app_tx(tx, &app, &app_rec, &fp, &key, &key_rec)?;
+            audit(
+                tx,
+                actor,
+                "CreateApp",
+                "app",
+                &id,
+                format!(
+                    "name={} owner={} default_key={}",
+                    app.name, app.owner, key.app_key
+                ),
+            )
+        })
         .await?;
         let changes = vec![Change::App(id), Change::Key(key.app_key.clone())];
         Ok(((app, key), changes))
@@ -726,14 +723,11 @@ impl Store {
         patch: AppPatch,
     ) -> Result<(App, Vec<Change>), StoreError> {
         let rec = self
-            .write(
-                || Ok(()),
-                |tx, ()| {
-                    let (r, diff) = self.update_app_tx(tx, id, &patch)?;
-                    audit(tx, actor, action, "app", id, diff)?;
-                    Ok(r)
-                },
-            )
+            .write_tx(|tx, ()| {
+                let (r, diff) = self.update_app_tx(tx, id, &patch)?;
+                audit(tx, actor, action, "app", id, diff)?;
+                Ok(r)
+            })
             .await?;
         Ok((
             app_from_record(&self.sealer, rec)?,
@@ -756,33 +750,30 @@ impl Store {
             .seal_secret(&code, &super::seal::app_code_aad(id))?;
         let fp = self.app_code_fingerprint(code.expose());
         let rec = self
-            .write(
-                || Ok(()),
-                |tx, ()| {
-                    let mut r: AppRecord = require(tx, Tree::Apps, "app", id)?;
-                    if tx.exists(Tree::AppCodes, &fp)? {
-                        return abort(StoreError::AlreadyExists(
-                            "App.app_code is already used by an app".into(),
-                        ));
-                    }
-                    if let Some(old) = self.old_code_fingerprint(&r).map_err(ConflictAbort::from)? {
-                        tx.del(Tree::AppCodes, &old)?;
-                    }
-                    tx.set(Tree::AppCodes, &fp, id.as_bytes())?;
-                    r.sealed_app_code = sealed.clone();
-                    r.update_ms = tx.stamp.now_ms;
-                    tx.put(Tree::Apps, id.as_bytes(), &r)?;
-                    audit(
-                        tx,
-                        actor,
-                        "ResetAppCode",
-                        "app",
-                        id,
-                        "app_code reset".into(),
-                    )?;
-                    Ok(r)
-                },
-            )
+            .write_tx(|tx, ()| {
+                let mut r: AppRecord = require(tx, Tree::Apps, "app", id)?;
+                if tx.exists(Tree::AppCodes, &fp)? {
+                    return abort(StoreError::AlreadyExists(
+                        "App.app_code is already used by an app".into(),
+                    ));
+                }
+                if let Some(old) = self.old_code_fingerprint(&r).map_err(ConflictAbort::from)? {
+                    tx.del(Tree::AppCodes, &old)?;
+                }
+                tx.set(Tree::AppCodes, &fp, id.as_bytes())?;
+                r.sealed_app_code = sealed.clone();
+                r.update_ms = tx.stamp.now_ms;
+                tx.put(Tree::Apps, id.as_bytes(), &r)?;
+                audit(
+                    tx,
+                    actor,
+                    "ResetAppCode",
+                    "app",
+                    id,
+                    "app_code reset".into(),
+                )?;
+                Ok(r)
+            })
             .await?;
         Ok((
             app_from_record(&self.sealer, rec)?,
@@ -814,7 +805,8 @@ impl Store {
             )
             .await?;
         let (keys, grants) = self
-            .write(
+            .write_reading(
+                &[(Tree::KeysByApp, id), (Tree::GrantsByApp, id)],
                 || {
                     Ok((
                         self.scan_ids(Tree::KeysByApp, id)?,
@@ -883,20 +875,17 @@ impl Store {
             update_ms: now,
         };
         let rec = key_to_record(&self.sealer, &key)?;
-        self.write(
-            || Ok(()),
-            |tx, ()| {
-                insert_key_tx(tx, &key, &rec)?;
-                audit(
-                    tx,
-                    actor,
-                    "CreateKeyPair",
-                    "key_pair",
-                    &key.app_key,
-                    format!("app={}", key.app_id),
-                )
-            },
-        )
+        self.write_tx(|tx, ()| {
+            insert_key_tx(tx, &key, &rec)?;
+            audit(
+                tx,
+                actor,
+                "CreateKeyPair",
+                "key_pair",
+                &key.app_key,
+                format!("app={}", key.app_id),
+            )
+        })
         .await?;
         let changes = vec![Change::Key(key.app_key.clone())];
         Ok((key, changes))
@@ -932,14 +921,11 @@ impl Store {
             super::grants::not_past("KeyPair.expires_at", e, self.now_ms())?;
         }
         let rec = self
-            .write(
-                || Ok(()),
-                |tx, ()| {
-                    let (r, diff) = self.update_key_tx(tx, app_key, &patch)?;
-                    audit(tx, actor, action, "key_pair", app_key, diff)?;
-                    Ok(r)
-                },
-            )
+            .write_tx(|tx, ()| {
+                let (r, diff) = self.update_key_tx(tx, app_key, &patch)?;
+                audit(tx, actor, action, "key_pair", app_key, diff)?;
+                Ok(r)
+            })
             .await?;
         Ok((
             key_from_record(&self.sealer, rec)?,
@@ -960,30 +946,27 @@ impl Store {
             None => generate_secret()?,
         });
         let key = self
-            .write(
-                || Ok(()),
-                |tx, ()| {
-                    let r: KeyRecord = require(tx, Tree::Keys, "key pair", app_key)?;
-                    let mut k = key_from_record(&self.sealer, r).map_err(ConflictAbort::from)?;
-                    k.previous = (grace_ms > 0).then(|| PreviousSecret {
-                        secret: k.secret.clone(),
-                        until_ms: tx.stamp.now_ms.saturating_add(grace_ms),
-                    });
-                    k.secret = secret.clone();
-                    k.update_ms = tx.stamp.now_ms;
-                    let rec = key_to_record(&self.sealer, &k).map_err(ConflictAbort::from)?;
-                    tx.put(Tree::Keys, app_key.as_bytes(), &rec)?;
-                    audit(
-                        tx,
-                        actor,
-                        "ResetKeyPairSecret",
-                        "key_pair",
-                        app_key,
-                        format!("grace_ms={grace_ms}"),
-                    )?;
-                    Ok(k)
-                },
-            )
+            .write_tx(|tx, ()| {
+                let r: KeyRecord = require(tx, Tree::Keys, "key pair", app_key)?;
+                let mut k = key_from_record(&self.sealer, r).map_err(ConflictAbort::from)?;
+                k.previous = (grace_ms > 0).then(|| PreviousSecret {
+                    secret: k.secret.clone(),
+                    until_ms: tx.stamp.now_ms.saturating_add(grace_ms),
+                });
+                k.secret = secret.clone();
+                k.update_ms = tx.stamp.now_ms;
+                let rec = key_to_record(&self.sealer, &k).map_err(ConflictAbort::from)?;
+                tx.put(Tree::Keys, app_key.as_bytes(), &rec)?;
+                audit(
+                    tx,
+                    actor,
+                    "ResetKeyPairSecret",
+                    "key_pair",
+                    app_key,
+                    format!("grace_ms={grace_ms}"),
+                )?;
+                Ok(k)
+            })
             .await?;
         Ok((key, vec![Change::Key(app_key.to_owned())]))
     }
@@ -1004,36 +987,33 @@ impl Store {
             None => generate_secret()?,
         });
         let key = self
-            .write(
-                || Ok(()),
-                |tx, ()| {
-                    let r: KeyRecord = require(tx, Tree::Keys, "key pair", app_key)?;
-                    if tx.exists(Tree::Keys, new_app_key.as_bytes())? {
-                        return abort(StoreError::AlreadyExists(format!(
-                            "new_app_key '{new_app_key}' is already used by a key pair"
-                        )));
-                    }
-                    let mut k = key_from_record(&self.sealer, r).map_err(ConflictAbort::from)?;
-                    k.app_key = new_app_key.to_owned();
-                    k.secret = secret.clone();
-                    k.previous = None;
-                    k.update_ms = tx.stamp.now_ms;
-                    let rec = key_to_record(&self.sealer, &k).map_err(ConflictAbort::from)?;
-                    tx.del(Tree::Keys, app_key.as_bytes())?;
-                    tx.del(Tree::KeysByApp, &join(&[&k.app_id, app_key]))?;
-                    tx.put(Tree::Keys, new_app_key.as_bytes(), &rec)?;
-                    tx.set(Tree::KeysByApp, &join(&[&k.app_id, new_app_key]), b"")?;
-                    audit(
-                        tx,
-                        actor,
-                        "ResetKeyPairSecret",
-                        "key_pair",
-                        app_key,
-                        format!("app_key: {app_key} → {new_app_key}; new secret"),
-                    )?;
-                    Ok(k)
-                },
-            )
+            .write_tx(|tx, ()| {
+                let r: KeyRecord = require(tx, Tree::Keys, "key pair", app_key)?;
+                if tx.exists(Tree::Keys, new_app_key.as_bytes())? {
+                    return abort(StoreError::AlreadyExists(format!(
+                        "new_app_key '{new_app_key}' is already used by a key pair"
+                    )));
+                }
+                let mut k = key_from_record(&self.sealer, r).map_err(ConflictAbort::from)?;
+                k.app_key = new_app_key.to_owned();
+                k.secret = secret.clone();
+                k.previous = None;
+                k.update_ms = tx.stamp.now_ms;
+                let rec = key_to_record(&self.sealer, &k).map_err(ConflictAbort::from)?;
+                tx.del(Tree::Keys, app_key.as_bytes())?;
+                tx.del(Tree::KeysByApp, &join(&[&k.app_id, app_key]))?;
+                tx.put(Tree::Keys, new_app_key.as_bytes(), &rec)?;
+                tx.set(Tree::KeysByApp, &join(&[&k.app_id, new_app_key]), b"")?;
+                audit(
+                    tx,
+                    actor,
+                    "ResetKeyPairSecret",
+                    "key_pair",
+                    app_key,
+                    format!("app_key: {app_key} → {new_app_key}; new secret"),
+                )?;
+                Ok(k)
+            })
             .await?;
         Ok((
             key,
@@ -1073,30 +1053,26 @@ impl Store {
         app_key: &str,
     ) -> Result<Vec<Change>, StoreError> {
         let dropped = self
-            .write(
-                || Ok(()),
-                |tx, ()| {
-                    let Some(mut r) = tx.get::<KeyRecord>(Tree::Keys, app_key.as_bytes())? else {
-                        return Ok(false);
-                    };
-                    if r.sealed_previous_secret.is_empty() || r.previous_until_ms > tx.stamp.now_ms
-                    {
-                        return Ok(false);
-                    }
-                    r.sealed_previous_secret = Vec::new();
-                    r.previous_until_ms = 0;
-                    tx.put(Tree::Keys, app_key.as_bytes(), &r)?;
-                    audit(
-                        tx,
-                        actor,
-                        "ExpirePreviousSecret",
-                        "key_pair",
-                        app_key,
-                        "the previous secret's grace period ended; it is deleted".into(),
-                    )?;
-                    Ok(true)
-                },
-            )
+            .write_tx(|tx, ()| {
+                let Some(mut r) = tx.get::<KeyRecord>(Tree::Keys, app_key.as_bytes())? else {
+                    return Ok(false);
+                };
+                if r.sealed_previous_secret.is_empty() || r.previous_until_ms > tx.stamp.now_ms {
+                    return Ok(false);
+                }
+                r.sealed_previous_secret = Vec::new();
+                r.previous_until_ms = 0;
+                tx.put(Tree::Keys, app_key.as_bytes(), &r)?;
+                audit(
+                    tx,
+                    actor,
+                    "ExpirePreviousSecret",
+                    "key_pair",
+                    app_key,
+                    "the previous secret's grace period ended; it is deleted".into(),
+                )?;
+                Ok(true)
+            })
             .await?;
         Ok(if dropped {
             vec![Change::Key(app_key.to_owned())]
@@ -1106,20 +1082,17 @@ impl Store {
     }
 
     pub async fn delete_key(&self, actor: &str, app_key: &str) -> Result<Vec<Change>, StoreError> {
-        self.write(
-            || Ok(()),
-            |tx, ()| {
-                let r = delete_key_tx(tx, app_key)?;
-                audit(
-                    tx,
-                    actor,
-                    "DeleteKeyPair",
-                    "key_pair",
-                    app_key,
-                    format!("app={}", r.app_id),
-                )
-            },
-        )
+        self.write_tx(|tx, ()| {
+            let r = delete_key_tx(tx, app_key)?;
+            audit(
+                tx,
+                actor,
+                "DeleteKeyPair",
+                "key_pair",
+                app_key,
+                format!("app={}", r.app_id),
+            )
+        })
         .await?;
         Ok(vec![Change::Key(app_key.to_owned())])
     }
@@ -1142,20 +1115,17 @@ impl Store {
             create_ms: now,
             update_ms: now,
         };
-        self.write(
-            || Ok(()),
-            |tx, ()| {
-                insert_group_tx(tx, &g)?;
-                audit(
-                    tx,
-                    actor,
-                    "CreateGroup",
-                    "group",
-                    &g.id,
-                    format!("name={} owner={}", g.name, g.owner),
-                )
-            },
-        )
+        self.write_tx(|tx, ()| {
+            insert_group_tx(tx, &g)?;
+            audit(
+                tx,
+                actor,
+                "CreateGroup",
+                "group",
+                &g.id,
+                format!("name={} owner={}", g.name, g.owner),
+            )
+        })
         .await?;
         let changes = vec![Change::Group(g.id.clone())];
         Ok((g, changes))
@@ -1187,14 +1157,11 @@ impl Store {
         patch: GroupPatch,
     ) -> Result<(Group, Vec<Change>), StoreError> {
         let rec = self
-            .write(
-                || Ok(()),
-                |tx, ()| {
-                    let (r, diff) = update_group_tx(tx, id, &patch)?;
-                    audit(tx, actor, "UpdateGroup", "group", id, diff)?;
-                    Ok(r)
-                },
-            )
+            .write_tx(|tx, ()| {
+                let (r, diff) = update_group_tx(tx, id, &patch)?;
+                audit(tx, actor, "UpdateGroup", "group", id, diff)?;
+                Ok(r)
+            })
             .await?;
         Ok((group_from_record(rec), vec![Change::Group(id.to_owned())]))
     }
@@ -1216,7 +1183,8 @@ impl Store {
             )
             .await?;
         let grants = self
-            .write(
+            .write_reading(
+                &[(Tree::ApisByGroup, id), (Tree::GrantsByTarget, id)],
                 || {
                     Ok((
                         self.scan_ids(Tree::ApisByGroup, id)?,
@@ -1323,20 +1291,17 @@ impl Store {
         api.create_ms = now;
         api.update_ms = now;
         route_keys(&api)?;
-        self.write(
-            || Ok(()),
-            |tx, ()| {
-                Self::put_api_tx(tx, &api, None)?;
-                audit(
-                    tx,
-                    actor,
-                    "CreateApi",
-                    "api",
-                    &api.id,
-                    summary::describe(&api),
-                )
-            },
-        )
+        self.write_tx(|tx, ()| {
+            Self::put_api_tx(tx, &api, None)?;
+            audit(
+                tx,
+                actor,
+                "CreateApi",
+                "api",
+                &api.id,
+                summary::describe(&api),
+            )
+        })
         .await?;
         let changes = vec![Change::Api(api.id.clone())];
         Ok((api, changes))
@@ -1376,21 +1341,18 @@ impl Store {
         patch: ApiPatch,
     ) -> Result<(Api, Vec<Change>), StoreError> {
         let api = self
-            .write(
-                || Ok(()),
-                |tx, ()| {
-                    let old = api_from_record(require(tx, Tree::Apis, "api", id)?);
-                    let mut api = old.clone();
-                    patch(&mut api);
-                    api.id = old.id.clone();
-                    api.owner = old.owner.clone();
-                    api.create_ms = old.create_ms;
-                    api.update_ms = tx.stamp.now_ms;
-                    Self::put_api_tx(tx, &api, Some(&old))?;
-                    audit(tx, actor, "UpdateApi", "api", id, summary::diff(&old, &api))?;
-                    Ok(api)
-                },
-            )
+            .write_tx(|tx, ()| {
+                let old = api_from_record(require(tx, Tree::Apis, "api", id)?);
+                let mut api = old.clone();
+                patch(&mut api);
+                api.id = old.id.clone();
+                api.owner = old.owner.clone();
+                api.create_ms = old.create_ms;
+                api.update_ms = tx.stamp.now_ms;
+                Self::put_api_tx(tx, &api, Some(&old))?;
+                audit(tx, actor, "UpdateApi", "api", id, summary::diff(&old, &api))?;
+                Ok(api)
+            })
             .await?;
         Ok((api, vec![Change::Api(id.to_owned())]))
     }
@@ -1409,7 +1371,8 @@ impl Store {
             )
             .await?;
         let grants = self
-            .write(
+            .write_reading(
+                &[(Tree::GrantsByTarget, id)],
                 || self.scan_ids(Tree::GrantsByTarget, id),
                 |tx, grants| {
                     let old = delete_api_tx(tx, id, grants)?;
@@ -1462,21 +1425,18 @@ impl Store {
     }
 
     pub async fn delete_grant(&self, actor: &str, id: &str) -> Result<Vec<Change>, StoreError> {
-        self.write(
-            || Ok(()),
-            |tx, ()| {
-                let r: GrantRecord = require(tx, Tree::Grants, "grant", id)?;
-                delete_grant_tx(tx, &r)?;
-                audit(
-                    tx,
-                    actor,
-                    "DeleteGrant",
-                    "grant",
-                    id,
-                    format!("app={}", r.app_id),
-                )
-            },
-        )
+        self.write_tx(|tx, ()| {
+            let r: GrantRecord = require(tx, Tree::Grants, "grant", id)?;
+            delete_grant_tx(tx, &r)?;
+            audit(
+                tx,
+                actor,
+                "DeleteGrant",
+                "grant",
+                id,
+                format!("app={}", r.app_id),
+            )
+        })
         .await?;
         Ok(vec![Change::Grant(id.to_owned())])
     }

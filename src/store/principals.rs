@@ -85,36 +85,33 @@ impl Store {
             update_ms: now,
         };
         let by_subject = (!p.cert_subject.is_empty()).then(|| subject_digest(&p.cert_subject));
-        self.write(
-            || Ok(()),
-            |tx, ()| {
-                if tx.exists(Tree::Principals, p.name.as_bytes())? {
+        self.write_tx(|tx, ()| {
+            if tx.exists(Tree::Principals, p.name.as_bytes())? {
+                return abort(StoreError::AlreadyExists(format!(
+                    "Principal.name '{}' already exists",
+                    p.name
+                )));
+            }
+            if let Some(key) = &by_subject {
+                if let Some(other) = tx.get_str(Tree::PrincipalTokens, key)? {
                     return abort(StoreError::AlreadyExists(format!(
-                        "Principal.name '{}' already exists",
-                        p.name
+                        "Principal.cert_subject '{}' already names principal '{other}'",
+                        p.cert_subject
                     )));
                 }
-                if let Some(key) = &by_subject {
-                    if let Some(other) = tx.get_str(Tree::PrincipalTokens, key)? {
-                        return abort(StoreError::AlreadyExists(format!(
-                            "Principal.cert_subject '{}' already names principal '{other}'",
-                            p.cert_subject
-                        )));
-                    }
-                    tx.set(Tree::PrincipalTokens, key, p.name.as_bytes())?;
-                }
-                tx.put(Tree::Principals, p.name.as_bytes(), &rec)?;
-                tx.set(Tree::PrincipalTokens, &digest, p.name.as_bytes())?;
-                audit(
-                    tx,
-                    actor,
-                    "CreatePrincipal",
-                    "principal",
-                    &p.name,
-                    summary::describe(&p),
-                )
-            },
-        )
+                tx.set(Tree::PrincipalTokens, key, p.name.as_bytes())?;
+            }
+            tx.put(Tree::Principals, p.name.as_bytes(), &rec)?;
+            tx.set(Tree::PrincipalTokens, &digest, p.name.as_bytes())?;
+            audit(
+                tx,
+                actor,
+                "CreatePrincipal",
+                "principal",
+                &p.name,
+                summary::describe(&p),
+            )
+        })
         .await?;
         Ok(((p, token), Vec::new()))
     }
@@ -128,30 +125,26 @@ impl Store {
         let token = new_token()?;
         let digest = token_digest(&token);
         let rec = self
-            .write(
-                || Ok(()),
-                |tx, ()| {
-                    let Some(mut r) =
-                        tx.get::<PrincipalRecord>(Tree::Principals, name.as_bytes())?
-                    else {
-                        return abort(StoreError::not_found("principal", name));
-                    };
-                    tx.del(Tree::PrincipalTokens, &r.token_sha256)?;
-                    r.token_sha256 = digest.to_vec();
-                    r.update_ms = tx.stamp.now_ms;
-                    tx.put(Tree::Principals, name.as_bytes(), &r)?;
-                    tx.set(Tree::PrincipalTokens, &digest, name.as_bytes())?;
-                    audit(
-                        tx,
-                        actor,
-                        "RotatePrincipalToken",
-                        "principal",
-                        name,
-                        "token replaced; the previous one no longer works".into(),
-                    )?;
-                    Ok(r)
-                },
-            )
+            .write_tx(|tx, ()| {
+                let Some(mut r) = tx.get::<PrincipalRecord>(Tree::Principals, name.as_bytes())?
+                else {
+                    return abort(StoreError::not_found("principal", name));
+                };
+                tx.del(Tree::PrincipalTokens, &r.token_sha256)?;
+                r.token_sha256 = digest.to_vec();
+                r.update_ms = tx.stamp.now_ms;
+                tx.put(Tree::Principals, name.as_bytes(), &r)?;
+                tx.set(Tree::PrincipalTokens, &digest, name.as_bytes())?;
+                audit(
+                    tx,
+                    actor,
+                    "RotatePrincipalToken",
+                    "principal",
+                    name,
+                    "token replaced; the previous one no longer works".into(),
+                )?;
+                Ok(r)
+            })
             .await?;
         Ok(((from_record(rec)?, token), Vec::new()))
     }
@@ -161,27 +154,24 @@ impl Store {
         actor: &str,
         name: &str,
     ) -> Result<Vec<Change>, StoreError> {
-        self.write(
-            || Ok(()),
-            |tx, ()| {
-                let Some(r) = tx.get::<PrincipalRecord>(Tree::Principals, name.as_bytes())? else {
-                    return abort(StoreError::not_found("principal", name));
-                };
-                tx.del(Tree::Principals, name.as_bytes())?;
-                tx.del(Tree::PrincipalTokens, &r.token_sha256)?;
-                if !r.cert_subject.is_empty() {
-                    tx.del(Tree::PrincipalTokens, &subject_digest(&r.cert_subject))?;
-                }
-                audit(
-                    tx,
-                    actor,
-                    "DeletePrincipal",
-                    "principal",
-                    name,
-                    format!("role={} owner={}", r.role, r.owner),
-                )
-            },
-        )
+        self.write_tx(|tx, ()| {
+            let Some(r) = tx.get::<PrincipalRecord>(Tree::Principals, name.as_bytes())? else {
+                return abort(StoreError::not_found("principal", name));
+            };
+            tx.del(Tree::Principals, name.as_bytes())?;
+            tx.del(Tree::PrincipalTokens, &r.token_sha256)?;
+            if !r.cert_subject.is_empty() {
+                tx.del(Tree::PrincipalTokens, &subject_digest(&r.cert_subject))?;
+            }
+            audit(
+                tx,
+                actor,
+                "DeletePrincipal",
+                "principal",
+                name,
+                format!("role={} owner={}", r.role, r.owner),
+            )
+        })
         .await?;
         Ok(Vec::new())
     }

@@ -134,44 +134,41 @@ impl Store {
             create_ms: now,
             update_ms: now,
         };
-        self.write(
-            || Ok(()),
-            |tx, ()| {
-                if !tx.exists(Tree::Apps, rec.app_id.as_bytes())? {
-                    return abort(StoreError::not_found("app", &rec.app_id));
+        self.write_tx(|tx, ()| {
+            if !tx.exists(Tree::Apps, rec.app_id.as_bytes())? {
+                return abort(StoreError::not_found("app", &rec.app_id));
+            }
+            for i in &rec.items {
+                let (tree, kind) = if i.api_id.is_empty() {
+                    (Tree::Groups, "group")
+                } else {
+                    (Tree::Apis, "api")
+                };
+                if !tx.exists(tree, target_id(i).as_bytes())? {
+                    return abort(StoreError::not_found(kind, target_id(i)));
                 }
-                for i in &rec.items {
-                    let (tree, kind) = if i.api_id.is_empty() {
-                        (Tree::Groups, "group")
-                    } else {
-                        (Tree::Apis, "api")
-                    };
-                    if !tx.exists(tree, target_id(i).as_bytes())? {
-                        return abort(StoreError::not_found(kind, target_id(i)));
-                    }
-                    super::stages::check_stages_tx(tx, &item_target(i), &rec.stages, "stages")?;
-                    tx.set(Tree::RequestsByTarget, &join(&[target_id(i), &rec.id]), b"")?;
-                }
-                tx.put(Tree::PermissionRequests, rec.id.as_bytes(), &rec)?;
-                tx.set(Tree::RequestsByApp, &join(&[&rec.app_id, &rec.id]), b"")?;
-                let targets: Vec<&str> = rec.items.iter().map(target_id).collect();
-                audit(
-                    tx,
-                    actor,
-                    "CreatePermissionRequest",
-                    "permission_request",
-                    &rec.id,
-                    format!(
-                        "app={} targets=[{}] stages=[{}] validity={} reason={}",
-                        rec.app_id,
-                        targets.join(", "),
-                        rec.stages.join(", "),
-                        validity_text(&rec),
-                        rec.reason
-                    ),
-                )
-            },
-        )
+                super::stages::check_stages_tx(tx, &item_target(i), &rec.stages, "stages")?;
+                tx.set(Tree::RequestsByTarget, &join(&[target_id(i), &rec.id]), b"")?;
+            }
+            tx.put(Tree::PermissionRequests, rec.id.as_bytes(), &rec)?;
+            tx.set(Tree::RequestsByApp, &join(&[&rec.app_id, &rec.id]), b"")?;
+            let targets: Vec<&str> = rec.items.iter().map(target_id).collect();
+            audit(
+                tx,
+                actor,
+                "CreatePermissionRequest",
+                "permission_request",
+                &rec.id,
+                format!(
+                    "app={} targets=[{}] stages=[{}] validity={} reason={}",
+                    rec.app_id,
+                    targets.join(", "),
+                    rec.stages.join(", "),
+                    validity_text(&rec),
+                    rec.reason
+                ),
+            )
+        })
         .await?;
         Ok((rec, Vec::new()))
     }
@@ -369,39 +366,36 @@ impl Store {
         id: &str,
     ) -> Result<(PermissionRequestRecord, Vec<Change>), StoreError> {
         let rec = self
-            .write(
-                || Ok(()),
-                |tx, ()| {
-                    let Some(mut r) =
-                        tx.get::<PermissionRequestRecord>(Tree::PermissionRequests, id.as_bytes())?
-                    else {
-                        return abort(StoreError::not_found("permission request", id));
-                    };
-                    let mut n = 0;
-                    for item in r.items.iter_mut().filter(|i| i.status == PENDING) {
-                        item.status = WITHDRAWN.into();
-                        item.decided_by = actor.to_owned();
-                        item.decide_ms = tx.stamp.now_ms;
-                        n += 1;
-                    }
-                    if n == 0 {
-                        return abort(StoreError::FailedPrecondition(format!(
-                            "request '{id}' has no pending item to withdraw"
-                        )));
-                    }
-                    r.update_ms = tx.stamp.now_ms;
-                    tx.put(Tree::PermissionRequests, id.as_bytes(), &r)?;
-                    audit(
-                        tx,
-                        actor,
-                        "WithdrawPermissionRequest",
-                        "permission_request",
-                        id,
-                        format!("{n} pending items withdrawn"),
-                    )?;
-                    Ok(r)
-                },
-            )
+            .write_tx(|tx, ()| {
+                let Some(mut r) =
+                    tx.get::<PermissionRequestRecord>(Tree::PermissionRequests, id.as_bytes())?
+                else {
+                    return abort(StoreError::not_found("permission request", id));
+                };
+                let mut n = 0;
+                for item in r.items.iter_mut().filter(|i| i.status == PENDING) {
+                    item.status = WITHDRAWN.into();
+                    item.decided_by = actor.to_owned();
+                    item.decide_ms = tx.stamp.now_ms;
+                    n += 1;
+                }
+                if n == 0 {
+                    return abort(StoreError::FailedPrecondition(format!(
+                        "request '{id}' has no pending item to withdraw"
+                    )));
+                }
+                r.update_ms = tx.stamp.now_ms;
+                tx.put(Tree::PermissionRequests, id.as_bytes(), &r)?;
+                audit(
+                    tx,
+                    actor,
+                    "WithdrawPermissionRequest",
+                    "permission_request",
+                    id,
+                    format!("{n} pending items withdrawn"),
+                )?;
+                Ok(r)
+            })
             .await?;
         Ok((rec, Vec::new()))
     }

@@ -107,21 +107,18 @@ impl Store {
             owner: owner.to_owned(),
             stages: stages.clone(),
         };
-        self.write(
-            || Ok(()),
-            |tx, ()| {
-                let before = declared_tx(tx, owner)?;
-                tx.put(Tree::OwnerStages, owner.as_bytes(), &rec)?;
-                audit(
-                    tx,
-                    actor,
-                    "SetOwnerStages",
-                    "owner",
-                    owner,
-                    format!("stages: [{}] → [{}]", before.join(", "), stages.join(", ")),
-                )
-            },
-        )
+        self.write_tx(|tx, ()| {
+            let before = declared_tx(tx, owner)?;
+            tx.put(Tree::OwnerStages, owner.as_bytes(), &rec)?;
+            audit(
+                tx,
+                actor,
+                "SetOwnerStages",
+                "owner",
+                owner,
+                format!("stages: [{}] → [{}]", before.join(", "), stages.join(", ")),
+            )
+        })
         .await?;
         Ok((rec.stages, Vec::new()))
     }
