@@ -54,34 +54,28 @@ pub async fn run(args: AdminWritesArgs) -> Result<()> {
         }
     };
     let mut c = admin_client(admin, &token).await?;
-    let run_id = keygate::clock::system_now_ms();
-    let app = c
-        .create_app(pb::CreateAppRequest {
-            app: Some(pb::App {
-                name: format!("writes-{run_id}"),
-                owner: "keygate-bench".into(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
-        .await
-        .ctx("CreateApp")?
-        .into_inner()
-        .app
-        .ctx("no app")?;
-    let api = c
-        .create_api(pb::CreateApiRequest {
-            api: Some(pb::Api {
-                name: format!("writes-{run_id}"),
-                owner: "keygate-bench".into(),
-                // Per run, so runs against one shared store (several replicas) do not collide.
-                path: format!("/writes-{run_id}/{{id}}"),
-                ..Default::default()
-            }),
-        })
-        .await
-        .ctx("CreateApi")?
-        .into_inner();
+    // Unique per run and process, so runs against one shared store (several replicas,
+    // one bench per replica) do not collide.
+    let run_id = format!("{}-{}", keygate::clock::system_now_ms(), std::process::id());
+    // An app has one grant per API: each writer creates an app, then grants it these
+    // APIs one by one, and starts again with a new app.
+    let mut apis = Vec::new();
+    for i in 0..POOL {
+        let api = c
+            .create_api(pb::CreateApiRequest {
+                api: Some(pb::Api {
+                    name: format!("writes-{run_id}-{i}"),
+                    owner: "keygate-bench".into(),
+                    path: format!("/writes-{run_id}-{i}/{{id}}"),
+                    ..Default::default()
+                }),
+            })
+            .await
+            .ctx("CreateApi")?
+            .into_inner();
+        apis.push(api.id);
+    }
+    let apis = std::sync::Arc::new(apis);
     let mut rates = Vec::new();
     let mut lines = Vec::new();
     for rep in 1..=args.repeat {
@@ -93,9 +87,9 @@ pub async fn run(args: AdminWritesArgs) -> Result<()> {
         let from = started + Duration::from_secs_f64(args.warmup);
         let end = from + Duration::from_secs_f64(args.duration);
         let mut tasks = tokio::task::JoinSet::new();
-        for client in clients {
-            let (app, api) = (app.id.clone(), api.id.clone());
-            tasks.spawn(writer(client, app, api, from, end));
+        for (n, client) in clients.into_iter().enumerate() {
+            let name = format!("writes-{run_id}-r{rep}-w{n}");
+            tasks.spawn(writer(client, name, apis.clone(), from, end));
         }
         let mut hist =
             Histogram::<u64>::new_with_bounds(1_000, 60_000_000_000, 3).ctx("histogram")?;
@@ -132,7 +126,7 @@ pub async fn run(args: AdminWritesArgs) -> Result<()> {
     if let Some(dir) = &args.report_dir {
         std::fs::create_dir_all(dir).ctx("create the report dir")?;
         let md = format!(
-            "# keygate-bench: durable admin writes (CreateGrant)\n\n{} clients, {} s measured after {} s warm-up; median {m:.0} writes/s\n\n| repeat | clients | writes | writes/s | p50 µs | p90 µs | p99 µs | max µs |\n|---|---|---|---|---|---|---|---|\n{}\n",
+            "# keygate-bench: durable admin writes (CreateApp, then CreateGrant on each of 20 APIs)\n\n{} clients, {} s measured after {} s warm-up; median {m:.0} writes/s\n\n| repeat | clients | writes | writes/s | p50 µs | p90 µs | p99 µs | max µs |\n|---|---|---|---|---|---|---|---|\n{}\n",
             args.clients,
             args.duration,
             args.warmup,
@@ -146,29 +140,21 @@ pub async fn run(args: AdminWritesArgs) -> Result<()> {
     Ok(())
 }
 
+/// Grants made per app before the writer moves to a new one.
+const POOL: usize = 20;
+
+/// Writes until `end`: CreateApp, then a CreateGrant per API of the pool, again and
+/// again. Every write counts once it is acknowledged within the measured window.
 async fn writer(
     mut c: Admin,
-    app: String,
-    api: String,
+    name: String,
+    apis: std::sync::Arc<Vec<String>>,
     from: Instant,
     end: Instant,
 ) -> Result<(u64, Histogram<u64>)> {
     let mut hist = Histogram::<u64>::new_with_bounds(1_000, 60_000_000_000, 3).ctx("histogram")?;
     let mut ok = 0;
-    loop {
-        let sent = Instant::now();
-        if sent >= end {
-            break;
-        }
-        c.create_grant(pb::CreateGrantRequest {
-            grant: Some(pb::Grant {
-                app_id: app.clone(),
-                target: Some(pb::grant::Target::ApiId(api.clone())),
-                ..Default::default()
-            }),
-        })
-        .await
-        .ctx("CreateGrant")?;
+    let mut count = |sent: Instant, hist: &mut Histogram<u64>| {
         let done = Instant::now();
         if sent >= from && done <= end {
             ok += 1;
@@ -177,6 +163,43 @@ async fn writer(
                     .unwrap_or(u64::MAX)
                     .max(1_000),
             );
+        }
+    };
+    for round in 0.. {
+        let sent = Instant::now();
+        if sent >= end {
+            break;
+        }
+        let app = c
+            .create_app(pb::CreateAppRequest {
+                app: Some(pb::App {
+                    name: format!("{name}-{round}"),
+                    owner: "keygate-bench".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .await
+            .ctx("CreateApp")?
+            .into_inner()
+            .app
+            .ctx("no app")?;
+        count(sent, &mut hist);
+        for api in apis.iter() {
+            let sent = Instant::now();
+            if sent >= end {
+                break;
+            }
+            c.create_grant(pb::CreateGrantRequest {
+                grant: Some(pb::Grant {
+                    app_id: app.id.clone(),
+                    target: Some(pb::grant::Target::ApiId(api.clone())),
+                    ..Default::default()
+                }),
+            })
+            .await
+            .ctx("CreateGrant")?;
+            count(sent, &mut hist);
         }
     }
     Ok((ok, hist))

@@ -49,7 +49,8 @@ enum Command {
     },
     /// Time `keygate serve` from spawn to serving on a data dir, and its memory.
     Startup(startup::StartupArgs),
-    /// Durable admin writes (CreateGrant) from concurrent clients.
+    /// Durable admin writes from concurrent clients (CreateApp, then a CreateGrant on
+    /// each of 20 APIs, over and over).
     AdminWrites(admin_writes::AdminWritesArgs),
     /// The no-op baseline server (started by `load --baseline`).
     #[command(hide = true)]
