@@ -1147,4 +1147,36 @@ async fn concurrent_writes_through_one_replica_share_transactions() {
     })
     .await;
     assert_eq!(audit_events(&mut admin_b).await.len(), events.len());
+
+    // Writes of one batch on the same record (etcd refuses a txn naming a key twice).
+    let target = admin
+        .clone()
+        .create_app(new_app("updated-at-once", "sec"))
+        .await
+        .unwrap()
+        .into_inner()
+        .app
+        .unwrap();
+    let mut calls = Vec::new();
+    for i in 0..12 {
+        let mut admin = admin.clone();
+        let id = target.id.clone();
+        calls.push(tokio::spawn(async move {
+            admin
+                .update_app(pb::UpdateAppRequest {
+                    app: Some(pb::App {
+                        id,
+                        description: format!("v{i}"),
+                        ..Default::default()
+                    }),
+                    update_mask: Some(prost_types::FieldMask {
+                        paths: vec!["description".into()],
+                    }),
+                })
+                .await
+        }));
+    }
+    for call in calls {
+        call.await.unwrap().expect("UpdateApp in a batch");
+    }
 }

@@ -756,8 +756,22 @@ impl Remote {
         last_audit_id: u64,
         ops: &[Op],
     ) -> Result<bool, StoreError> {
+        // etcd refuses a txn that names a key twice ("duplicate key given in txn
+        // request"); a route freed and retaken, or two writes of one batch on the same
+        // record, do. The txn applies atomically, so only each key's last op matters.
+        let mut last = std::collections::HashMap::new();
+        for (i, op) in ops.iter().enumerate() {
+            let (Op::Put(tree, k, _) | Op::Del(tree, k)) = op;
+            last.insert((*tree, k.as_slice()), i);
+        }
         let mut txn_ops: Vec<TxnOp> = ops
             .iter()
+            .enumerate()
+            .filter(|(i, op)| {
+                let (Op::Put(tree, k, _) | Op::Del(tree, k)) = op;
+                last.get(&(*tree, k.as_slice())) == Some(i)
+            })
+            .map(|(_, op)| op)
             .map(|op| match op {
                 Op::Put(tree, k, v) => TxnOp::put(self.key(*tree, k), v.clone(), None),
                 Op::Del(tree, k) => TxnOp::delete(self.key(*tree, k), None),
@@ -773,9 +787,9 @@ impl Remote {
         } else {
             Compare::mod_revision(self.rev_key(), CompareOp::Equal, base_rev_mod)
         };
+        let ops_in_txn = txn_ops.len();
         let txn = Txn::new().when([guard]).and_then(txn_ops);
         let mut kv = self.client.kv_client();
-        let ops_in_txn = ops.len() + 1;
         let r = tokio::time::timeout(self.settings.timeout, kv.txn(txn))
             .await
             .map_err(|_| {

@@ -15,7 +15,7 @@ pub(super) const META_KEY_CHECK: &[u8] = b"master_key_check";
 pub(super) const KEY_CHECK_PLAINTEXT: &[u8] = b"keygate master key check";
 
 /// Every data tree; the discriminant is the position in `Store::trees`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Tree {
     Apps,
     /// owner \0 name -> app id
