@@ -203,9 +203,16 @@ impl Store {
         while tokio::time::Instant::now() < deadline {
             let mut st = self.batcher.state.lock().await;
             if let Some(rx) = st.committing.clone() {
-                drop(st);
-                outcome(rx, wait).await;
-                continue;
+                // The committer clears this before it answers; a sender gone with the
+                // mark still set is a committer that died: clear it, or no write would
+                // ever stage again.
+                if rx.has_changed().is_err() {
+                    st.committing = None;
+                } else {
+                    drop(st);
+                    outcome(rx, wait).await;
+                    continue;
+                }
             }
             if let Some(round) = &st.round {
                 let must_wait = match reads {
