@@ -25,6 +25,7 @@ mod grants;
 mod ops;
 pub mod principals;
 pub mod requests;
+mod settings;
 pub mod stages;
 mod summary;
 

@@ -1180,3 +1180,55 @@ async fn concurrent_writes_through_one_replica_share_transactions() {
         call.await.unwrap().expect("UpdateApp in a batch");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_started_empty_after_a_redis_flush_fences_too() {
+    let Some(redis) = common::redis::Redis::start(&["--appendonly", "no"]) else {
+        return;
+    };
+    let url = redis.url();
+    let nonce_flags = ["--nonce-store", "redis", "--redis-url", url.as_str()];
+    let Some(c) = cluster(1, &nonce_flags) else {
+        return;
+    };
+    let a = &c.replicas[0];
+    let mut admin = a.admin().await;
+    let g = grant_app(&mut admin, "fence").await;
+    let captured = signed_check(&g, &g.app_secret, "captured");
+    assert_eq!(code(a, &captured).await, None);
+    // The epoch A adopted is recorded in the shared store.
+    wait_until(|| {
+        let mut admin = admin.clone();
+        async move {
+            audit_events(&mut admin)
+                .await
+                .iter()
+                .any(|e| e.action == "SetRedisNonceEpoch" && e.actor == "keygate")
+        }
+    })
+    .await;
+
+    assert_eq!(redis.cli(&["FLUSHALL"]).as_deref(), Some("OK"));
+    // A new replica with an empty data dir: it has never seen Redis, but the shared
+    // store says which epoch the others used, so the flushed Redis is a loss to it too
+    // and the captured request is not accepted again.
+    let key_dir = tempfile::tempdir().unwrap();
+    let key = key_dir.path().join("master.key");
+    std::fs::write(&key, MASTER_KEY).unwrap();
+    let eps = c.etcd.endpoints();
+    let mut args = vec![
+        "--store",
+        "etcd",
+        "--etcd-endpoints",
+        eps.as_str(),
+        "--master-key-file",
+        key.to_str().unwrap(),
+    ];
+    args.extend_from_slice(&nonce_flags);
+    let b = Keygate::start_with_args(&args);
+    assert_eq!(
+        code(&b, &captured).await.as_deref(),
+        Some("ReplayUnavailable")
+    );
+    assert!(b.stderr().contains("Redis lost nonces"), "{}", b.stderr());
+}

@@ -17,7 +17,10 @@
 //! Either way the replica that notices sets the fence key for the longest nonce
 //! lifetime; every claim on every replica is refused (`Fenced`) while it lives, so no
 //! nonce that Redis forgot can be replayed. A replica remembers the epoch it last saw
-//! in its data dir, so a replica restarted during the loss notices it too.
+//! in its data dir, so a replica restarted during the loss notices it too; with a
+//! shared store (etcd) the epoch is also kept there, so a replica that starts with an
+//! empty data dir just after a flush knows the epoch the others used and fences as
+//! well, instead of taking the flushed Redis for a new deployment.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
@@ -84,6 +87,8 @@ pub enum RedisSetupError {
 
 struct Shared {
     settings: RedisSettings,
+    /// The shared store that also remembers the epoch (several replicas on etcd).
+    store: Option<Arc<crate::store::Store>>,
     client: redis::Client,
     conn: RwLock<Option<MultiplexedConnection>>,
     epoch: RwLock<String>,
@@ -106,13 +111,17 @@ impl RedisNonces {
     /// Connects (once, with the claim time limit) and starts the task that keeps the
     /// connection. Serving starts even if Redis is down: nonce claims then fail closed
     /// until it is reachable, and `/readyz` says so.
-    pub async fn start(settings: RedisSettings) -> Result<Self, RedisSetupError> {
+    pub async fn start(
+        settings: RedisSettings,
+        store: Option<Arc<crate::store::Store>>,
+    ) -> Result<Self, RedisSetupError> {
         let client = redis::Client::open(settings.url.as_str()).map_err(RedisSetupError::Url)?;
         let known = std::fs::read_to_string(&settings.epoch_file)
             .map(|s| s.trim().to_owned())
             .unwrap_or_default();
         let shared = Arc::new(Shared {
             settings,
+            store,
             client,
             conn: RwLock::new(None),
             epoch: RwLock::new(known),
@@ -303,11 +312,16 @@ impl Shared {
         let lossy = !restart_keeps_every_write(conn).await;
         let mut candidate = [0u8; 16];
         let _ = getrandom::getrandom(&mut candidate);
-        let known = self
-            .epoch
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
+        let recorded = self
+            .store
+            .as_ref()
+            .and_then(|s| s.redis_epoch().ok().flatten());
+        let known = recorded.clone().unwrap_or_else(|| {
+            self.epoch
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone()
+        });
         let mut inv = self.adopt.prepare_invoke();
         inv.key(self.key("epoch"))
             .key(self.key("fence"))
@@ -327,7 +341,23 @@ impl Shared {
                  every nonce is refused until the lost ones would have expired"
             );
         }
-        if epoch != known {
+        if let Some(store) = &self.store
+            && recorded.as_deref() != Some(epoch.as_str())
+        {
+            // Not on the claim's path: the fence already holds if nonces were lost.
+            let (store, e) = (store.clone(), epoch.clone());
+            tokio::spawn(async move {
+                if let Err(error) = store.set_redis_epoch(&e).await {
+                    tracing::warn!(%error, "cannot record the Redis epoch in the shared store");
+                }
+            });
+        }
+        let mine = self
+            .epoch
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        if epoch != mine {
             if let Err(error) = std::fs::write(&self.settings.epoch_file, &epoch) {
                 tracing::warn!(%error, path = %self.settings.epoch_file.display(), "cannot remember the Redis epoch");
             }

@@ -152,8 +152,8 @@ impl Shared {
         };
         decide_config.schemes.timestamp_window_ms = (config.timestamp_window_secs * 1000) as i64;
         let decision_log = DecisionLog::new(config.decision_log, config.decision_log_rate);
-        let nonces = open_nonce_store(&config, &decide_config, clock.now_ms()).await?;
         let store = Arc::new(store);
+        let nonces = open_nonce_store(&config, &decide_config, &store, clock.now_ms()).await?;
         let index = Arc::new(index);
         if let Some(mut changes) = changes {
             // Every revision the view applies, from any replica, reaches the index.
@@ -314,6 +314,7 @@ impl Shared {
 async fn open_nonce_store(
     config: &Config,
     decide_config: &DecideConfig,
+    store: &Arc<crate::store::Store>,
     now_ms: i64,
 ) -> Result<NonceStore, ServeError> {
     let capacity = config.replay_capacity;
@@ -335,8 +336,16 @@ async fn open_nonce_store(
                 max_ttl_ms,
                 epoch_file: config.data_dir.join("nonces.redis-epoch"),
             };
+            // Several replicas share the store: the Redis epoch is remembered there too.
+            #[cfg(feature = "etcd")]
+            let shared = store.etcd().is_some().then(|| store.clone());
+            #[cfg(not(feature = "etcd"))]
+            let shared = {
+                let _ = store;
+                None
+            };
             NonceStore::Redis(
-                RedisNonces::start(settings)
+                RedisNonces::start(settings, shared)
                     .await
                     .map_err(ServeError::NonceRedis)?,
             )

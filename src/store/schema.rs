@@ -55,10 +55,13 @@ pub enum Tree {
     RequestsByTarget,
     /// owner -> the stages it declared
     OwnerStages,
+    /// name -> value: what the replicas share that is no admin resource (the Redis
+    /// nonce store's epoch)
+    Settings,
 }
 
 impl Tree {
-    pub const ALL: [Tree; 21] = [
+    pub const ALL: [Tree; 22] = [
         Tree::Apps,
         Tree::AppNames,
         Tree::AppCodes,
@@ -80,6 +83,7 @@ impl Tree {
         Tree::RequestsByApp,
         Tree::RequestsByTarget,
         Tree::OwnerStages,
+        Tree::Settings,
     ];
 
     pub fn name(self) -> &'static str {
@@ -105,6 +109,7 @@ impl Tree {
             Tree::RequestsByApp => "requests_by_app",
             Tree::RequestsByTarget => "requests_by_target",
             Tree::OwnerStages => "owner_stages",
+            Tree::Settings => "settings",
         }
     }
 
