@@ -286,10 +286,48 @@ impl Remote {
             remote.load_all(&engine).await?;
         }
         tokio::spawn(remote.clone().follow(engine.clone()));
+        if applied != 0 {
+            remote.catch_up(applied).await?;
+        }
         if !remote.settings.anti_entropy.is_zero() {
             tokio::spawn(remote.clone().anti_entropy(engine));
         }
         Ok((remote, rx))
+    }
+
+    /// Before a resumed view serves: waits until it has every write etcd had when the
+    /// replica started. A replica killed with `kill -9` may have acknowledged writes its
+    /// view had not yet put on disk, and anything written while it was down is missing
+    /// too; serving first would answer from the past (a revoked key still allowed).
+    /// Every write moves `<prefix>/rev`, so its mod revision is the mark. Past the time
+    /// limit the view serves as it is and says so (`/readyz` has its age).
+    async fn catch_up(&self, applied: i64) -> Result<(), StoreError> {
+        let mut kv = self.client.kv_client();
+        let r = tokio::time::timeout(self.settings.timeout, kv.get(self.rev_key(), None))
+            .await
+            .map_err(|_| unavailable("reading the latest revision timed out"))?
+            .map_err(unavailable)?;
+        self.contact();
+        let latest = r.kvs().first().map_or(0, |kv| kv.mod_revision());
+        if latest <= applied {
+            return Ok(());
+        }
+        let mut rx = self.applied.subscribe();
+        let limit = self.settings.timeout * 5;
+        if tokio::time::timeout(limit, rx.wait_for(|a| *a >= latest))
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                view_revision = *self.applied.borrow(),
+                etcd_revision = latest,
+                "the local view has not caught up with etcd within {} s; serving from it as it is",
+                limit.as_secs()
+            );
+        } else {
+            tracing::info!(from = applied, to = latest, "local view caught up with etcd");
+        }
+        Ok(())
     }
 
     /// A view made for another prefix (or by a sled-mode store) is not this one's.
