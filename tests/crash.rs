@@ -15,6 +15,8 @@
 //! any tree), every grant's app and target exist, and the audit log holds exactly one
 //! event per committed write.
 //!
+//! Run on both engines: sled, and (feature `etcd`) a replica on a one-member etcd.
+//!
 //! Budget: `KEYGATE_CRASH_TRIALS` (default 20; `KEYGATE_SOAK=1` makes it 200).
 //! `KEYGATE_CRASH_SEED` replays a run (the seed is printed).
 
@@ -781,6 +783,26 @@ async fn observe_secrets(check: &mut common::CheckClient, actual: &mut Actual, m
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_writes_survive_random_kill_9_under_concurrent_load() {
+    trials("sled", Keygate::start()).await;
+}
+
+/// The same on etcd (a one-member cluster): the replica is what gets killed; an
+/// acknowledged write is in etcd, and the restarted replica resumes from its view.
+#[cfg(feature = "etcd")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_writes_survive_random_kill_9_on_etcd() {
+    let Some(etcd) = common::etcd::Etcd::start(1) else {
+        return;
+    };
+    let eps = etcd.endpoints();
+    trials(
+        "etcd",
+        Keygate::start_with_args(&["--store", "etcd", "--etcd-endpoints", &eps]),
+    )
+    .await;
+}
+
+async fn trials(engine: &str, mut kg: Keygate) {
     let trials = env_u64("KEYGATE_CRASH_TRIALS").unwrap_or(
         if std::env::var("KEYGATE_SOAK").is_ok_and(|v| v == "1") {
             200
@@ -789,10 +811,11 @@ async fn acknowledged_writes_survive_random_kill_9_under_concurrent_load() {
         },
     );
     let seed = env_u64("KEYGATE_CRASH_SEED").unwrap_or_else(|| common::now_ms() as u64);
-    println!("crash: {trials} trials, {WORKERS} workers, seed {seed} (KEYGATE_CRASH_SEED)");
+    println!(
+        "crash ({engine}): {trials} trials, {WORKERS} workers, seed {seed} (KEYGATE_CRASH_SEED)"
+    );
     let mut rng = Rng::new(seed);
 
-    let mut kg = Keygate::start();
     let mut worlds: Vec<World> = vec![World::default(); WORKERS];
     let mut acked_total = 0u64;
     let mut committed_in_flight = 0u64;
@@ -916,7 +939,7 @@ async fn acknowledged_writes_survive_random_kill_9_under_concurrent_load() {
     }
     kg.stop().await;
     println!(
-        "crash: trials={trials} acknowledged_writes={acked_total} lost=0 \
+        "crash ({engine}): trials={trials} acknowledged_writes={acked_total} lost=0 \
          in_flight_committed={committed_in_flight} in_flight_not_committed={lost_in_flight} \
          audit_events={audit_min}..={audit_max}"
     );
