@@ -1324,3 +1324,76 @@ async fn anti_entropy_repairs_a_delete_the_view_missed() {
         kg.stderr()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_leader_is_left_behind_and_checks_never_fail() {
+    // SIGSTOP, not a kill: the leader's sockets stay open and silent, which only
+    // "require leader" and keepalives notice.
+    let Some(c) = cluster(2, &[]) else { return };
+    let (a, b) = (&c.replicas[0], &c.replicas[1]);
+    let g = grant_app(&mut a.admin().await, "hung").await;
+    let leader = c.etcd.leader();
+    c.etcd.pause(leader);
+    let stop = Arc::new(AtomicBool::new(false));
+    let checker = {
+        let (g, addr, stop) = (g.clone(), b.check_addr(), stop.clone());
+        tokio::spawn(async move {
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                let mut client = check_client(addr).await;
+                let r = client
+                    .check(signed_check(&g, &g.app_secret, &format!("hung-{n}")))
+                    .await
+                    .expect("Check");
+                assert_eq!(deny_code(&r.into_inner()), None, "check {n} failed");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            n
+        })
+    };
+    // A write through A goes through once the others elected a new leader and the
+    // client left the hung member (retries are the caller's, as for any UNAVAILABLE).
+    let mut admin = a.admin().await;
+    let started = Instant::now();
+    let made = loop {
+        match admin.create_app(new_app("while-hung", "q")).await {
+            Ok(r) => break r.into_inner().app.unwrap(),
+            Err(e) if e.code() == tonic::Code::AlreadyExists => {
+                break admin
+                    .list_apps(pb::ListAppsRequest {
+                        owner: "q".into(),
+                        ..Default::default()
+                    })
+                    .await
+                    .unwrap()
+                    .into_inner()
+                    .apps
+                    .remove(0);
+            }
+            Err(e) => {
+                assert!(
+                    started.elapsed() < Duration::from_secs(30),
+                    "no write within 30 s of the leader hanging: {e:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    eprintln!(
+        "write through A accepted {:?} after the leader hung",
+        started.elapsed()
+    );
+    // B sees it without the hung member.
+    let admin_b = b.admin().await;
+    wait_until(|| {
+        let mut admin_b = admin_b.clone();
+        let id = made.id.clone();
+        async move { admin_b.get_app(pb::GetAppRequest { id }).await.is_ok() }
+    })
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    let checks = checker.await.expect("no check failed");
+    eprintln!("{checks} checks on B while the leader hung, none failed");
+    c.etcd.resume(leader);
+}

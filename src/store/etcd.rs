@@ -325,7 +325,11 @@ impl Remote {
                 limit.as_secs()
             );
         } else {
-            tracing::info!(from = applied, to = latest, "local view caught up with etcd");
+            tracing::info!(
+                from = applied,
+                to = latest,
+                "local view caught up with etcd"
+            );
         }
         Ok(())
     }
