@@ -687,8 +687,9 @@ async fn snapshot(kg: &Keygate) -> Vec<String> {
 
 /// Random admin sequences sent to two replicas two at a time (one to each, at once):
 /// whatever was accepted, both end with the same store, every acknowledged create is
-/// in it unless a later acknowledged delete removed it, and no grant outlives its app
-/// or API.
+/// in it unless a later acknowledged delete removed it, no grant outlives its app or
+/// API, and the accepted operations replayed one by one on a single sled node, in the
+/// order etcd committed them (the audit log's), end in the same store.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn random_concurrent_admin_sequences_converge_on_both_replicas() {
     let Some(c) = cluster(2, &[]) else { return };
@@ -699,6 +700,7 @@ async fn random_concurrent_admin_sequences_converge_on_both_replicas() {
     let mut apps: Vec<String> = Vec::new();
     let mut apis: Vec<String> = Vec::new();
     let mut deleted_apps = 0;
+    let mut accepted: Vec<Accepted> = Vec::new();
     for step in 0..60 {
         let mut ops = Vec::new();
         for side in 0..2 {
@@ -728,13 +730,14 @@ async fn random_concurrent_admin_sequences_converge_on_both_replicas() {
                         .create_api(new_api(format!("api-{name}"), format!("/{name}/{{*rest}}")))
                         .await
                         .map(|r| Some(("api", r.into_inner().id))),
-                    (2, Some(app), Some(api)) => {
-                        admin.create_grant(new_grant(&app, api)).await.map(|_| None)
-                    }
-                    (3, Some(app), _) => admin
-                        .disable_app(pb::DisableAppRequest { id: app })
+                    (2, Some(app), Some(api)) => admin
+                        .create_grant(new_grant(&app, api))
                         .await
-                        .map(|_| None),
+                        .map(|r| Some(("grant", r.into_inner().id))),
+                    (3, Some(app), _) => admin
+                        .disable_app(pb::DisableAppRequest { id: app.clone() })
+                        .await
+                        .map(|_| Some(("disabled-app", app))),
                     (4, Some(app), _) => admin
                         .delete_app(pb::DeleteAppRequest { id: app.clone() })
                         .await
@@ -749,7 +752,17 @@ async fn random_concurrent_admin_sequences_converge_on_both_replicas() {
         };
         let [a0, a1] = &mut admins;
         let (x, y) = tokio::join!(run(a0, ops[0].clone()), run(a1, ops[1].clone()));
-        for r in [x, y] {
+        for (r, op) in [(x, &ops[0]), (y, &ops[1])] {
+            if let Ok(Some((_, id))) = &r {
+                let (_, kind, app, api, name) = op;
+                accepted.push(Accepted {
+                    kind: *kind,
+                    id: id.clone(),
+                    app: app.clone(),
+                    api: api.clone(),
+                    name: name.clone(),
+                });
+            }
             match r {
                 Ok(Some(("app", id))) => apps.push(id),
                 Ok(Some(("api", id))) => apis.push(id),
@@ -811,11 +824,165 @@ async fn random_concurrent_admin_sequences_converge_on_both_replicas() {
         "{} records on both replicas; {deleted_apps} app deletes",
         a.len()
     );
+    replay_on_one_node(&c.replicas[0], &accepted).await;
 }
 
-/// A cascade is one etcd txn: past etcd's `--max-txn-ops` it is refused with
-/// FAILED_PRECONDITION naming the flag (never UNAVAILABLE, which would invite
-/// retries), nothing is deleted, and with a larger limit the same delete goes through.
+/// An admin operation the replicas accepted (the property test's kinds).
+struct Accepted {
+    kind: usize,
+    /// What it made or touched: the app, API or grant id.
+    id: String,
+    app: Option<String>,
+    api: Option<String>,
+    name: String,
+}
+
+/// The store by names instead of ids (a replay makes new ids).
+async fn by_names(kg: &Keygate) -> Vec<String> {
+    let mut admin = kg.admin().await;
+    let apps = admin
+        .list_apps(pb::ListAppsRequest {
+            page_size: 1000,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .apps;
+    let apis = admin
+        .list_apis(pb::ListApisRequest {
+            page_size: 1000,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .apis;
+    let grants = admin
+        .list_grants(pb::ListGrantsRequest {
+            page_size: 1000,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .grants;
+    let app_name = |id: &str| apps.iter().find(|a| a.id == id).map(|a| a.name.clone());
+    let api_name = |id: &str| apis.iter().find(|a| a.id == id).map(|a| a.name.clone());
+    let mut out: Vec<String> = apps
+        .iter()
+        .map(|a| format!("app {} {}", a.name, a.enabled))
+        .chain(apis.iter().map(|a| format!("api {}", a.name)))
+        .chain(grants.iter().map(|g| {
+            let target = match &g.target {
+                Some(pb::grant::Target::ApiId(id)) => api_name(id),
+                _ => None,
+            };
+            format!("grant {:?} {:?}", app_name(&g.app_id), target)
+        }))
+        .collect();
+    out.sort();
+    out
+}
+
+/// Replays `accepted` on a fresh single sled node in the order of the replicas' audit
+/// log (etcd's commit order) and compares the two stores by names.
+async fn replay_on_one_node(replica: &Keygate, accepted: &[Accepted]) {
+    let events = audit_events(&mut replica.admin().await).await;
+    let solo = Keygate::start();
+    let mut admin = solo.admin().await;
+    let mut ids = std::collections::HashMap::<String, String>::new();
+    let mut used = vec![false; accepted.len()];
+    let mut replayed = 0;
+    for e in &events {
+        let kind = match e.action.as_str() {
+            "CreateApp" => 0,
+            "CreateApi" => 1,
+            "CreateGrant" => 2,
+            "DisableApp" => 3,
+            "DeleteApp" => 4,
+            "DeleteApi" => 5,
+            _ => continue,
+        };
+        let Some(i) = (0..accepted.len())
+            .find(|i| !used[*i] && accepted[*i].kind == kind && accepted[*i].id == e.resource_id)
+        else {
+            panic!("audit event {e:?} matches no accepted operation");
+        };
+        used[i] = true;
+        let op = &accepted[i];
+        let map = |id: &Option<String>| {
+            id.as_ref()
+                .and_then(|id| ids.get(id))
+                .cloned()
+                .unwrap_or_default()
+        };
+        match kind {
+            0 => {
+                let app = admin
+                    .create_app(new_app(op.name.clone(), "prop"))
+                    .await
+                    .expect("replayed CreateApp");
+                ids.insert(op.id.clone(), app.into_inner().app.unwrap().id);
+            }
+            1 => {
+                let api = admin
+                    .create_api(new_api(
+                        format!("api-{}", op.name),
+                        format!("/{}/{{*rest}}", op.name),
+                    ))
+                    .await
+                    .expect("replayed CreateApi");
+                ids.insert(op.id.clone(), api.into_inner().id);
+            }
+            2 => {
+                admin
+                    .create_grant(new_grant(&map(&op.app), map(&op.api)))
+                    .await
+                    .expect("replayed CreateGrant");
+            }
+            3 => {
+                admin
+                    .disable_app(pb::DisableAppRequest {
+                        id: map(&Some(op.id.clone())),
+                    })
+                    .await
+                    .expect("replayed DisableApp");
+            }
+            4 => {
+                admin
+                    .delete_app(pb::DeleteAppRequest {
+                        id: map(&Some(op.id.clone())),
+                    })
+                    .await
+                    .expect("replayed DeleteApp");
+            }
+            _ => {
+                admin
+                    .delete_api(pb::DeleteApiRequest {
+                        id: map(&Some(op.id.clone())),
+                    })
+                    .await
+                    .expect("replayed DeleteApi");
+            }
+        }
+        replayed += 1;
+    }
+    assert!(
+        used.iter().all(|u| *u),
+        "an accepted operation has no audit event"
+    );
+    assert_eq!(
+        by_names(replica).await,
+        by_names(&solo).await,
+        "the replicas vs one node"
+    );
+    eprintln!("{replayed} accepted operations replayed on one node: same store");
+}
+
+/// Cascades and batches larger than one etcd txn (128 operations) are written in
+/// parts: the grants first, the entity last, each part audited; a delete that would be
+/// refused removes nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cascades_and_batches_over_one_txn_are_written_in_parts() {
     // etcd's default limit, and keygate's: 128 operations per transaction, about 40
