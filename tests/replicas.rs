@@ -640,11 +640,9 @@ impl Rng {
     }
 }
 
-/// What a replica shows of the whole store, for comparison: apps (name, enabled),
-/// APIs (name), grants (app name, API name), by id.
-async fn snapshot(kg: &Keygate) -> Vec<String> {
+/// Every app, API and grant a replica lists.
+async fn everything(kg: &Keygate) -> (Vec<pb::App>, Vec<pb::Api>, Vec<pb::Grant>) {
     let mut admin = kg.admin().await;
-    let mut out = Vec::new();
     let apps = admin
         .list_apps(pb::ListAppsRequest {
             page_size: 1000,
@@ -654,9 +652,6 @@ async fn snapshot(kg: &Keygate) -> Vec<String> {
         .expect("ListApps")
         .into_inner()
         .apps;
-    for a in &apps {
-        out.push(format!("app {} {} {} {}", a.id, a.owner, a.name, a.enabled));
-    }
     let apis = admin
         .list_apis(pb::ListApisRequest {
             page_size: 1000,
@@ -666,9 +661,6 @@ async fn snapshot(kg: &Keygate) -> Vec<String> {
         .expect("ListApis")
         .into_inner()
         .apis;
-    for a in &apis {
-        out.push(format!("api {} {}", a.id, a.name));
-    }
     let grants = admin
         .list_grants(pb::ListGrantsRequest {
             page_size: 1000,
@@ -678,9 +670,23 @@ async fn snapshot(kg: &Keygate) -> Vec<String> {
         .expect("ListGrants")
         .into_inner()
         .grants;
-    for g in &grants {
-        out.push(format!("grant {} {} {:?}", g.id, g.app_id, g.target));
-    }
+    (apps, apis, grants)
+}
+
+/// What a replica shows of the whole store, for comparison: apps (name, enabled),
+/// APIs (name), grants (app name, API name), by id.
+async fn snapshot(kg: &Keygate) -> Vec<String> {
+    let (apps, apis, grants) = everything(kg).await;
+    let mut out: Vec<String> = apps
+        .iter()
+        .map(|a| format!("app {} {} {} {}", a.id, a.owner, a.name, a.enabled))
+        .chain(apis.iter().map(|a| format!("api {} {}", a.id, a.name)))
+        .chain(
+            grants
+                .iter()
+                .map(|g| format!("grant {} {} {:?}", g.id, g.app_id, g.target)),
+        )
+        .collect();
     out.sort();
     out
 }
@@ -839,34 +845,7 @@ struct Accepted {
 
 /// The store by names instead of ids (a replay makes new ids).
 async fn by_names(kg: &Keygate) -> Vec<String> {
-    let mut admin = kg.admin().await;
-    let apps = admin
-        .list_apps(pb::ListAppsRequest {
-            page_size: 1000,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .apps;
-    let apis = admin
-        .list_apis(pb::ListApisRequest {
-            page_size: 1000,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .apis;
-    let grants = admin
-        .list_grants(pb::ListGrantsRequest {
-            page_size: 1000,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .grants;
+    let (apps, apis, grants) = everything(kg).await;
     let app_name = |id: &str| apps.iter().find(|a| a.id == id).map(|a| a.name.clone());
     let api_name = |id: &str| apis.iter().find(|a| a.id == id).map(|a| a.name.clone());
     let mut out: Vec<String> = apps
