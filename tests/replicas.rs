@@ -126,12 +126,12 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[i]
 }
 
-/// 20 disable/enable flips written through `admin`, each timed from its
+/// 100 disable/enable flips written through `admin`, each timed from its
 /// acknowledgement until every replica in `others` answers the new state. A write
 /// refused as UNAVAILABLE (an election under way) is sent again.
 async fn flips(admin: &mut common::Admin, g: &Granted, others: &[&Keygate]) -> Vec<Duration> {
     let mut seen = Vec::new();
-    for round in 0..20 {
+    for round in 0..100 {
         let disable = round % 2 == 0;
         let started = Instant::now();
         loop {
