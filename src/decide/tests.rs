@@ -512,6 +512,35 @@ fn a_signed_caller_on_an_anonymous_api_needs_no_grant_but_a_valid_credential() {
     assert_eq!(code(&disabled), Some(DenyCode::AppDisabled));
 }
 
+/// The user-token whitelist comes with a grant: on an anonymous API that also requires
+/// a user, an exempt app without a grant must prove a user like anyone else.
+#[test]
+fn an_exempt_app_without_a_grant_still_needs_a_user_token_on_an_anonymous_api() {
+    let mut s = world();
+    let mut open = api("api7", "/open-users");
+    open.anonymous_allowed = true;
+    open.user_auth_required = true;
+    open.user_auth_exempt_apps = vec!["app1".into()];
+    s.put_api(open);
+    let no_grant = run(
+        &s,
+        &signed("GET", "/open-users", "K1", SECRET, "n1", NOW, None),
+    );
+    assert_eq!(code(&no_grant), Some(DenyCode::UserInvalid), "{no_grant:?}");
+    s.put_grant(grant(
+        "gr7",
+        "app1",
+        GrantTarget::Api("api7".into()),
+        &[],
+        None,
+    ));
+    let granted = run(
+        &s,
+        &signed("GET", "/open-users", "K1", SECRET, "n2", NOW, None),
+    );
+    assert!(matches!(granted, Decision::Allow(_)), "{granted:?}");
+}
+
 // === request integrity (see crate::path and SECURITY.md §8) ===
 
 /// api1 `/v1/items/{id}` granted; `admin` `/v1/items/admin` (literal, not granted) and a
