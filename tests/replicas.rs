@@ -1173,6 +1173,74 @@ async fn cascades_and_batches_over_one_txn_are_written_in_parts() {
         left.map(|r| r.into_inner().grants.is_empty())
             .unwrap_or(true)
     );
+
+    // A batch in parts that one part would refuse (an unknown app at its end) is
+    // refused whole, before any part: nothing granted.
+    let mut apps = callers.clone();
+    apps.push("app_missing".into());
+    let before = audit_len(&mut admin).await;
+    let e = admin
+        .batch_create_grants(pb::BatchCreateGrantsRequest {
+            app_ids: apps,
+            api_ids: vec![apis[1].clone()],
+            ..Default::default()
+        })
+        .await
+        .expect_err("an unknown app");
+    assert_eq!(e.code(), tonic::Code::NotFound, "{e:?}");
+    assert_eq!(audit_len(&mut admin).await, before, "no part was written");
+
+    // An app whose key pairs alone are over one transaction (61 pairs: 122 operations
+    // plus the app's own) is refused before any of its grants goes.
+    let keyed = grant_app(&mut admin, "many-keys").await;
+    for _ in 0..61 {
+        admin
+            .create_key_pair(pb::CreateKeyPairRequest {
+                app_id: keyed.app_id.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
+    admin
+        .batch_create_grants(pb::BatchCreateGrantsRequest {
+            app_ids: vec![keyed.app_id.clone()],
+            api_ids: apis[1..41].to_vec(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let grants_of = |admin: &mut common::Admin| {
+        let mut admin = admin.clone();
+        let id = keyed.app_id.clone();
+        async move {
+            admin
+                .list_grants(pb::ListGrantsRequest {
+                    app_id: id,
+                    page_size: 1000,
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .grants
+                .len()
+        }
+    };
+    let held = grants_of(&mut admin).await;
+    let e = admin
+        .delete_app(pb::DeleteAppRequest {
+            id: keyed.app_id.clone(),
+        })
+        .await
+        .expect_err("61 key pairs do not fit one transaction");
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
+    assert!(e.message().contains("key pairs"), "{e:?}");
+    assert_eq!(
+        grants_of(&mut admin).await,
+        held,
+        "a refused delete removes nothing"
+    );
 }
 
 async fn wait_until<F, Fut>(mut ok: F)

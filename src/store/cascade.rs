@@ -14,8 +14,9 @@
 //! skipped, so a repeated batch finishes a cut one. sled has no such limit: there every
 //! cascade and batch stays one transaction.
 
+use super::codec::GrantRecord;
 use super::grants::BatchGrants;
-use super::ops::{audit, delete_grants_by_id_tx};
+use super::ops::{audit, delete_grant_tx};
 use super::schema::Tree;
 use super::{Store, StoreError, abort};
 use crate::model::GrantTarget;
@@ -25,10 +26,18 @@ use crate::model::GrantTarget;
 #[cfg(feature = "etcd")]
 const RESERVED_OPS: usize = 24;
 /// Operations per grant written or deleted: the record and its two index entries.
-#[cfg(feature = "etcd")]
 const OPS_PER_GRANT: usize = 3;
 
 impl Store {
+    /// How many operations one write may stage; `None`: no limit (sled).
+    fn staged_ops_budget(&self) -> Option<usize> {
+        #[cfg(feature = "etcd")]
+        if let Some(remote) = &self.remote {
+            return Some(remote.max_staged_ops());
+        }
+        None
+    }
+
     /// How many grants one write may create or delete; `None`: no limit (sled).
     pub(super) fn grants_per_write(&self) -> Option<usize> {
         #[cfg(feature = "etcd")]
@@ -41,9 +50,11 @@ impl Store {
 
     /// Before deleting the `kind` `id` (record in `tree`) with its grants (`scan`):
     /// on etcd, deletes them in writes of their own, while the entity still exists,
-    /// until the rest fits in the entity's own write. `allowed` is the delete's own
-    /// precondition, checked by every part, so a delete that would be refused removes
-    /// nothing. Returns the grants deleted.
+    /// until the rest fits in the entity's own write. `fixed_ops` is what that write
+    /// costs besides the grants (an app's key pairs: two each); when that alone is over
+    /// the limit the delete is refused before any grant goes. `allowed` is the delete's
+    /// own precondition, checked by every part, so a delete that would be refused
+    /// removes nothing. Returns the grants deleted.
     #[allow(clippy::too_many_arguments)]
     pub(super) async fn shed_grants(
         &self,
@@ -54,18 +65,27 @@ impl Store {
         id: &str,
         scan: impl Fn() -> Result<Vec<String>, StoreError>,
         allowed: impl Fn() -> Result<(), StoreError>,
+        fixed_ops: impl Fn() -> Result<usize, StoreError>,
     ) -> Result<Vec<String>, StoreError> {
-        let Some(per_write) = self.grants_per_write() else {
+        let (Some(budget), Some(per_part)) = (self.staged_ops_budget(), self.grants_per_write())
+        else {
             return Ok(Vec::new());
         };
         let mut shed = Vec::new();
         loop {
             let ids = scan()?;
-            if ids.len() <= per_write {
+            let fixed = fixed_ops()?;
+            if fixed + OPS_PER_GRANT * ids.len() <= budget {
                 return Ok(shed);
             }
-            let part: Vec<String> = ids.into_iter().take(per_write).collect();
-            let total = shed.len() + part.len();
+            if fixed > budget {
+                return Err(StoreError::FailedPrecondition(format!(
+                    "deleting {kind} '{id}' takes {fixed} etcd operations besides its grants \
+                     (an app's key pairs take two each), over --etcd-max-txn-ops ({budget} \
+                     staged): delete some of them first, or raise the limit"
+                )));
+            }
+            let part: Vec<String> = ids.into_iter().take(per_part).collect();
             let done = self
                 .write(
                     // In the write's reads: a lost race checks again on the newer view.
@@ -75,7 +95,26 @@ impl Store {
                         if !tx.exists(tree, id.as_bytes())? {
                             return abort(StoreError::not_found(kind, id));
                         }
-                        delete_grants_by_id_tx(tx, &part)?;
+                        let mut deleted = Vec::new();
+                        for gid in &part {
+                            let Some(rec) = tx.get::<GrantRecord>(Tree::Grants, gid.as_bytes())?
+                            else {
+                                continue;
+                            };
+                            // Only this entity's: an id may name a newer grant by now.
+                            let owner = match kind {
+                                "app" => &rec.app_id,
+                                "api" => &rec.api_id,
+                                _ => &rec.group_id,
+                            };
+                            if owner == id {
+                                delete_grant_tx(tx, &rec)?;
+                                deleted.push(gid.clone());
+                            }
+                        }
+                        if deleted.is_empty() {
+                            return Ok(deleted);
+                        }
                         audit(
                             tx,
                             actor,
@@ -84,17 +123,62 @@ impl Store {
                             id,
                             format!(
                                 "in parts (over one etcd transaction): deleted {} of its grants \
-                                 ({total} so far) before the {kind} itself: {}",
-                                part.len(),
-                                part.join(", ")
+                                 ({} so far) before the {kind} itself: {}",
+                                deleted.len(),
+                                shed.len() + deleted.len(),
+                                deleted.join(", ")
                             ),
                         )?;
-                        Ok(part.clone())
+                        Ok(deleted)
                     },
                 )
                 .await?;
+            if done.is_empty() {
+                // Index entries without records: the entity's own write finds the rest.
+                return Ok(shed);
+            }
             shed.extend(done);
         }
+    }
+
+    /// Before a batch goes in parts: what would refuse a part (an app or target that
+    /// does not exist, a stage its owner did not declare) refuses the whole batch, so
+    /// a refusal never comes after earlier parts were written.
+    pub(super) fn check_batch(
+        &self,
+        b: &BatchGrants,
+        stages_field: &'static str,
+    ) -> Result<(), StoreError> {
+        for app in &b.app_ids {
+            if !self.tree(Tree::Apps)?.contains_key(app.as_bytes())? {
+                return Err(StoreError::not_found("app", app));
+            }
+        }
+        for target in &b.targets {
+            let owner = match target {
+                GrantTarget::Api(id) => self.get_api(id)?.map(|a| a.owner),
+                GrantTarget::Group(id) => self.get_group(id)?.map(|g| g.owner),
+            };
+            let Some(owner) = owner else {
+                let kind = if matches!(target, GrantTarget::Api(_)) {
+                    "api"
+                } else {
+                    "group"
+                };
+                return Err(StoreError::not_found(kind, target.id()));
+            };
+            let (declared, _) = self.owner_stages(&owner)?;
+            if let Some(s) = b.stages.iter().find(|s| !declared.contains(s)) {
+                return Err(StoreError::InvalidArgument {
+                    field: stages_field,
+                    message: format!(
+                        "stage {s} is not one owner '{owner}' declared ({}); declare it with SetOwnerStages",
+                        declared.join(", ")
+                    ),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// `b` as batches that each fit one write (just `b` where there is no limit):

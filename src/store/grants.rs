@@ -154,7 +154,11 @@ impl Store {
         not_past("expires_at", b.expires_ms, self.now_ms())?;
         check_size(b)?;
         let (mut created, mut kept, mut changes) = (Vec::new(), Vec::new(), Vec::new());
-        for part in self.batch_parts(b) {
+        let parts = self.batch_parts(b);
+        if parts.len() > 1 {
+            self.check_batch(b, "Grant.stages")?;
+        }
+        for part in parts {
             let ((c, k), ch) = self.batch_create_part(actor, &part).await?;
             created.extend(c);
             kept.extend(k);
@@ -255,7 +259,17 @@ impl Store {
     ) -> Result<(Vec<Grant>, Vec<Change>), StoreError> {
         check_size(b)?;
         let (mut deleted, mut changes) = (Vec::new(), Vec::new());
-        for part in self.batch_parts(b) {
+        let parts = self.batch_parts(b);
+        if parts.len() > 1 {
+            self.check_batch(
+                &BatchGrants {
+                    stages: Vec::new(),
+                    ..b.clone()
+                },
+                "Grant.stages",
+            )?;
+        }
+        for part in parts {
             let (d, ch) = self.batch_delete_part(actor, &part).await?;
             deleted.extend(d);
             changes.extend(ch);

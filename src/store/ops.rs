@@ -802,6 +802,8 @@ impl Store {
                 id,
                 || self.scan_ids(Tree::GrantsByApp, id),
                 || Ok(()),
+                // The app, its name and AppCode entries, the audit record; two per key.
+                || Ok(4 + 2 * self.scan_ids(Tree::KeysByApp, id)?.len()),
             )
             .await?;
         let (keys, grants) = self
@@ -1180,6 +1182,7 @@ impl Store {
                     0 => Ok(()),
                     n => Err(group_not_empty(id, n)),
                 },
+                || Ok(3),
             )
             .await?;
         let grants = self
@@ -1368,6 +1371,9 @@ impl Store {
                 id,
                 || self.scan_ids(Tree::GrantsByTarget, id),
                 || Ok(()),
+                // The API, its name, a route per method (at most 9), its group entry,
+                // the audit record.
+                || Ok(13),
             )
             .await?;
         let grants = self
