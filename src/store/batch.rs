@@ -38,6 +38,8 @@ enum Outcome {
     Failed {
         precondition: bool,
         message: String,
+        /// The round held several writes: a refusal of its size may be theirs together.
+        shared: bool,
     },
 }
 
@@ -59,6 +61,8 @@ struct Round {
     next_audit: u64,
     ops: Vec<StagedOp>,
     writes: u64,
+    /// Nobody else may join: a write that was refused for size in a shared round.
+    solo: bool,
     done: watch::Sender<Option<Outcome>>,
 }
 
@@ -73,6 +77,26 @@ struct State {
 #[derive(Default)]
 pub(crate) struct Batcher {
     state: Arc<Mutex<State>>,
+    /// Writes waiting for an empty round: while there are any, nobody else starts one,
+    /// or under steady load they would wait for ever. Outside the lock, with a guard,
+    /// so a cancelled waiter cannot leave it counted.
+    waiting_for_empty: std::sync::atomic::AtomicUsize,
+}
+
+/// Counts a write in `waiting_for_empty` until dropped.
+struct Waiting<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    fn new(n: &'a std::sync::atomic::AtomicUsize) -> Self {
+        n.fetch_add(1, Ordering::SeqCst);
+        Self(n)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// Whether `ops` write any key `reads` declared.
@@ -137,6 +161,7 @@ async fn outcome(mut rx: watch::Receiver<Option<Outcome>>, limit: Duration) -> O
         Ok(Ok(o)) => o.clone().unwrap_or(Outcome::Lost),
         // The committer is gone or hung: the write may or may not have landed.
         _ => Outcome::Failed {
+            shared: false,
             precondition: false,
             message: "etcd: the write's transaction did not finish in time; it may or may \
                       not have committed: read it back"
@@ -174,6 +199,7 @@ fn spawn_committer(state: Arc<Mutex<State>>, remote: Arc<Remote>) {
             }
             Ok(false) => Outcome::Lost,
             Err(e) => Outcome::Failed {
+                shared: round.writes > 1,
                 precondition: matches!(e, StoreError::FailedPrecondition(_)),
                 message: match e {
                     StoreError::FailedPrecondition(m) | StoreError::Unavailable(m) => m,
@@ -200,6 +226,8 @@ impl Store {
         let wait = remote.timeout() * 2;
         let budget = remote.max_staged_ops();
         let mut attempt = 0u32;
+        let mut alone = false;
+        let mut waiting: Option<Waiting<'_>> = None;
         while tokio::time::Instant::now() < deadline {
             let mut st = self.batcher.state.lock().await;
             if let Some(rx) = st.committing.clone() {
@@ -215,18 +243,32 @@ impl Store {
                 }
             }
             if let Some(round) = &st.round {
-                let must_wait = match reads {
-                    Reads::Nothing => false,
-                    Reads::Under(r) => touched(&round.ops, r),
-                    Reads::Anything => true,
-                } || round.ops.len() >= budget;
+                let must_wait = alone
+                    || round.solo
+                    || match reads {
+                        Reads::Nothing => false,
+                        Reads::Under(r) => touched(&round.ops, r),
+                        Reads::Anything => true,
+                    }
+                    || round.ops.len() >= budget;
                 if must_wait {
                     let rx = round.done.subscribe();
                     drop(st);
+                    if waiting.is_none() {
+                        waiting = Some(Waiting::new(&self.batcher.waiting_for_empty));
+                    }
                     outcome(rx, wait).await;
                     continue;
                 }
+            } else if waiting.is_none() && self.batcher.waiting_for_empty.load(Ordering::SeqCst) > 0
+            {
+                // A write waits for an empty round: let it start this one.
+                drop(st);
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                continue;
             }
+            // From here this write stages: it no longer waits for an empty round.
+            waiting = None;
             attempt += 1;
             let engine = self.engine()?;
             let (base, next_audit, pending) = match &st.round {
@@ -281,6 +323,7 @@ impl Store {
                 next_audit,
                 ops: Vec::new(),
                 writes: 0,
+                solo: alone,
                 done: watch::Sender::new(None),
             });
             round.ops.extend(ops);
@@ -301,9 +344,17 @@ impl Store {
                     // once: a random pause, growing with the losses, lets the others in.
                     remote.back_off(attempt).await;
                 }
+                // Refused for its size with other writes: try again on its own, where
+                // only its own size counts.
+                Outcome::Failed {
+                    precondition: true,
+                    shared: true,
+                    ..
+                } if !alone => alone = true,
                 Outcome::Failed {
                     precondition,
                     message,
+                    ..
                 } => return Err(Outcome::error(precondition, message)),
             }
         }
