@@ -262,6 +262,11 @@ impl UserAuth {
             )
         };
         if !self.loaded.load(Ordering::Relaxed) {
+            // A provider back after an outage is fetched at the next token (rate-limited
+            // by the refresh loop), not at the end of the backoff.
+            if let Some(r) = &self.remote {
+                r.nudge.notify_one();
+            }
             return Err("the user token keys have not been fetched from the JWKS URL yet".into());
         }
         let jwk = match kid {

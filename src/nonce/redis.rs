@@ -43,16 +43,19 @@ return {0, 0}
 
 /// Adopts the store's epoch (creating one if there is none) and decides whether
 /// nonces were lost; if so, raises the fence.
-/// KEYS: epoch, fence, run. ARGV: a new epoch, the epoch we knew ('' if none), the
-/// server's run_id, '1' if a restart may lose writes, the fence length in ms.
+/// KEYS: epoch, fence, run. ARGV: a new epoch, the epoch the shared store recorded
+/// ('' if none), the server's run_id, '1' if a restart may lose writes, the fence
+/// length in ms, the epoch this replica last saw ('' if none). Redis's epoch is a
+/// loss only if it is neither of the two known ones (one of them may lag).
 const ADOPT: &str = r"
 local epoch = redis.call('GET', KEYS[1])
 local lost = 0
+local known = ARGV[2] ~= '' or ARGV[6] ~= ''
 if not epoch then
   redis.call('SET', KEYS[1], ARGV[1])
   epoch = ARGV[1]
-  if ARGV[2] ~= '' then lost = 1 end
-elseif ARGV[2] ~= '' and epoch ~= ARGV[2] then
+  if known then lost = 1 end
+elseif known and epoch ~= ARGV[2] and epoch ~= ARGV[6] then
   lost = 1
 end
 local run = redis.call('GET', KEYS[3])
@@ -316,21 +319,21 @@ impl Shared {
             .store
             .as_ref()
             .and_then(|s| s.redis_epoch().ok().flatten());
-        let known = recorded.clone().unwrap_or_else(|| {
-            self.epoch
-                .read()
-                .unwrap_or_else(PoisonError::into_inner)
-                .clone()
-        });
+        let mine = self
+            .epoch
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
         let mut inv = self.adopt.prepare_invoke();
         inv.key(self.key("epoch"))
             .key(self.key("fence"))
             .key(self.key("run"))
             .arg(hex::encode(candidate))
-            .arg(&known)
+            .arg(recorded.as_deref().unwrap_or_default())
             .arg(&run_id)
             .arg(if lossy { "1" } else { "0" })
-            .arg(self.settings.max_ttl_ms.max(1));
+            .arg(self.settings.max_ttl_ms.max(1))
+            .arg(&mine);
         let (epoch, lost): (String, i64) =
             inv.invoke_async(conn).await.map_err(|e| e.to_string())?;
         if lost == 1 {
@@ -345,18 +348,22 @@ impl Shared {
             && recorded.as_deref() != Some(epoch.as_str())
         {
             // Not on the claim's path: the fence already holds if nonces were lost.
+            // Retried, since a stale record would fence the next replica to start.
             let (store, e) = (store.clone(), epoch.clone());
             tokio::spawn(async move {
-                if let Err(error) = store.set_redis_epoch(&e).await {
-                    tracing::warn!(%error, "cannot record the Redis epoch in the shared store");
+                for attempt in 0..10u32 {
+                    match store.set_redis_epoch(&e).await {
+                        Ok(()) => return,
+                        Err(error) if attempt == 9 => {
+                            tracing::warn!(%error, "cannot record the Redis epoch in the shared store");
+                        }
+                        Err(_) => {
+                            tokio::time::sleep(Duration::from_millis(200 << attempt.min(5))).await
+                        }
+                    }
                 }
             });
         }
-        let mine = self
-            .epoch
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
         if epoch != mine {
             if let Err(error) = std::fs::write(&self.settings.epoch_file, &epoch) {
                 tracing::warn!(%error, path = %self.settings.epoch_file.display(), "cannot remember the Redis epoch");

@@ -64,6 +64,10 @@ impl Remote {
             .host()
             .ok_or_else(|| format!("user JWKS URL {url:?} names no host"))?
             .to_owned();
+        // Credentials in a URL end up in logs and in the Host header.
+        if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+            return Err("the user JWKS URL must not carry credentials (user:password@)".into());
+        }
         let https = match uri.scheme_str() {
             Some("https") => true,
             Some("http") if is_loopback(&host) => false,
@@ -253,6 +257,7 @@ mod tests {
             "ftp://x/jwks",
             "/jwks",
             "https:///jwks",
+            "https://user:secret@login.example.com/jwks",
         ] {
             assert!(Remote::new(bad, None).is_err(), "{bad}");
         }

@@ -72,6 +72,11 @@ impl AdminAuth {
                 actor: actor_label(headers),
             });
         }
+        // Only principal tokens are looked up: what else a header carries can never
+        // meet another kind of credential in the index (see `subject_digest`).
+        if !token.starts_with(crate::store::principals::TOKEN_PREFIX) {
+            return None;
+        }
         // A digest the attacker cannot choose: the lookup learns nothing from timing.
         self.principal(&digest)
     }
