@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use super::convert::*;
 use super::ops::{
     AppPatch, GroupPatch, KeyPatch, delete_api_tx, delete_group_tx, delete_key_tx,
-    generate_app_code, generate_secret, insert_app_tx, insert_grant_tx, insert_group_tx,
+    generate_app_code, generate_secret, given_or, insert_app_tx, insert_grant_tx, insert_group_tx,
     insert_key_tx, new_id,
 };
 use super::schema::Tree;
@@ -591,10 +591,7 @@ fn make_plan(cur: &Current, want: &Desired, prune: bool, now_ms: i64) -> Result<
                     app_id: app_id.clone(),
                     name: d.name.clone(),
                     description: d.description.clone(),
-                    secret: Secret::new(match &d.secret {
-                        Some(s) => s.clone(),
-                        None => generate_secret()?,
-                    }),
+                    secret: given_or(d.secret.clone(), generate_secret)?,
                     is_default: d.is_default,
                     enabled: d.enabled,
                     expires_ms: d.expires_ms,

@@ -159,6 +159,17 @@ pub fn generate_app_code() -> Result<String, StoreError> {
     Ok(hex::encode(random::<16>()?))
 }
 
+/// The caller's secret (or AppCode), else a new one from `generate`.
+pub(super) fn given_or(
+    given: Option<String>,
+    generate: fn() -> Result<String, StoreError>,
+) -> Result<Secret, StoreError> {
+    Ok(Secret::new(match given {
+        Some(s) => s,
+        None => generate()?,
+    }))
+}
+
 // === transaction helpers ===
 
 /// Appends the audit record of the write in progress. Its id and time come from the
@@ -637,10 +648,7 @@ impl Store {
             Some(id) => id.clone(),
             None => new_id("app", now)?,
         };
-        let code = Secret::new(match &new.app_code {
-            Some(c) => c.clone(),
-            None => generate_app_code()?,
-        });
+        let code = given_or(new.app_code.clone(), generate_app_code)?;
         let app = App {
             id: id.clone(),
             name: new.name,
@@ -661,10 +669,7 @@ impl Store {
             app_id: id.clone(),
             name: "default".into(),
             description: String::new(),
-            secret: Secret::new(match new.app_secret {
-                Some(s) => s,
-                None => generate_secret()?,
-            }),
+            secret: given_or(new.app_secret, generate_secret)?,
             is_default: true,
             enabled: true,
             expires_ms: None,
@@ -741,10 +746,7 @@ impl Store {
         id: &str,
         code: Option<String>,
     ) -> Result<(App, Vec<Change>), StoreError> {
-        let code = Secret::new(match code {
-            Some(c) => c,
-            None => generate_app_code()?,
-        });
+        let code = given_or(code, generate_app_code)?;
         let sealed = self
             .sealer
             .seal_secret(&code, &super::seal::app_code_aad(id))?;
@@ -865,10 +867,7 @@ impl Store {
             app_id: new.app_id.clone(),
             name: new.name.clone(),
             description: new.description.clone(),
-            secret: Secret::new(match &new.app_secret {
-                Some(s) => s.clone(),
-                None => generate_secret()?,
-            }),
+            secret: given_or(new.app_secret.clone(), generate_secret)?,
             is_default: false,
             enabled: true,
             expires_ms: new.expires_ms,
@@ -943,10 +942,7 @@ impl Store {
         grace_ms: i64,
         new_secret: Option<String>,
     ) -> Result<(KeyPair, Vec<Change>), StoreError> {
-        let secret = Secret::new(match new_secret {
-            Some(s) => s,
-            None => generate_secret()?,
-        });
+        let secret = given_or(new_secret, generate_secret)?;
         let key = self
             .write_tx(|tx, ()| {
                 let r: KeyRecord = require(tx, Tree::Keys, "key pair", app_key)?;
@@ -984,10 +980,7 @@ impl Store {
         new_app_key: &str,
         new_secret: Option<String>,
     ) -> Result<(KeyPair, Vec<Change>), StoreError> {
-        let secret = Secret::new(match new_secret {
-            Some(s) => s,
-            None => generate_secret()?,
-        });
+        let secret = given_or(new_secret, generate_secret)?;
         let key = self
             .write_tx(|tx, ()| {
                 let r: KeyRecord = require(tx, Tree::Keys, "key pair", app_key)?;
