@@ -168,14 +168,8 @@ impl Store {
                 return Err(StoreError::not_found(kind, target.id()));
             };
             let (declared, _) = self.owner_stages(&owner)?;
-            if let Some(s) = b.stages.iter().find(|s| !declared.contains(s)) {
-                return Err(StoreError::InvalidArgument {
-                    field: stages_field,
-                    message: format!(
-                        "stage {s} is not one owner '{owner}' declared ({}); declare it with SetOwnerStages",
-                        declared.join(", ")
-                    ),
-                });
+            if let Some(e) = super::stages::undeclared(&b.stages, &declared, &owner, stages_field) {
+                return Err(e);
             }
         }
         Ok(())

@@ -49,16 +49,24 @@ pub(super) fn check_stages_tx(
         return Ok(());
     };
     let declared = declared_tx(tx, &owner)?;
-    if let Some(s) = stages.iter().find(|s| !declared.contains(s)) {
-        return abort(StoreError::InvalidArgument {
-            field,
-            message: format!(
-                "stage {s} is not one owner '{owner}' declared ({}); declare it with SetOwnerStages",
-                declared.join(", ")
-            ),
-        });
-    }
-    Ok(())
+    undeclared(stages, &declared, &owner, field).map_or(Ok(()), abort)
+}
+
+/// The refusal of the first of `stages` that `owner` has not `declared`, if any.
+pub(super) fn undeclared(
+    stages: &[String],
+    declared: &[String],
+    owner: &str,
+    field: &'static str,
+) -> Option<StoreError> {
+    let s = stages.iter().find(|s| !declared.contains(s))?;
+    Some(StoreError::InvalidArgument {
+        field,
+        message: format!(
+            "stage {s} is not one owner '{owner}' declared ({}); declare it with SetOwnerStages",
+            declared.join(", ")
+        ),
+    })
 }
 
 impl Store {
