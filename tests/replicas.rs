@@ -896,6 +896,8 @@ async fn replay_on_one_node(replica: &Keygate, accepted: &[Accepted]) {
                 .cloned()
                 .unwrap_or_default()
         };
+        // The entity an operation touched, by its id on the single node.
+        let own = ids.get(&op.id).cloned().unwrap_or_default();
         match kind {
             0 => {
                 let app = admin
@@ -922,25 +924,19 @@ async fn replay_on_one_node(replica: &Keygate, accepted: &[Accepted]) {
             }
             3 => {
                 admin
-                    .disable_app(pb::DisableAppRequest {
-                        id: map(&Some(op.id.clone())),
-                    })
+                    .disable_app(pb::DisableAppRequest { id: own.clone() })
                     .await
                     .expect("replayed DisableApp");
             }
             4 => {
                 admin
-                    .delete_app(pb::DeleteAppRequest {
-                        id: map(&Some(op.id.clone())),
-                    })
+                    .delete_app(pb::DeleteAppRequest { id: own.clone() })
                     .await
                     .expect("replayed DeleteApp");
             }
             _ => {
                 admin
-                    .delete_api(pb::DeleteApiRequest {
-                        id: map(&Some(op.id.clone())),
-                    })
+                    .delete_api(pb::DeleteApiRequest { id: own.clone() })
                     .await
                     .expect("replayed DeleteApi");
             }
