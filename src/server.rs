@@ -355,12 +355,10 @@ pub async fn run(
             tonic_health::ServingStatus::Serving,
         )
         .await;
-    let check_svc = shed::Shed::new(
-        envoy_types::pb::envoy::service::auth::v3::authorization_server::AuthorizationServer::new(
-            door::grpc::CheckService::new(shared.clone()),
-        )
-        .max_decoding_message_size(limits.check_max_message_bytes),
+    let check_svc = door::grpc::CheckServer::new(
+        shared.clone(),
         shed::InFlight::new(limits.check_max_in_flight),
+        limits.check_max_message_bytes,
     );
     let check_router = grpc_server(&limits)
         .timeout(Duration::from_millis(limits.check_timeout_ms))

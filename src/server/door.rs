@@ -12,6 +12,7 @@
 //! deny's JSON body and headers, and counting and logging a deny a door makes before
 //! the pipeline runs. `http_wire` holds what the two HTTP doors share on the wire.
 
+pub mod check_wire;
 pub mod envoy_http;
 pub mod grpc;
 pub mod http_wire;
