@@ -1,7 +1,7 @@
 //! Driving load: a fixed concurrency (closed loop: each worker sends its next request
 //! when the previous one answered) or a fixed rate (open loop: request k is due at
-//! start + k / rate, whoever is free sends it), over C connections, to the gRPC Check
-//! or the Envoy HTTP front door.
+//! start + k / rate, whoever is free sends it), over C connections, to the gRPC Check,
+//! the Envoy HTTP front door, or a real Envoy in front of an upstream.
 //!
 //! Owns: the send loops, the latency and schedule-lag histograms (HDR, nanoseconds),
 //! allow/deny/error counts and the progress line. Latency is measured from the moment
@@ -23,7 +23,7 @@ use tokio::sync::Mutex;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::error::{Context, Result, fail};
-use crate::requests::{Signed, to_check, to_http};
+use crate::requests::{Signed, to_check, to_envoy, to_http};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -32,6 +32,14 @@ pub enum Front {
     Grpc,
     /// Envoy ext_authz HTTP mode: `GET /envoy/<path>` on the HTTP listener.
     Http,
+    /// Through a real Envoy (one worker) asking the server over gRPC ext_authz, in
+    /// front of a no-op upstream: `GET <path>` to Envoy's listener.
+    Envoy,
+}
+
+impl Front {
+    /// Every front, in the order reports list them.
+    pub const ALL: [Front; 3] = [Front::Grpc, Front::Envoy, Front::Http];
 }
 
 impl std::fmt::Display for Front {
@@ -39,6 +47,7 @@ impl std::fmt::Display for Front {
         f.write_str(match self {
             Front::Grpc => "grpc",
             Front::Http => "http",
+            Front::Envoy => "envoy",
         })
     }
 }
@@ -139,7 +148,12 @@ enum Answer {
 /// One worker's connection to the front door.
 enum Client {
     Grpc(AuthorizationClient<Channel>),
-    Http(hyper::client::conn::http1::SendRequest<axum::body::Body>),
+    /// `proxied`: the answer comes from Envoy (the upstream's 200, or a deny or error
+    /// of Envoy's), not from the authorizer's HTTP door.
+    Http {
+        send: hyper::client::conn::http1::SendRequest<axum::body::Body>,
+        proxied: bool,
+    },
 }
 
 // Built before the run and moved once; boxing would only add an allocation.
@@ -163,7 +177,8 @@ impl Client {
                 }
                 Err(e) => Answer::Error(format!("gRPC error: {e}")),
             },
-            (Client::Http(c), Item::Http(req)) => match c.send_request(req).await {
+            (Client::Http { send, proxied }, Item::Http(req)) => match send.send_request(req).await
+            {
                 Ok(resp) => {
                     let code = resp.status();
                     let reason = resp
@@ -179,6 +194,13 @@ impl Client {
                     match body {
                         Err(e) => Answer::Error(format!("HTTP body: {e}")),
                         Ok(_) if code == http::StatusCode::OK => Answer::Allowed,
+                        // Through Envoy only keygate's own deny (its header passed on)
+                        // counts as a deny; any other answer is Envoy's or the
+                        // upstream's: an error of the set-up.
+                        Ok(b) if *proxied && reason.is_empty() => Answer::Error(format!(
+                            "HTTP {code} from Envoy, not a keygate deny: {}",
+                            String::from_utf8_lossy(&b[..b.len().min(200)])
+                        )),
                         Ok(_) => Answer::Denied(format!("HTTP {code} {reason}")),
                     }
                 }
@@ -203,7 +225,7 @@ async fn grpc_channels(addr: SocketAddr, n: usize) -> Result<Vec<Channel>> {
     Ok(out)
 }
 
-async fn http_client(addr: SocketAddr) -> Result<Client> {
+async fn http_client(addr: SocketAddr, proxied: bool) -> Result<Client> {
     let tcp = tokio::net::TcpStream::connect(addr)
         .await
         .ctx(format!("connect to the HTTP listener at {addr}"))?;
@@ -215,7 +237,7 @@ async fn http_client(addr: SocketAddr) -> Result<Client> {
         // Ends when the worker drops its sender or the server closes.
         let _ = conn.await;
     });
-    Ok(Client::Http(send))
+    Ok(Client::Http { send, proxied })
 }
 
 /// Runs `plan` against `addr` with `pool` (consumed). `label` names the progress line.
@@ -230,6 +252,7 @@ pub async fn run(addr: SocketAddr, plan: Plan, pool: Vec<Signed>, label: &str) -
         let item = match plan.front {
             Front::Grpc => Item::Grpc(to_check(s)),
             Front::Http => Item::Http(to_http(s)?),
+            Front::Envoy => Item::Http(to_envoy(s)?),
         };
         shares[k % workers].push(item);
     }
@@ -244,9 +267,9 @@ pub async fn run(addr: SocketAddr, plan: Plan, pool: Vec<Signed>, label: &str) -
                 )));
             }
         }
-        Front::Http => {
+        Front::Http | Front::Envoy => {
             for _ in 0..workers {
-                clients.push(http_client(addr).await?);
+                clients.push(http_client(addr, plan.front == Front::Envoy).await?);
             }
         }
     }

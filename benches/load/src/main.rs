@@ -1,15 +1,18 @@
 //! `keygate-bench`: the load generator. Creates a data set, pre-signs requests, drives
-//! keygate's gRPC Check and Envoy HTTP front doors (and, with `--baseline`, a no-op
-//! Check server on the same stack, side by side), and writes a report. Also measures
-//! start-up on a large data dir and durable admin writes with concurrent clients.
+//! keygate's gRPC Check and Envoy HTTP front doors, or a real Envoy asking keygate (and,
+//! with `--baseline`, a no-op Check server on the same stack, side by side), and writes
+//! a report. Also measures start-up on a large data dir and durable admin writes with
+//! concurrent clients.
 //!
 //! This file parses the command line and hands off to the modules below.
 
 mod admin_writes;
 mod dataset;
+mod envoy;
 mod error;
 mod load;
 mod noop;
+mod ratios;
 mod report;
 mod requests;
 mod scenario;
@@ -37,7 +40,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Drive Check load (gRPC and/or Envoy HTTP) and write a report.
+    /// Drive Check load (gRPC, Envoy HTTP, through Envoy) and write a report.
     Load(Box<scenario::LoadArgs>),
     /// Fill a data dir offline with a data set (for large sets and start-up runs).
     Populate {

@@ -38,7 +38,18 @@ pub struct Row {
     /// The server's CPU time (user + system) per answered request over the whole run,
     /// when the bench started the server (10 ms clock-tick resolution).
     pub server_cpu_us: Option<f64>,
+    /// Through Envoy: Envoy's CPU time per answered request, measured the same way.
+    pub proxy_cpu_us: Option<f64>,
     pub first_problem: Option<String>,
+}
+
+/// CPU time used by a process during a run (user + system), when it was measured.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Cpu {
+    /// The server under test (keygate or the no-op).
+    pub server: Option<std::time::Duration>,
+    /// The Envoy in front of it, for the through-Envoy front.
+    pub proxy: Option<std::time::Duration>,
 }
 
 impl Row {
@@ -51,9 +62,11 @@ impl Row {
         concurrency: usize,
         connections: usize,
         o: &Outcome,
-        cpu: Option<std::time::Duration>,
+        cpu: Cpu,
     ) -> Self {
         let q = |p: f64| o.latency.value_at_quantile(p) as f64 / 1_000.0;
+        let per_request =
+            |c: std::time::Duration| c.as_secs_f64() * 1e6 / o.answered_total.max(1) as f64;
         Self {
             server: server.into(),
             front,
@@ -73,14 +86,15 @@ impl Row {
             p999_us: q(0.999),
             max_us: o.latency.max() as f64 / 1_000.0,
             lag_p99_us: offered.map(|_| o.lag.value_at_quantile(0.99) as f64 / 1_000.0),
-            server_cpu_us: cpu.map(|c| c.as_secs_f64() * 1e6 / o.answered_total.max(1) as f64),
+            server_cpu_us: cpu.server.map(per_request),
+            proxy_cpu_us: cpu.proxy.map(per_request),
             first_problem: o.first_problem.clone(),
         }
     }
 
     pub fn line(&self) -> String {
         format!(
-            "{:>8} {:>4} {:>6} {:>9} {:>10.0} req/s  p50 {:>7.0} µs  p90 {:>7.0}  p99 {:>7.0}  p99.9 {:>7.0}  allowed {}/{}{}",
+            "{:>8} {:>5} {:>6} {:>9} {:>10.0} req/s  p50 {:>7.0} µs  p90 {:>7.0}  p99 {:>7.0}  p99.9 {:>7.0}  allowed {}/{}{}{}",
             self.server,
             self.front,
             self.mode,
@@ -95,11 +109,19 @@ impl Row {
             self.p999_us,
             self.allowed,
             self.answered,
+            if self.denied + self.errors > 0 {
+                format!("  DENIED {}  ERRORS {}", self.denied, self.errors)
+            } else {
+                String::new()
+            },
             self.lag_p99_us
                 .map_or_else(String::new, |l| format!("  lag p99 {l:.0} µs")),
         ) + &self
             .server_cpu_us
             .map_or_else(String::new, |c| format!("  server CPU {c:.1} µs/req"))
+            + &self
+                .proxy_cpu_us
+                .map_or_else(String::new, |c| format!("  Envoy CPU {c:.1} µs/req"))
     }
 }
 
@@ -138,8 +160,15 @@ pub fn ratios(rows: &[Row], front: Front) -> Vec<f64> {
         .collect()
 }
 
-/// Writes `report.md`, `report.json` and `latency.svg` into `dir`.
-pub fn write(dir: &Path, title: &str, setup: &[String], rows: &[Row]) -> Result<()> {
+/// Writes `report.md`, `report.json` and `latency.svg` into `dir`; `extra` (markdown)
+/// goes after the summary.
+pub fn write(
+    dir: &Path,
+    title: &str,
+    setup: &[String],
+    rows: &[Row],
+    extra: Option<&str>,
+) -> Result<()> {
     std::fs::create_dir_all(dir).ctx(format!("create {}", dir.display()))?;
     let mut md = String::new();
     let _ = writeln!(md, "# {title}\n");
@@ -152,7 +181,7 @@ pub fn write(dir: &Path, title: &str, setup: &[String], rows: &[Row]) -> Result<
         "| front | keygate req/s | no-op req/s | keygate ÷ no-op (median of per-repeat ratios) | ratios |"
     );
     let _ = writeln!(md, "|---|---|---|---|---|");
-    for front in [Front::Grpc, Front::Http] {
+    for front in Front::ALL {
         let k = median(
             closed(rows, "keygate", front)
                 .into_iter()
@@ -178,19 +207,22 @@ pub fn write(dir: &Path, title: &str, setup: &[String], rows: &[Row]) -> Result<
                 .join(", ")
         );
     }
+    if let Some(extra) = extra {
+        let _ = writeln!(md, "\n{extra}");
+    }
     let _ = writeln!(md, "\n## Runs\n");
     let _ = writeln!(
         md,
-        "| server | front | mode | load | req/s | p50 µs | p90 µs | p99 µs | p99.9 µs | max µs | lag p99 µs | server CPU µs/req | allowed | denied | errors |"
+        "| server | front | mode | load | req/s | p50 µs | p90 µs | p99 µs | p99.9 µs | max µs | lag p99 µs | server CPU µs/req | Envoy CPU µs/req | allowed | denied | errors |"
     );
     let _ = writeln!(
         md,
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
     );
     for r in rows {
         let _ = writeln!(
             md,
-            "| {} | {} | {} | {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {} | {} | {} | {} | {} | {} |",
             r.server,
             r.front,
             r.mode,
@@ -206,6 +238,7 @@ pub fn write(dir: &Path, title: &str, setup: &[String], rows: &[Row]) -> Result<
             r.max_us,
             r.lag_p99_us.map_or("-".into(), |l| format!("{l:.0}")),
             r.server_cpu_us.map_or("-".into(), |c| format!("{c:.1}")),
+            r.proxy_cpu_us.map_or("-".into(), |c| format!("{c:.1}")),
             r.allowed,
             r.denied,
             r.errors
@@ -297,10 +330,12 @@ fn svg(title: &str, rows: &[Row]) -> String {
         (T + H - B) / 2.0,
         (T + H - B) / 2.0
     );
-    let colours = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728"];
+    let colours = [
+        "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b",
+    ];
     let mut legend_y = T + 10.0;
     let mut c = 0;
-    for front in [Front::Grpc, Front::Http] {
+    for front in Front::ALL {
         for server in ["keygate", "no-op"] {
             let mut pts: Vec<&Row> = rows
                 .iter()

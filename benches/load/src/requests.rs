@@ -1,9 +1,10 @@
 //! Pre-signed requests: every request of a run is signed before the run starts (so the
-//! load generator spends its CPU on sending, not on HMACs), each with its own nonce,
-//! for callers taken in turn across the whole data set.
+//! load generator spends its CPU on sending, not on HMACs), each with its own nonce
+//! (or, with `--no-nonce`, none), for callers taken in turn across the whole data set.
 //!
 //! Owns: turning a signed request into what each front door receives: an Envoy
-//! `CheckRequest` for gRPC, or the `GET /envoy/<path>` Envoy's HTTP mode sends.
+//! `CheckRequest` for gRPC, the `GET /envoy/<path>` Envoy's HTTP mode sends, or the
+//! client's own `GET <path>` to a real Envoy.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -36,8 +37,16 @@ pub struct Signed {
 /// Makes every nonce of this process unique, across runs too.
 static POOL: AtomicU64 = AtomicU64::new(0);
 
-/// Signs `count` requests with `scheme`, taking callers in turn.
-pub fn sign_pool(callers: &[Caller], scheme: SchemeKind, count: usize) -> Result<Vec<Signed>> {
+/// Signs `count` requests with `scheme`, taking callers in turn. With `nonce` each
+/// carries a nonce of its own (which keygate records); without, the nonce is left
+/// empty: Tencent and RFC 9421 then send none, Alibaba an empty `X-Ca-Nonce`, which
+/// keygate reads as absent. AppCode, BlueKing's header form and SigV4 never carry one.
+pub fn sign_pool(
+    callers: &[Caller],
+    scheme: SchemeKind,
+    count: usize,
+    nonce: bool,
+) -> Result<Vec<Signed>> {
     let pool = POOL.fetch_add(1, Ordering::Relaxed);
     let run = format!("{:x}{:x}", std::process::id(), pool);
     let now_ms = keygate::clock::system_now_ms();
@@ -55,7 +64,11 @@ pub fn sign_pool(callers: &[Caller], scheme: SchemeKind, count: usize) -> Result
                 SchemeKind::Bkapi => (&c.app_id, secret),
                 _ => (key, secret),
             };
-            let nonce = format!("{run}-{k:x}");
+            let nonce = if nonce {
+                format!("{run}-{k:x}")
+            } else {
+                String::new()
+            };
             let target = format!(
                 "{}?page={}&size=20",
                 c.path.replace("{id}", &(k % 997).to_string()),
@@ -143,6 +156,20 @@ pub fn to_http(s: &Signed) -> Result<http::Request<Body>> {
         .uri(format!("/envoy{}", s.target))
         .header("host", AUTHORITY)
         .header("content-length", "0");
+    for (n, v) in &s.headers {
+        b = b.header(n.as_str(), v.as_str());
+    }
+    b.body(Body::empty()).ctx("build an HTTP request")
+}
+
+/// What a client sends to Envoy for `s`: the original path and query (Envoy hands
+/// keygate the same `:path`, and the Host as `:authority`, which the request was signed
+/// for) and the client's headers.
+pub fn to_envoy(s: &Signed) -> Result<http::Request<Body>> {
+    let mut b = http::Request::builder()
+        .method(s.method)
+        .uri(s.target.as_str())
+        .header("host", AUTHORITY);
     for (n, v) in &s.headers {
         b = b.header(n.as_str(), v.as_str());
     }

@@ -1,5 +1,6 @@
-//! Child processes: a `keygate serve` on port 0, and the no-op baseline server (this
-//! same binary's hidden `noop-server` command).
+//! Child processes: a `keygate serve` on port 0, and the no-op server (this same
+//! binary's hidden `noop-server` command), started as the no-op baseline and, for the
+//! through-Envoy scenario, once more as Envoy's upstream.
 //!
 //! Owns: starting them with a ready file, waiting for it (polling with a deadline, the
 //! deadline only a hang guard), their addresses, their memory (RSS from /proc), and
@@ -85,9 +86,7 @@ impl Server {
     }
 
     pub fn log_tail(&self) -> String {
-        let text = fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(20)..].join("\n")
+        tail(&self.log, 20)
     }
 }
 
@@ -98,6 +97,13 @@ impl Drop for Server {
             let _ = self.child.wait();
         }
     }
+}
+
+/// The last `n` lines of a log file (empty if it cannot be read).
+pub fn tail(log: &Path, n: usize) -> String {
+    let text = fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 /// CPU time (user + system) the process has used so far, from `/proc/<pid>/stat`.
@@ -169,13 +175,14 @@ pub fn keygate(
     start(cmd, &ready, work.join("keygate.stderr.log"))
 }
 
-/// Starts the no-op baseline: this binary's `noop-server` command.
-pub fn noop(work: &Path) -> Result<Server> {
-    let ready = work.join("noop.ready.json");
+/// Starts a no-op server (this binary's `noop-server` command); `name` keeps the ready
+/// file and log of each instance apart (`noop`, `upstream`).
+pub fn noop(work: &Path, name: &str) -> Result<Server> {
+    let ready = work.join(format!("{name}.ready.json"));
     let me = std::env::current_exe().ctx("locate this executable")?;
     let mut cmd = Command::new(me);
     cmd.arg("noop-server").arg("--ready-file").arg(&ready);
-    start(cmd, &ready, work.join("noop.stderr.log"))
+    start(cmd, &ready, work.join(format!("{name}.stderr.log")))
 }
 
 fn start(mut cmd: Command, ready: &Path, log: PathBuf) -> Result<Server> {
