@@ -47,7 +47,8 @@ pub fn push_header(out: &mut HeaderMap, name: &str, value: &str) {
 /// An allow: exactly 200 (Envoy treats any other 2xx as a deny), the identity headers
 /// and the request id, no body.
 pub fn allow_response(a: &Allow, request_id: &str, extra: &[(&str, String)]) -> Response {
-    let mut headers = HeaderMap::new();
+    // Sized once: growing a HeaderMap rehashes it, on every allow.
+    let mut headers = HeaderMap::with_capacity(a.headers_to_set.len() + 1 + extra.len());
     for (k, v) in &a.headers_to_set {
         push_header(&mut headers, k, v);
     }
@@ -61,8 +62,9 @@ pub fn allow_response(a: &Allow, request_id: &str, extra: &[(&str, String)]) -> 
 /// A deny as `door` answers it: its status (`Door::http_status`), keygate's headers,
 /// the scheme's, and the JSON body.
 pub fn deny_response(d: &Deny, request_id: &str, door: Door) -> Response {
-    let mut headers = HeaderMap::new();
-    for (k, v) in deny_headers(d, request_id) {
+    let listed = deny_headers(d, request_id);
+    let mut headers = HeaderMap::with_capacity(listed.len());
+    for (k, v) in listed {
         push_header(&mut headers, &k, &v);
     }
     let status = StatusCode::from_u16(door.http_status(d.code)).unwrap_or(StatusCode::FORBIDDEN);
