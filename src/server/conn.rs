@@ -476,11 +476,16 @@ impl AsyncWrite for Conn {
         this.written(r, cx)
     }
 
+    /// Reported as not vectored, on purpose. With vectored I/O, h2 "chains" every DATA
+    /// payload over 256 bytes instead of copying it into its write buffer, and must
+    /// write the chained frame before it can buffer the next one: a Check answer
+    /// (HEADERS, ~500 bytes of DATA, trailers) then took two `writev`s, and answers
+    /// ready at the same time could not share one. Without it h2 copies payloads up
+    /// to 1 KiB and writes its buffer once per flush (hyper's HTTP/1 likewise
+    /// flattens head and body into one write). Measured at a fixed 20,000 Check/s:
+    /// 1.94 `writev` per Check before, against 0.94 for the no-op server.
     fn is_write_vectored(&self) -> bool {
-        match &self.io {
-            Io::Plain(s) => s.is_write_vectored(),
-            Io::Tls(s) => s.is_write_vectored(),
-        }
+        false
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
