@@ -126,8 +126,9 @@ pub struct Response<'a> {
     /// `status.message`.
     pub message: &'a str,
     pub http: Http<'a>,
-    /// `dynamic_metadata`, string values only, names unique.
-    pub metadata: &'a [(&'a str, &'a str)],
+    /// `dynamic_metadata`, string values only, names unique; a field whose value is
+    /// `None` is left out.
+    pub metadata: &'a [(&'a str, Option<&'a str>)],
 }
 
 /// `CheckResponse.http_response`.
@@ -189,6 +190,7 @@ impl Response<'_> {
         // Value { string_value = 3 } (a oneof member: written even when empty).
         w.message(4, |w| {
             for (k, v) in self.metadata {
+                let Some(v) = v else { continue };
                 w.message(1, |w| {
                     w.string(1, k);
                     w.message(2, |w| w.string_always(3, v));

@@ -254,20 +254,16 @@ pub fn into_view(req: wire::CheckRequest) -> RequestView {
 /// An allow. Its dynamic metadata (read by Envoy's access log and later filters) names
 /// the app, key, API, stage and scheme.
 fn allow_response(a: &Allow) -> wire::Encoded {
-    let mut metadata = [("", ""); 5];
-    let mut n = 0;
-    for (k, v) in [
-        ("app_id", a.app_id.as_str()),
-        ("app_key", a.app_key.as_str()),
-        ("api_id", a.api_id.as_str()),
-        ("stage", a.stage.as_str()),
-        ("scheme", a.scheme),
-    ] {
-        if !v.is_empty() {
-            metadata[n] = (k, v);
-            n += 1;
-        }
+    fn present(v: &str) -> Option<&str> {
+        (!v.is_empty()).then_some(v)
     }
+    let metadata = [
+        ("app_id", present(&a.app_id)),
+        ("app_key", present(&a.app_key)),
+        ("api_id", present(&a.api_id)),
+        ("stage", present(&a.stage)),
+        ("scheme", present(a.scheme)),
+    ];
     wire::Encoded(
         wire::Response {
             code: tonic::Code::Ok as i32,
@@ -277,7 +273,7 @@ fn allow_response(a: &Allow) -> wire::Encoded {
                 headers_to_remove: &a.headers_to_remove,
                 query_parameters_to_remove: &a.query_params_to_remove,
             },
-            metadata: &metadata[..n],
+            metadata: &metadata,
         }
         .encode(),
     )
@@ -291,19 +287,12 @@ fn deny_response(d: &Deny, request_id: &str) -> wire::Encoded {
     let headers = deny_headers(d, request_id);
     let body = deny_json(d, request_id);
     let message = format!("{}: {}", d.code, d.message);
-    let mut metadata = [
-        ("deny_code", d.code.as_str()),
-        ("request_id", request_id),
-        ("", ""),
-        ("", ""),
+    let metadata = [
+        ("deny_code", Some(d.code.as_str())),
+        ("request_id", Some(request_id)),
+        ("scheme", d.scheme),
+        ("app_id", d.app_id.as_deref()),
     ];
-    let mut n = 2;
-    for (k, v) in [("scheme", d.scheme), ("app_id", d.app_id.as_deref())] {
-        if let Some(v) = v {
-            metadata[n] = (k, v);
-            n += 1;
-        }
-    }
     wire::Encoded(
         wire::Response {
             code: d.code.status().grpc as i32,
@@ -313,7 +302,7 @@ fn deny_response(d: &Deny, request_id: &str) -> wire::Encoded {
                 headers: &headers,
                 body: &body,
             },
-            metadata: &metadata[..n],
+            metadata: &metadata,
         }
         .encode(),
     )
