@@ -36,7 +36,11 @@ struct Cluster {
 }
 
 fn cluster(n: usize, extra: &[&str]) -> Option<Cluster> {
-    let etcd = Etcd::start(3)?;
+    Some(cluster_on(Etcd::start(3)?, n, extra))
+}
+
+/// `n` replicas on `etcd`, every member's endpoint given to each.
+fn cluster_on(etcd: Etcd, n: usize, extra: &[&str]) -> Cluster {
     let key_dir = tempfile::tempdir().expect("temp dir");
     let key = key_dir.path().join("master.key");
     std::fs::write(&key, MASTER_KEY).expect("key file");
@@ -54,11 +58,11 @@ fn cluster(n: usize, extra: &[&str]) -> Option<Cluster> {
     ];
     args.extend_from_slice(extra);
     let replicas = (0..n).map(|_| Keygate::start_with_args(&args)).collect();
-    Some(Cluster {
+    Cluster {
         etcd,
         replicas,
         _key_dir: key_dir,
-    })
+    }
 }
 
 async fn code(
@@ -470,6 +474,32 @@ async fn with_two_members_down_writes_fail_fast_and_checks_go_on() {
             }
         }
     }
+}
+
+/// A replica configured with every member's endpoint starts, writes and checks while
+/// one member is down, started just as the leader is killed: the client keeps the dead
+/// endpoint in its pool, and requests it is given fail to connect, while the others
+/// answer "no leader" until the election ends; both are passing, not a failed start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_starts_and_writes_with_one_member_down() {
+    let Some(mut etcd) = Etcd::start(3) else {
+        return;
+    };
+    let leader = etcd.leader();
+    etcd.kill9(leader);
+    let c = cluster_on(etcd, 1, &[]);
+    let kg = &c.replicas[0];
+    let mut admin = kg.admin().await;
+    for i in 0..12 {
+        admin
+            .create_app(new_app(format!("one-down{i}"), "down"))
+            .await
+            .unwrap_or_else(|e| panic!("write {i} with one member of three down: {e:?}"));
+    }
+    let g = grant_app(&mut admin, "down").await;
+    until_code(kg, &g, None, Duration::from_secs(10)).await;
+    let (status, body) = kg.http_get("/readyz");
+    assert_eq!(status, 200, "{body}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -41,6 +41,8 @@ use super::schema::{self, Tree};
 use super::seal::Sealer;
 use super::{Change, Engine, StagedOp as Op, StoreError};
 
+mod reach;
+
 /// How `--store etcd` reaches etcd. `Debug` leaves the password out.
 #[derive(Clone)]
 pub struct EtcdSettings {
@@ -302,12 +304,7 @@ impl Remote {
     /// Every write moves `<prefix>/rev`, so its mod revision is the mark. Past the time
     /// limit the view serves as it is and says so (`/readyz` has its age).
     async fn catch_up(&self, applied: i64) -> Result<(), StoreError> {
-        let mut kv = self.client.kv_client();
-        let r = tokio::time::timeout(self.settings.timeout, kv.get(self.rev_key(), None))
-            .await
-            .map_err(|_| unavailable("reading the latest revision timed out"))?
-            .map_err(unavailable)?;
-        self.contact();
+        let r = self.get(self.rev_key(), None).await?;
         let latest = r.kvs().first().map_or(0, |kv| kv.mod_revision());
         if latest <= applied {
             return Ok(());
@@ -361,18 +358,13 @@ impl Remote {
     /// The schema version and master-key check live in etcd; every replica checks its
     /// master key against them at start. The first replica on a fresh prefix writes them.
     async fn check_meta(&self, engine: &Engine, sealer: &Sealer) -> Result<(), StoreError> {
-        let mut kv = self.client.kv_client();
         let names: [&[u8]; 2] = [schema::META_SCHEMA, schema::META_KEY_CHECK];
         for attempt in 0..2 {
             let mut found = Vec::new();
             for name in names {
-                let r = kv
-                    .get(self.meta_key(name), None)
-                    .await
-                    .map_err(unavailable)?;
+                let r = self.get(self.meta_key(name), None).await?;
                 found.push(r.kvs().first().map(|kv| kv.value().to_vec()));
             }
-            self.contact();
             if found.iter().all(Option::is_some) {
                 for (name, v) in names.iter().zip(&found) {
                     if let Some(v) = v {
@@ -404,7 +396,13 @@ impl Remote {
                     0,
                 )])
                 .and_then(ops);
-            kv.txn(txn).await.map_err(unavailable)?;
+            // Guarded by "no schema yet", so a second application is refused, and the
+            // read above, run again, tells what etcd holds.
+            self.again(reach::passing, || {
+                let (mut kv, txn) = (self.client.kv_client(), txn.clone());
+                async move { kv.txn(txn).await }
+            })
+            .await?;
         }
         Err(StoreError::corrupt(
             "meta",
@@ -420,7 +418,6 @@ impl Remote {
         mut each: impl FnMut(&[etcd_client::KeyValue]) -> Result<(), StoreError>,
     ) -> Result<i64, StoreError> {
         const PAGE: i64 = 5_000;
-        let mut kv = self.client.kv_client();
         let end = prefix_end(&self.prefix);
         let mut start = self.range_start();
         let mut revision = at.unwrap_or(0);
@@ -429,10 +426,7 @@ impl Remote {
             if revision > 0 {
                 opts = opts.with_revision(revision);
             }
-            let r = tokio::time::timeout(self.settings.timeout, kv.get(start.clone(), Some(opts)))
-                .await
-                .map_err(|_| unavailable("list timed out"))?
-                .map_err(unavailable)?;
+            let r = self.get(start.clone(), Some(opts)).await?;
             if revision == 0 {
                 revision = r.header().map_or(0, |h| h.revision());
             }
@@ -445,7 +439,6 @@ impl Remote {
                 _ => break,
             }
         }
-        self.contact();
         Ok(revision)
     }
 
@@ -539,27 +532,24 @@ impl Remote {
                 differing
             };
             // The watch moved on: read what differs as of the view's revision.
-            let mut kv = self.client.kv_client();
             for (tree, k, _) in &differing {
-                let r = kv
+                let r = self
                     .get(
                         self.key(*tree, k),
                         Some(GetOptions::new().with_revision(revision)),
                     )
-                    .await
-                    .map_err(unavailable)?;
+                    .await?;
                 match r.kvs().first() {
                     Some(found) => want[tree.idx()].insert(k.clone(), found.value().to_vec()),
                     None => want[tree.idx()].remove(k),
                 };
             }
-            let r = kv
+            let r = self
                 .get(
                     self.rev_key(),
                     Some(GetOptions::new().with_revision(revision)),
                 )
-                .await
-                .map_err(unavailable)?;
+                .await?;
             rev_mod = r.kvs().first().map_or(0, |kv| kv.mod_revision());
         }
         Err(unavailable(
@@ -831,8 +821,7 @@ impl Remote {
         };
         let ops_in_txn = txn_ops.len();
         let txn = Txn::new().when([guard]).and_then(txn_ops);
-        let mut kv = self.client.kv_client();
-        let r = tokio::time::timeout(self.settings.timeout, kv.txn(txn))
+        let r = tokio::time::timeout(self.settings.timeout, self.txn(txn))
             .await
             .map_err(|_| {
                 unavailable("the write timed out; it may or may not have committed: read it back")
@@ -873,6 +862,64 @@ impl Remote {
     /// How many operations one write may stage (the `rev` update takes one more).
     pub(crate) fn max_staged_ops(&self) -> usize {
         self.settings.max_txn_ops.saturating_sub(1)
+    }
+
+    /// A read, within the time limit of one request, sent again while it fails in
+    /// passing (`reach::passing`: a member down or an election); reads are idempotent.
+    async fn get(
+        &self,
+        key: Vec<u8>,
+        opts: Option<GetOptions>,
+    ) -> Result<etcd_client::GetResponse, StoreError> {
+        let r = self
+            .again(reach::passing, || {
+                let (mut kv, key, opts) = (self.client.kv_client(), key.clone(), opts.clone());
+                async move { kv.get(key, opts).await }
+            })
+            .await?;
+        self.contact();
+        Ok(r)
+    }
+
+    /// A transaction, sent again only while it fails before reaching a member: one
+    /// that reached a member may have been applied, and its caller must read it back.
+    /// Not bounded in time here: the caller's limit covers its read-back too.
+    async fn txn(&self, txn: Txn) -> Result<etcd_client::TxnResponse, etcd_client::Error> {
+        let mut kv = self.client.kv_client();
+        let mut attempt = 0;
+        loop {
+            match kv.txn(txn.clone()).await {
+                Err(e) if reach::never_sent(&e) && attempt < 8 => {
+                    self.back_off(attempt).await;
+                    attempt += 1;
+                }
+                r => return r,
+            }
+        }
+    }
+
+    /// Runs `send` until it succeeds, fails in a way `retry` does not pass, or the time
+    /// limit of one request runs out (then the last error, or a timeout, stands).
+    async fn again<T, F>(
+        &self,
+        retry: fn(&etcd_client::Error) -> bool,
+        mut send: impl FnMut() -> F,
+    ) -> Result<T, StoreError>
+    where
+        F: std::future::Future<Output = Result<T, etcd_client::Error>>,
+    {
+        let deadline = tokio::time::Instant::now() + self.settings.timeout;
+        let mut attempt = 0;
+        loop {
+            match tokio::time::timeout_at(deadline, send()).await {
+                Err(_) => return Err(unavailable("etcd did not answer in time")),
+                Ok(Err(e)) if retry(&e) && tokio::time::Instant::now() < deadline => {
+                    self.back_off(attempt).await;
+                    attempt += 1;
+                }
+                Ok(r) => return r.map_err(unavailable),
+            }
+        }
     }
 
     /// A random pause after the `attempt`-th lost race: up to 1 ms × 2^attempt, at
@@ -942,14 +989,12 @@ pub async fn copy_sled_to_etcd(
     const CHUNK: usize = 100;
     let engine = store.open_engine()?;
     let (remote, _changes) = Remote::new(connect(settings).await?, settings.clone());
-    let mut kv = remote.client.kv_client();
-    let taken = kv
+    let taken = remote
         .get(
             remote.range_start(),
             Some(GetOptions::new().with_prefix().with_count_only()),
         )
-        .await
-        .map_err(unavailable)?;
+        .await?;
     if taken.count() > 0 {
         return Err(StoreError::FailedPrecondition(format!(
             "etcd prefix {} already holds {} keys; copy into an empty prefix",
@@ -966,7 +1011,7 @@ pub async fn copy_sled_to_etcd(
             .ok_or_else(|| StoreError::corrupt("meta", "the sled store has no meta records"))?;
         meta_ops.push(TxnOp::put(meta_key(name), v.to_vec(), None));
     }
-    let claimed = kv
+    let claimed = remote
         .txn(
             Txn::new()
                 .when([Compare::create_revision(
@@ -992,7 +1037,8 @@ pub async fn copy_sled_to_etcd(
             ops.push(TxnOp::put(remote.key(tree, &k), v.to_vec(), None));
             copied += 1;
             if ops.len() == CHUNK {
-                kv.txn(Txn::new().and_then(std::mem::take(&mut ops)))
+                remote
+                    .txn(Txn::new().and_then(std::mem::take(&mut ops)))
                     .await
                     .map_err(unavailable)?;
             }
@@ -1003,7 +1049,8 @@ pub async fn copy_sled_to_etcd(
         engine.last_audit_id()?.to_be_bytes().to_vec(),
         None,
     ));
-    kv.txn(Txn::new().and_then(ops))
+    remote
+        .txn(Txn::new().and_then(ops))
         .await
         .map_err(unavailable)?;
     Ok(copied)
@@ -1024,11 +1071,9 @@ pub async fn copy_etcd_to_sled(
         ));
     }
     let (remote, _changes) = Remote::new(connect(settings).await?, settings.clone());
-    let mut kv = remote.client.kv_client();
-    let present = kv
+    let present = remote
         .get(remote.meta_key(schema::META_KEY_CHECK), None)
-        .await
-        .map_err(unavailable)?;
+        .await?;
     if present.kvs().is_empty() {
         return Err(StoreError::FailedPrecondition(format!(
             "etcd prefix {} holds no keygate store",

@@ -104,12 +104,29 @@ impl Etcd {
         self.members[i].child = Some(child);
     }
 
+    /// Waits until the cluster accepts a write and every member answers on its own: a
+    /// quorum accepts writes while the last member is still starting, and a test that
+    /// kills "another" member would otherwise leave fewer running than it thinks.
     fn wait_writable(&self) {
         let started = Instant::now();
-        while self.ctl(&["put", "/probe", "1"]).is_none() {
+        let healthy = |i: usize| {
+            let ep = format!("http://127.0.0.1:{}", self.members[i].client);
+            Command::new("etcdctl")
+                .env("ETCDCTL_API", "3")
+                .arg(format!("--endpoints={ep}"))
+                .args([
+                    "--dial-timeout=1s",
+                    "--command-timeout=3s",
+                    "endpoint",
+                    "health",
+                ])
+                .output()
+                .is_ok_and(|o| o.status.success())
+        };
+        while self.ctl(&["put", "/probe", "1"]).is_none() || !(0..self.members.len()).all(healthy) {
             assert!(
                 started.elapsed() < DEADLINE,
-                "etcd did not accept a write; member logs:\n{}",
+                "etcd did not accept a write on every member; member logs:\n{}",
                 self.logs()
             );
             std::thread::sleep(Duration::from_millis(50));
