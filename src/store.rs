@@ -232,11 +232,21 @@ pub(crate) struct Engine {
     flusher: commit::GroupCommit,
 }
 
+/// sled's page cache. Checks read the in-memory index, never sled; sled serves the
+/// admin API's reads, the index's re-reads of what a write changed (just written, so
+/// cached) and the walk at start, which reads each page once. sled's default, 1 GiB,
+/// filled during that walk and held for nothing a check needs; the OS page cache
+/// still holds the files.
+const SLED_CACHE_BYTES: u64 = 64 * 1024 * 1024;
+
 impl Engine {
     /// Opens sled in `dir` and checks the schema version and that `sealer`'s master
     /// key opens the store's secrets (writing both on a fresh store).
     fn open(dir: &Path, sealer: &Sealer) -> Result<Self, StoreError> {
-        let db = sled::Config::new().path(dir).open()?;
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(SLED_CACHE_BYTES)
+            .open()?;
         let trees = Tree::ALL
             .iter()
             .map(|t| db.open_tree(t.name()))
