@@ -8,8 +8,9 @@
 //! store read), one refresh at a time, so the last refresh always installs the latest
 //! committed state, whatever order concurrent writers finish in.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, mpsc};
+
+use hashbrown::{Equivalent, HashMap};
 
 use sha2::{Digest, Sha256};
 
@@ -30,19 +31,38 @@ pub struct IndexSizes {
 #[derive(Default)]
 pub struct Snapshot {
     apps: HashMap<String, Arc<App>>,
-    /// SHA-256(AppCode) -> app id. Hashing keeps lookups independent of the code's
-    /// length and keeps the codes themselves out of the map's keys.
-    app_codes: HashMap<[u8; 32], String>,
+    /// SHA-256(AppCode) -> app (the same `Arc` as in `apps`). Hashing keeps lookups
+    /// independent of the code's length and keeps the codes themselves out of the
+    /// map's keys.
+    app_codes: HashMap<[u8; 32], Arc<App>>,
     keys: HashMap<String, Arc<KeyPair>>,
-    keys_by_app: HashMap<String, Vec<String>>,
+    /// app id -> its key pairs (the same `Arc`s as in `keys`).
+    keys_by_app: HashMap<String, Vec<Arc<KeyPair>>>,
     apis: HashMap<String, Arc<Api>>,
     api_names: HashMap<String, String>,
     router: Router,
     /// api id -> its parsed template, to check that a route hint's API serves the path.
     templates: HashMap<String, Template>,
     grants: HashMap<String, Arc<Grant>>,
-    /// app id -> target (api or group) id -> grants
-    grants_by_app: HashMap<String, HashMap<String, Vec<Arc<Grant>>>>,
+    /// (app id, target id: an API or a group) -> grants. One map for every pair, not a
+    /// map per app: an app's own table cost more memory than its grants, and one more
+    /// dependent read per check.
+    grants_by_pair: HashMap<PairKey, Vec<Arc<Grant>>>,
+}
+
+/// (app id, target id), owned.
+type PairKey = (Box<str>, Box<str>);
+
+/// A borrowed (app id, target id), to look up `grants_by_pair` without building a key.
+/// It hashes as the owned pair does: a tuple hashes its fields in order, and a
+/// `Box<str>` as the `str` it holds.
+#[derive(Hash)]
+struct Pair<'a>(&'a str, &'a str);
+
+impl Equivalent<PairKey> for Pair<'_> {
+    fn equivalent(&self, key: &PairKey) -> bool {
+        *key.0 == *self.0 && *key.1 == *self.1
+    }
 }
 
 fn code_hash(code: &str) -> [u8; 32] {
@@ -59,18 +79,12 @@ impl Snapshot {
     }
 
     pub fn app_by_code(&self, code: &str) -> Option<&Arc<App>> {
-        self.app_codes
-            .get(&code_hash(code))
-            .and_then(|id| self.apps.get(id))
+        self.app_codes.get(&code_hash(code))
     }
 
     /// Every key pair of an app (BlueKing: any of the app's secrets may match).
     pub fn keys_of_app<'a>(&'a self, app_id: &str) -> impl Iterator<Item = &'a Arc<KeyPair>> + 'a {
-        self.keys_by_app
-            .get(app_id)
-            .into_iter()
-            .flatten()
-            .filter_map(|k| self.keys.get(k))
+        self.keys_by_app.get(app_id).into_iter().flatten()
     }
 
     /// An API named by a route hint: its id, else its name.
@@ -131,9 +145,8 @@ impl Snapshot {
 
     /// Grants of `app_id` whose target is `target_id` (an API or a group).
     pub fn grants(&self, app_id: &str, target_id: &str) -> &[Arc<Grant>] {
-        self.grants_by_app
-            .get(app_id)
-            .and_then(|by_target| by_target.get(target_id))
+        self.grants_by_pair
+            .get(&Pair(app_id, target_id))
             .map_or(&[], Vec::as_slice)
     }
 
@@ -152,11 +165,11 @@ impl Snapshot {
     // index hands out read guards only, so this cannot change what checks see.
 
     pub fn put_app(&mut self, app: App) {
+        let app = Arc::new(app);
         if let Some(code) = &app.app_code {
-            self.app_codes
-                .insert(code_hash(code.expose()), app.id.clone());
+            self.app_codes.insert(code_hash(code.expose()), app.clone());
         }
-        self.apps.insert(app.id.clone(), Arc::new(app));
+        self.apps.insert(app.id.clone(), app);
     }
 
     fn drop_app(&mut self, id: &str) {
@@ -168,18 +181,19 @@ impl Snapshot {
     }
 
     pub fn put_key(&mut self, key: KeyPair) {
+        let key = Arc::new(key);
         self.keys_by_app
-            .entry(key.app_id.clone())
+            .entry_ref(key.app_id.as_str())
             .or_default()
-            .push(key.app_key.clone());
-        self.keys.insert(key.app_key.clone(), Arc::new(key));
+            .push(key.clone());
+        self.keys.insert(key.app_key.clone(), key);
     }
 
     fn drop_key(&mut self, app_key: &str) {
         if let Some(old) = self.keys.remove(app_key)
             && let Some(list) = self.keys_by_app.get_mut(&old.app_id)
         {
-            list.retain(|k| k != app_key);
+            list.retain(|k| k.app_key != app_key);
             if list.is_empty() {
                 self.keys_by_app.remove(&old.app_id);
             }
@@ -212,27 +226,26 @@ impl Snapshot {
 
     pub fn put_grant(&mut self, grant: Grant) {
         let grant = Arc::new(grant);
-        self.grants_by_app
-            .entry(grant.app_id.clone())
-            .or_default()
-            .entry(grant.target.id().to_owned())
-            .or_default()
-            .push(grant.clone());
+        let pair = Pair(&grant.app_id, grant.target.id());
+        match self.grants_by_pair.get_mut(&pair) {
+            Some(list) => list.push(grant.clone()),
+            None => {
+                let key = (pair.0.into(), pair.1.into());
+                self.grants_by_pair.insert(key, vec![grant.clone()]);
+            }
+        }
         self.grants.insert(grant.id.clone(), grant);
     }
 
     fn drop_grant(&mut self, id: &str) {
-        if let Some(old) = self.grants.remove(id)
-            && let Some(by_target) = self.grants_by_app.get_mut(&old.app_id)
-        {
-            if let Some(list) = by_target.get_mut(old.target.id()) {
-                list.retain(|g| g.id != id);
-                if list.is_empty() {
-                    by_target.remove(old.target.id());
-                }
-            }
-            if by_target.is_empty() {
-                self.grants_by_app.remove(&old.app_id);
+        let Some(old) = self.grants.remove(id) else {
+            return;
+        };
+        let pair = Pair(&old.app_id, old.target.id());
+        if let Some(list) = self.grants_by_pair.get_mut(&pair) {
+            list.retain(|g| g.id != id);
+            if list.is_empty() {
+                self.grants_by_pair.remove(&pair);
             }
         }
     }
@@ -420,5 +433,117 @@ impl Index {
 
     pub fn sizes(&self) -> IndexSizes {
         self.read().sizes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::model::{GrantTarget, Secret};
+
+    fn app(id: &str, code: Option<&str>) -> App {
+        App {
+            id: id.into(),
+            name: id.into(),
+            owner: "o".into(),
+            description: String::new(),
+            tags: BTreeMap::new(),
+            extend_info: String::new(),
+            app_code: code.map(Secret::new),
+            enabled: true,
+            create_ms: 0,
+            update_ms: 0,
+        }
+    }
+
+    fn key(app_key: &str, app_id: &str) -> KeyPair {
+        KeyPair {
+            app_key: app_key.into(),
+            app_id: app_id.into(),
+            name: String::new(),
+            description: String::new(),
+            secret: Secret::new(format!("secret-of-{app_key}")),
+            is_default: false,
+            enabled: true,
+            expires_ms: None,
+            previous: None,
+            create_ms: 0,
+            update_ms: 0,
+        }
+    }
+
+    fn grant(id: &str, app_id: &str, target: GrantTarget) -> Grant {
+        Grant {
+            id: id.into(),
+            app_id: app_id.into(),
+            target,
+            stages: Vec::new(),
+            expires_ms: None,
+            created_by: "t".into(),
+            create_ms: 0,
+        }
+    }
+
+    fn ids(grants: &[Arc<Grant>]) -> Vec<&str> {
+        grants.iter().map(|g| g.id.as_str()).collect()
+    }
+
+    #[test]
+    fn grants_are_found_by_app_and_target_and_leave_with_their_last_one() {
+        let mut s = Snapshot::default();
+        s.put_grant(grant("g1", "a", GrantTarget::Api("x".into())));
+        s.put_grant(grant("g2", "a", GrantTarget::Api("x".into())));
+        s.put_grant(grant("g3", "a", GrantTarget::Group("x".into())));
+        s.put_grant(grant("g4", "b", GrantTarget::Api("x".into())));
+        // An API and a group may share an id: a grant names the target, not its kind.
+        assert_eq!(ids(s.grants("a", "x")), ["g1", "g2", "g3"]);
+        assert_eq!(ids(s.grants("b", "x")), ["g4"]);
+        // The pair is two fields, not a joined string: no id can be read across them.
+        s.put_grant(grant("g5", "ab", GrantTarget::Api("c".into())));
+        assert!(s.grants("a", "bc").is_empty());
+        assert!(s.grants("x", "a").is_empty());
+        s.drop_grant("g1");
+        s.drop_grant("g3");
+        assert_eq!(ids(s.grants("a", "x")), ["g2"]);
+        s.drop_grant("g2");
+        assert!(s.grants("a", "x").is_empty());
+        assert_eq!(s.grants_by_pair.len(), 2, "an emptied pair is removed");
+        s.drop_grant("g2");
+        assert_eq!(ids(s.grants("b", "x")), ["g4"]);
+    }
+
+    #[test]
+    fn an_apps_keys_and_code_follow_its_puts_and_drops() {
+        let mut s = Snapshot::default();
+        s.put_app(app("a", Some("code-one")));
+        s.put_key(key("K1", "a"));
+        s.put_key(key("K2", "a"));
+        s.put_key(key("K3", "b"));
+        let of = |s: &Snapshot, id: &str| -> Vec<String> {
+            s.keys_of_app(id).map(|k| k.app_key.clone()).collect()
+        };
+        assert_eq!(of(&s, "a"), ["K1", "K2"]);
+        s.drop_key("K1");
+        assert_eq!(of(&s, "a"), ["K2"]);
+        assert!(s.key("K1").is_none());
+        s.drop_key("K2");
+        assert!(of(&s, "a").is_empty());
+        assert!(!s.keys_by_app.contains_key("a"));
+        assert_eq!(of(&s, "b"), ["K3"]);
+
+        assert_eq!(s.app_by_code("code-one").map(|a| a.id.as_str()), Some("a"));
+        // A reset code: the refresh drops the app and puts it again.
+        s.drop_app("a");
+        s.put_app(app("a", Some("code-two")));
+        assert!(
+            s.app_by_code("code-one").is_none(),
+            "the old code no longer opens"
+        );
+        assert_eq!(s.app_by_code("code-two").map(|a| a.id.as_str()), Some("a"));
+        s.drop_app("a");
+        assert!(s.app_by_code("code-two").is_none());
+        assert!(s.app("a").is_none());
     }
 }
