@@ -910,10 +910,15 @@ impl Remote {
     {
         let deadline = tokio::time::Instant::now() + self.settings.timeout;
         let mut attempt = 0;
+        let mut last = None;
         loop {
             match tokio::time::timeout_at(deadline, send()).await {
-                Err(_) => return Err(unavailable("etcd did not answer in time")),
+                Err(_) => {
+                    return Err(last
+                        .map_or_else(|| unavailable("etcd did not answer in time"), unavailable));
+                }
                 Ok(Err(e)) if retry(&e) && tokio::time::Instant::now() < deadline => {
+                    last = Some(e);
                     self.back_off(attempt).await;
                     attempt += 1;
                 }
