@@ -164,36 +164,60 @@ impl Snapshot {
     // Public so a snapshot can be built without a store (benchmarks, tools). The live
     // index hands out read guards only, so this cannot change what checks see.
 
+    // Each `put_*` replaces what the snapshot held under the same id, side maps
+    // included, so none keeps a stale copy (an old AppCode, an old secret) of a
+    // record put twice. The replaced entry comes back from the main map's insert: no
+    // extra lookup while the index loads.
+
     pub fn put_app(&mut self, app: App) {
         let app = Arc::new(app);
-        if let Some(code) = &app.app_code {
-            self.app_codes.insert(code_hash(code.expose()), app.clone());
+        if let Some(old) = self.apps.insert(app.id.clone(), app.clone()) {
+            self.unlink_app(&old);
         }
-        self.apps.insert(app.id.clone(), app);
+        if let Some(code) = &app.app_code {
+            self.app_codes.insert(code_hash(code.expose()), app);
+        }
     }
 
     fn drop_app(&mut self, id: &str) {
-        if let Some(old) = self.apps.remove(id)
-            && let Some(code) = &old.app_code
-        {
-            self.app_codes.remove(&code_hash(code.expose()));
+        if let Some(old) = self.apps.remove(id) {
+            self.unlink_app(&old);
+        }
+    }
+
+    fn unlink_app(&mut self, old: &Arc<App>) {
+        if let Some(code) = &old.app_code {
+            let hash = code_hash(code.expose());
+            if self
+                .app_codes
+                .get(&hash)
+                .is_some_and(|a| Arc::ptr_eq(a, old))
+            {
+                self.app_codes.remove(&hash);
+            }
         }
     }
 
     pub fn put_key(&mut self, key: KeyPair) {
         let key = Arc::new(key);
+        if let Some(old) = self.keys.insert(key.app_key.clone(), key.clone()) {
+            self.unlink_key(&old);
+        }
         self.keys_by_app
             .entry_ref(key.app_id.as_str())
             .or_default()
-            .push(key.clone());
-        self.keys.insert(key.app_key.clone(), key);
+            .push(key);
     }
 
     fn drop_key(&mut self, app_key: &str) {
-        if let Some(old) = self.keys.remove(app_key)
-            && let Some(list) = self.keys_by_app.get_mut(&old.app_id)
-        {
-            list.retain(|k| k.app_key != app_key);
+        if let Some(old) = self.keys.remove(app_key) {
+            self.unlink_key(&old);
+        }
+    }
+
+    fn unlink_key(&mut self, old: &Arc<KeyPair>) {
+        if let Some(list) = self.keys_by_app.get_mut(&old.app_id) {
+            list.retain(|k| !Arc::ptr_eq(k, old));
             if list.is_empty() {
                 self.keys_by_app.remove(&old.app_id);
             }
@@ -201,6 +225,7 @@ impl Snapshot {
     }
 
     pub fn put_api(&mut self, api: Api) {
+        self.drop_api(&api.id);
         // The store validated the template; an invalid one here means a corrupt record,
         // and an API the router cannot match simply denies (ApiNotFound).
         if let Ok(t) = Template::parse(&api.path) {
@@ -226,24 +251,29 @@ impl Snapshot {
 
     pub fn put_grant(&mut self, grant: Grant) {
         let grant = Arc::new(grant);
+        if let Some(old) = self.grants.insert(grant.id.clone(), grant.clone()) {
+            self.unlink_grant(&old);
+        }
         let pair = Pair(&grant.app_id, grant.target.id());
         match self.grants_by_pair.get_mut(&pair) {
-            Some(list) => list.push(grant.clone()),
+            Some(list) => list.push(grant),
             None => {
                 let key = (pair.0.into(), pair.1.into());
-                self.grants_by_pair.insert(key, vec![grant.clone()]);
+                self.grants_by_pair.insert(key, vec![grant]);
             }
         }
-        self.grants.insert(grant.id.clone(), grant);
     }
 
     fn drop_grant(&mut self, id: &str) {
-        let Some(old) = self.grants.remove(id) else {
-            return;
-        };
+        if let Some(old) = self.grants.remove(id) {
+            self.unlink_grant(&old);
+        }
+    }
+
+    fn unlink_grant(&mut self, old: &Arc<Grant>) {
         let pair = Pair(&old.app_id, old.target.id());
         if let Some(list) = self.grants_by_pair.get_mut(&pair) {
-            list.retain(|g| g.id != id);
+            list.retain(|g| !Arc::ptr_eq(g, old));
             if list.is_empty() {
                 self.grants_by_pair.remove(&pair);
             }
@@ -545,5 +575,31 @@ mod tests {
         s.drop_app("a");
         assert!(s.app_by_code("code-two").is_none());
         assert!(s.app("a").is_none());
+    }
+
+    #[test]
+    fn a_record_put_twice_leaves_no_stale_copy() {
+        let mut s = Snapshot::default();
+        s.put_app(app("a", Some("old-code")));
+        s.put_app(app("a", Some("new-code")));
+        assert!(
+            s.app_by_code("old-code").is_none(),
+            "the replaced code no longer opens"
+        );
+        assert!(s.app_by_code("new-code").is_some());
+        let mut k = key("K1", "a");
+        s.put_key(k.clone());
+        k.secret = Secret::new("rotated");
+        s.put_key(k);
+        let secrets: Vec<&str> = s.keys_of_app("a").map(|k| k.secret.expose()).collect();
+        assert_eq!(secrets, ["rotated"], "one key pair, the latest");
+        s.put_grant(grant("g1", "a", GrantTarget::Api("x".into())));
+        s.put_grant(grant("g1", "a", GrantTarget::Api("y".into())));
+        assert!(
+            s.grants("a", "x").is_empty(),
+            "a grant moved off its old target"
+        );
+        assert_eq!(ids(s.grants("a", "y")), ["g1"]);
+        assert_eq!(s.sizes().grants, 1);
     }
 }
