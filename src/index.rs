@@ -468,52 +468,23 @@ impl Index {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
     use super::*;
     use crate::model::{GrantTarget, Secret};
+    use crate::testkit;
 
     fn app(id: &str, code: Option<&str>) -> App {
         App {
-            id: id.into(),
-            name: id.into(),
-            owner: "o".into(),
-            description: String::new(),
-            tags: BTreeMap::new(),
-            extend_info: String::new(),
             app_code: code.map(Secret::new),
-            enabled: true,
-            create_ms: 0,
-            update_ms: 0,
+            ..testkit::app(id)
         }
     }
 
     fn key(app_key: &str, app_id: &str) -> KeyPair {
-        KeyPair {
-            app_key: app_key.into(),
-            app_id: app_id.into(),
-            name: String::new(),
-            description: String::new(),
-            secret: Secret::new(format!("secret-of-{app_key}")),
-            is_default: false,
-            enabled: true,
-            expires_ms: None,
-            previous: None,
-            create_ms: 0,
-            update_ms: 0,
-        }
+        testkit::key(app_key, app_id, &format!("secret-of-{app_key}"))
     }
 
     fn grant(id: &str, app_id: &str, target: GrantTarget) -> Grant {
-        Grant {
-            id: id.into(),
-            app_id: app_id.into(),
-            target,
-            stages: Vec::new(),
-            expires_ms: None,
-            created_by: "t".into(),
-            create_ms: 0,
-        }
+        testkit::grant(id, app_id, target, &[], None)
     }
 
     fn ids(grants: &[Arc<Grant>]) -> Vec<&str> {

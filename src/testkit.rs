@@ -41,6 +41,74 @@ pub fn received(req: &SignRequest, signed: &Signed) -> RequestView {
     v
 }
 
+// === records ===
+//
+// One of each kind, for tests that build a `Snapshot` by hand.
+
+/// An enabled app of owner "acme", with an AppCode and extend info.
+pub fn app(id: &str) -> App {
+    App {
+        id: id.into(),
+        name: id.into(),
+        owner: "acme".into(),
+        description: String::new(),
+        tags: BTreeMap::new(),
+        extend_info: "tier=gold".into(),
+        app_code: Some(Secret::new("code-0123456789abcdef")),
+        enabled: true,
+        create_ms: 0,
+        update_ms: 0,
+    }
+}
+
+/// An enabled default key pair of `app_id`, with no expiry and no previous secret.
+pub fn key(app_key: &str, app_id: &str, secret: &str) -> KeyPair {
+    KeyPair {
+        name: Default::default(),
+        description: Default::default(),
+        app_key: app_key.into(),
+        app_id: app_id.into(),
+        secret: Secret::new(secret),
+        is_default: true,
+        enabled: true,
+        expires_ms: None,
+        previous: None,
+        create_ms: 0,
+        update_ms: 0,
+    }
+}
+
+/// An API serving GET and POST on `path`, every scheme its default.
+pub fn api(id: &str, path: &str) -> Api {
+    Api {
+        id: id.into(),
+        name: id.into(),
+        owner: "acme".into(),
+        path: path.into(),
+        methods: vec!["GET".into(), "POST".into()],
+        ..Default::default()
+    }
+}
+
+/// A grant of `app` on `target` in `stages` (empty: any stage), until `expires_ms`.
+pub fn grant(
+    id: &str,
+    app: &str,
+    target: GrantTarget,
+    stages: &[&str],
+    expires_ms: Option<i64>,
+) -> Grant {
+    Grant {
+        id: id.into(),
+        app_id: app.into(),
+        target,
+        stages: stages.iter().map(|s| (*s).to_owned()).collect(),
+        expires_ms,
+        created_by: "t".into(),
+        create_ms: 0,
+    }
+}
+
 /// APIs in every data set; app `i` is granted API `i % APIS`.
 pub const APIS: usize = 10;
 /// Start of the bench clock (any fixed instant works: decide takes `now` as input).
@@ -81,49 +149,28 @@ pub fn snapshot(n: usize) -> Snapshot {
     let mut s = Snapshot::default();
     for j in 0..APIS {
         s.put_api(Api {
-            id: api_id(j),
             name: format!("svc{j:02}"),
             owner: "bench".into(),
-            methods: vec!["GET".into(), "POST".into()],
-            path: format!("/v1/svc{j:02}/items/{{id}}"),
             auth_schemes: SchemeKind::ALL.iter().map(|k| k.as_str().into()).collect(),
-            ..Default::default()
+            ..api(&api_id(j), &format!("/v1/svc{j:02}/items/{{id}}"))
         });
     }
     for i in 0..n {
         s.put_app(App {
-            id: app_id(i),
-            name: app_id(i),
             owner: "bench".into(),
-            description: String::new(),
-            tags: BTreeMap::new(),
-            extend_info: "tier=gold".into(),
             app_code: Some(Secret::new(app_code(i))),
-            enabled: true,
-            create_ms: 0,
-            update_ms: 0,
+            ..app(&app_id(i))
         });
-        s.put_key(KeyPair {
-            name: Default::default(),
-            description: Default::default(),
-            app_key: app_key(i),
-            app_id: app_id(i),
-            secret: Secret::new(secret(i)),
-            is_default: true,
-            enabled: true,
-            expires_ms: None,
-            previous: None,
-            create_ms: 0,
-            update_ms: 0,
-        });
+        s.put_key(key(&app_key(i), &app_id(i), &secret(i)));
         s.put_grant(Grant {
-            id: format!("grt{i:08}"),
-            app_id: app_id(i),
-            target: GrantTarget::Api(api_id(i % APIS)),
-            stages: Vec::new(),
-            expires_ms: None,
             created_by: "bench".into(),
-            create_ms: 0,
+            ..grant(
+                &format!("grt{i:08}"),
+                &app_id(i),
+                GrantTarget::Api(api_id(i % APIS)),
+                &[],
+                None,
+            )
         });
     }
     s

@@ -9,71 +9,12 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 use super::*;
-use crate::model::{Grant, GrantTarget, PreviousSecret, Secret};
+use crate::model::{GrantTarget, PreviousSecret, Secret};
 use crate::request::Headers;
+use crate::testkit::{api, app, grant, key};
 
 const NOW: i64 = 1_700_000_000_000;
 const SECRET: &str = "test-secret-0123456789";
-
-fn app(id: &str) -> App {
-    App {
-        id: id.into(),
-        name: id.into(),
-        owner: "acme".into(),
-        description: String::new(),
-        tags: BTreeMap::new(),
-        extend_info: "tier=gold".into(),
-        app_code: Some(Secret::new("code-0123456789abcdef")),
-        enabled: true,
-        create_ms: 0,
-        update_ms: 0,
-    }
-}
-
-fn key(app_key: &str, app_id: &str, secret: &str) -> KeyPair {
-    KeyPair {
-        name: Default::default(),
-        description: Default::default(),
-        app_key: app_key.into(),
-        app_id: app_id.into(),
-        secret: Secret::new(secret),
-        is_default: true,
-        enabled: true,
-        expires_ms: None,
-        previous: None,
-        create_ms: 0,
-        update_ms: 0,
-    }
-}
-
-fn api(id: &str, path: &str) -> Api {
-    Api {
-        id: id.into(),
-        name: id.into(),
-        owner: "acme".into(),
-        path: path.into(),
-        methods: vec!["GET".into(), "POST".into()],
-        ..Default::default()
-    }
-}
-
-fn grant(
-    id: &str,
-    app: &str,
-    target: GrantTarget,
-    stages: &[&str],
-    expires_ms: Option<i64>,
-) -> Grant {
-    Grant {
-        id: id.into(),
-        app_id: app.into(),
-        target,
-        stages: stages.iter().map(|s| (*s).to_owned()).collect(),
-        expires_ms,
-        created_by: "t".into(),
-        create_ms: 0,
-    }
-}
 
 /// app1 (key K1) granted api1 in RELEASE; api2 in group g1 granted to app1 via the group.
 fn world() -> Snapshot {

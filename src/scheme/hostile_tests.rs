@@ -16,7 +16,7 @@
 
 #![allow(clippy::indexing_slicing)]
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use envoy_types::pb::envoy::config::core::v3::{HeaderMap, HeaderValue};
 use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Request};
@@ -26,13 +26,13 @@ use proptest::prelude::*;
 use super::*;
 use crate::decide::{DecideConfig, Decision, decide};
 use crate::index::Snapshot;
-use crate::model::{Api, App, Grant, GrantTarget, KeyPair, Secret};
+use crate::model::{Api, App, GrantTarget, Secret};
 use crate::replay::ReplayGuard;
 use crate::request::Headers;
 use crate::server::door;
 use crate::server::door::grpc::view_from_envoy;
 use crate::sign::{SignOptions, SignRequest, sign};
-use crate::testkit::received;
+use crate::testkit::{self, received};
 
 const NOW: i64 = 1_700_000_000_000;
 const APP: &str = "app1";
@@ -48,30 +48,11 @@ const HOST: &str = "svc.us-east-1.example.com";
 fn world() -> Snapshot {
     let mut s = Snapshot::default();
     s.put_app(App {
-        id: APP.into(),
-        name: APP.into(),
-        owner: "acme".into(),
-        description: String::new(),
-        tags: BTreeMap::new(),
         extend_info: String::new(),
         app_code: Some(Secret::new(CODE)),
-        enabled: true,
-        create_ms: 0,
-        update_ms: 0,
+        ..testkit::app(APP)
     });
-    s.put_key(KeyPair {
-        name: Default::default(),
-        description: Default::default(),
-        app_key: KEY.into(),
-        app_id: APP.into(),
-        secret: Secret::new(SECRET),
-        is_default: true,
-        enabled: true,
-        expires_ms: None,
-        previous: None,
-        create_ms: 0,
-        update_ms: 0,
-    });
+    s.put_key(testkit::key(KEY, APP, SECRET));
     s.put_api(Api {
         id: "api1".into(),
         name: "api1".into(),
@@ -91,15 +72,13 @@ fn world() -> Snapshot {
         anonymous_allowed: true,
         ..Default::default()
     });
-    s.put_grant(Grant {
-        id: "g1".into(),
-        app_id: APP.into(),
-        target: GrantTarget::Api("api1".into()),
-        stages: Vec::new(),
-        expires_ms: None,
-        created_by: "t".into(),
-        create_ms: 0,
-    });
+    s.put_grant(testkit::grant(
+        "g1",
+        APP,
+        GrantTarget::Api("api1".into()),
+        &[],
+        None,
+    ));
     s
 }
 
