@@ -167,7 +167,8 @@ impl Snapshot {
     // Each `put_*` replaces what the snapshot held under the same id, side maps
     // included, so none keeps a stale copy (an old AppCode, an old secret) of a
     // record put twice. The replaced entry comes back from the main map's insert: no
-    // extra lookup while the index loads.
+    // extra lookup while the index loads. An API is dropped first instead: its old
+    // route must leave the router before the new one enters.
 
     pub fn put_app(&mut self, app: App) {
         let app = Arc::new(app);
