@@ -12,6 +12,12 @@ struct Member {
     child: Option<Child>,
 }
 
+impl Member {
+    fn client_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.client)
+    }
+}
+
 pub struct Etcd {
     dir: tempfile::TempDir,
     members: Vec<Member>,
@@ -61,7 +67,7 @@ impl Etcd {
             .map(|(j, m)| format!("m{j}=http://127.0.0.1:{}", m.peer))
             .collect();
         let m = &self.members[i];
-        let client = format!("http://127.0.0.1:{}", m.client);
+        let client = m.client_url();
         let peer = format!("http://127.0.0.1:{}", m.peer);
         let log = File::create(self.dir.path().join(format!("m{i}.log"))).expect("log");
         let child = Command::new(etcd_server().expect("etcd"))
@@ -110,18 +116,7 @@ impl Etcd {
     fn wait_writable(&self) {
         let started = Instant::now();
         let healthy = |i: usize| {
-            let ep = format!("http://127.0.0.1:{}", self.members[i].client);
-            Command::new("etcdctl")
-                .env("ETCDCTL_API", "3")
-                .arg(format!("--endpoints={ep}"))
-                .args([
-                    "--dial-timeout=1s",
-                    "--command-timeout=3s",
-                    "endpoint",
-                    "health",
-                ])
-                .output()
-                .is_ok_and(|o| o.status.success())
+            Self::ctl_at(&[self.members[i].client_url()], &["endpoint", "health"]).is_some()
         };
         while self.ctl(&["put", "/probe", "1"]).is_none() || !(0..self.members.len()).all(healthy) {
             assert!(
@@ -146,7 +141,7 @@ impl Etcd {
     pub fn endpoints(&self) -> String {
         self.members
             .iter()
-            .map(|m| format!("http://127.0.0.1:{}", m.client))
+            .map(Member::client_url)
             .collect::<Vec<_>>()
             .join(",")
     }
@@ -157,8 +152,13 @@ impl Etcd {
             .members
             .iter()
             .filter(|m| m.child.is_some())
-            .map(|m| format!("http://127.0.0.1:{}", m.client))
+            .map(Member::client_url)
             .collect();
+        Self::ctl_at(&eps, args)
+    }
+
+    /// Runs `etcdctl` (v3 API) against `eps`; its output.
+    fn ctl_at(eps: &[String], args: &[&str]) -> Option<String> {
         let out = Command::new("etcdctl")
             .env("ETCDCTL_API", "3")
             .arg(format!("--endpoints={}", eps.join(",")))
